@@ -1,0 +1,5 @@
+"""Synthetic data: seeded CT-like phantoms for tests, benchmarks and the accuracy study."""
+
+from medseg.data.phantoms import ORGANS, ct_phantom
+
+__all__ = ["ORGANS", "ct_phantom"]

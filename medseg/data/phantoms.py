@@ -1,0 +1,84 @@
+"""Seeded CT-like phantoms: ellipsoid organs inside an elliptic body, known geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.core.geometry import make_affine
+from medseg.core.volume import Volume
+
+
+@dataclass(frozen=True)
+class Organ:
+    """An ellipsoid organ: label value, centre and radii as fractions of the body, HU."""
+
+    name: str
+    label: int
+    centre: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    hu: float
+
+
+#: The default organs (label values 1..4), placed inside the body ellipse.
+ORGANS: tuple[Organ, ...] = (
+    Organ("liver", 1, (-0.30, 0.05, 0.10), (0.32, 0.30, 0.35), 60.0),
+    Organ("spleen", 2, (0.40, 0.10, 0.15), (0.14, 0.16, 0.20), 45.0),
+    Organ("kidney_left", 3, (0.30, 0.35, -0.25), (0.10, 0.12, 0.22), 150.0),
+    Organ("lesion", 4, (-0.25, 0.0, 0.15), (0.07, 0.07, 0.07), 15.0),
+)
+
+
+def ct_phantom(
+    shape: Sequence[int] = (96, 96, 64),
+    spacing: Sequence[float] = (1.5, 1.5, 2.5),
+    *,
+    affine: np.ndarray | None = None,
+    organs: Sequence[Organ] = ORGANS,
+    noise_hu: float = 20.0,
+    seed: int = 0,
+    jitter: float = 0.05,
+) -> tuple[Volume, Volume]:
+    """A CT-like image (int16 HU) and its label map on the same grid.
+
+    Args:
+        shape: ``(X, Y, Z)`` voxels.
+        spacing: mm per voxel (used when ``affine`` is None; then the grid is RAS, centred at 0).
+        affine: optional 4×4 voxel→RAS affine (oblique, LPS, ...); organs are placed in
+            voxel space, so their world shape follows the affine.
+        organs: the organs to draw; later ones overwrite earlier ones (lesion inside liver).
+        noise_hu: standard deviation of the Gaussian noise, HU.
+        seed: seeds organ position/size jitter and noise.
+        jitter: random relative change of organ centres and radii.
+
+    Returns:
+        ``(image, label)``: image ``(1, X, Y, Z)`` int16 kind ``intensity`` (air −1000,
+        fat −100, soft tissue 40, organs at their HU); label ``(1, X, Y, Z)`` uint8.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    if affine is None:
+        centre = (np.array(shape) - 1) / 2 * np.asarray(spacing, dtype=float)
+        affine = make_affine(spacing, -centre)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij")
+    x, y, z = grids
+    body = (x / 0.9) ** 2 + (y / 0.75) ** 2 <= 1.0
+    image = np.full(shape, -1000.0, dtype=np.float32)
+    image[body] = 40.0
+    fat = body & ((x / 0.9) ** 2 + (y / 0.75) ** 2 > 0.8)
+    image[fat] = -100.0
+    label = np.zeros(shape, dtype=np.uint8)
+    for organ in organs:
+        c = np.array(organ.centre) * (1 + jitter * rng.uniform(-1, 1, 3))
+        r = np.array(organ.radii) * (1 + jitter * rng.uniform(-1, 1, 3))
+        inside = ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1.0
+        inside &= body
+        image[inside] = organ.hu
+        label[inside] = organ.label
+    image += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
+    meta = {"source": f"ct_phantom(seed={seed})", "modality": "CT"}
+    img = Volume(np.round(image).astype(np.int16)[None], affine, kind="intensity", meta=meta)
+    lab = Volume(label[None], affine, kind="label", meta={**meta, "labels": {o.label: o.name for o in organs}})
+    return img, lab

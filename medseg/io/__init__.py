@@ -1,0 +1,101 @@
+"""Reading and writing volumes: NIfTI, NRRD/MHA/MHD, DICOM series, 2D images.
+
+``read(path)`` picks the reader from the content and suffix; ``write(volume, path)``
+picks the writer from the suffix and always writes atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from medseg.core.volume import Volume
+from medseg.errors import InputError, OutputError
+from medseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from medseg.io.dicom import SeriesInfo, find_series, is_dicom_file, read_dicom
+from medseg.io.image2d import read_image2d, write_image2d
+from medseg.io.itk import read_itk, write_itk
+from medseg.io.nifti import read_nifti, write_nifti
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE2D_SUFFIXES
+
+__all__ = [
+    "SUFFIXES",
+    "SeriesInfo",
+    "atomic_path",
+    "find_series",
+    "image_suffix",
+    "read",
+    "read_dicom",
+    "write",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The recognised image suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...) or ``""``."""
+    name = Path(path).name.lower()
+    if name.endswith(".seg.nrrd"):
+        return ".nrrd"
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+
+
+def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, series_uid: str | None = None) -> Volume:
+    """Read an image file, a DICOM folder, or a list of DICOM files as a :class:`Volume`.
+
+    Args:
+        path: NIfTI (``.nii``, ``.nii.gz``), NRRD/MHA/MHD, PNG/TIFF, a DICOM file,
+            a folder holding one DICOM series (searched recursively), or a list of DICOM files.
+        series_uid: the series to read when a DICOM folder holds several.
+
+    Raises:
+        InputError: the path is missing, not an image, corrupt, or ambiguous;
+            the message names the file and what to do.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return read_dicom([Path(p) for p in path], series_uid=series_uid)
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return read_dicom(p, series_uid=series_uid)
+    suffix = image_suffix(p)
+    if suffix in NIFTI_SUFFIXES:
+        return read_nifti(p)
+    if suffix in ITK_SUFFIXES:
+        return read_itk(p)
+    if suffix in IMAGE2D_SUFFIXES:
+        return read_image2d(p)
+    if is_dicom_file(p):
+        return read_dicom(p, series_uid=series_uid)
+    if p.suffix.lower() == ".zip":
+        raise InputError(f"{p}: zip archives are not read directly; unpack it and give the folder")
+    raise InputError(
+        f"{p}: not a recognised image (suffix '{p.suffix}', no DICOM preamble); medseg reads "
+        f"{', '.join(SUFFIXES)}, DICOM files and DICOM folders"
+    )
+
+
+def write(volume: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write ``volume`` atomically; the format comes from the suffix. Returns the path.
+
+    Raises:
+        OutputError: unknown suffix or the file cannot be written.
+        GeometryError: the affine cannot be stored in that format (e.g. shear in NRRD).
+    """
+    p = Path(path)
+    suffix = image_suffix(p)
+    if suffix in NIFTI_SUFFIXES:
+        write_nifti(volume, p)
+    elif suffix in ITK_SUFFIXES:
+        write_itk(volume, p)
+    elif suffix in IMAGE2D_SUFFIXES:
+        write_image2d(volume, p)
+    else:
+        raise OutputError(f"{p}: unknown output format '{p.suffix}'; use one of {', '.join(SUFFIXES)}")
+    return p

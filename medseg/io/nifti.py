@@ -1,0 +1,87 @@
+"""NIfTI-1/2 reading and writing with nibabel."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medseg.core.volume import Volume
+from medseg.errors import GeometryError, InputError
+from medseg.io.atomic import atomic_path
+from medseg.io.checks import check_allocation, check_values
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a NIfTI file as a Volume.
+
+    The affine is the one nibabel chooses (sform if valid, else qform); scaling
+    (``scl_slope``/``scl_inter``) is applied. Shapes map to ``(C, X, Y, Z)``:
+    2D ``(X, Y)`` → ``(1, X, Y, 1)``; 4D ``(X, Y, Z, T)`` → ``(T, X, Y, Z)``;
+    5D ``(X, Y, Z, 1, C)`` (NIfTI vector intent) → ``(C, X, Y, Z)``.
+    """
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{path}: not a readable NIfTI file ({exc}); check the file is complete and really NIfTI"
+        ) from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: expected a NIfTI image, nibabel found {type(img).__name__}")
+    shape = tuple(int(s) for s in img.shape)
+    check_allocation(path, shape, img.get_data_dtype().itemsize)
+    if len(shape) == 5 and shape[3] == 1:
+        pass
+    elif not 2 <= len(shape) <= 4:
+        raise InputError(f"{path}: {len(shape)}D image of shape {shape}; medseg reads 2D, 3D and 4D (channels) NIfTI")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise InputError(f"{path}: truncated or corrupt image data ({exc}); re-export or re-copy the file") from exc
+    check_values(path, data)
+    if data.ndim == 2:
+        data = data[None, :, :, None]
+    elif data.ndim == 3:
+        data = data[None]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+    else:
+        data = np.moveaxis(data[:, :, :, 0, :], 3, 0)
+    meta = {"source": str(path), "format": "nifti"}
+    return Volume(np.ascontiguousarray(data), img.affine, kind="intensity", meta=meta)
+
+
+def write_nifti(volume: Volume, path: Path) -> None:
+    """Write ``volume`` as NIfTI-1 with its exact affine (sform and qform, scanner code).
+
+    One channel is written 3D ``(X, Y, Z)``, several channels 4D ``(X, Y, Z, C)``.
+    Booleans become uint8; label maps of int64 are narrowed to the smallest fitting
+    unsigned type so viewers open them.
+    """
+    data = _nifti_dtype(volume.numpy(), volume.kind)
+    data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, 3)
+    img = nib.Nifti1Image(data, volume.affine)
+    img.set_sform(volume.affine, code=1)
+    try:
+        img.set_qform(volume.affine, code=1)
+    except Exception as exc:  # nibabel raises plain Exceptions for non-rigid affines
+        raise GeometryError(f"{path}: affine cannot be stored as a NIfTI qform: {exc}") from exc
+    if volume.kind == "label":
+        img.header.set_intent("label")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def _nifti_dtype(data: np.ndarray, kind: str) -> np.ndarray:
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if kind == "label" and data.dtype.kind in "iu" and data.dtype.itemsize > 2 and data.size:
+        lo, hi = int(data.min()), int(data.max())
+        if lo >= 0:
+            return data.astype(np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.uint32)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    return data

@@ -1,0 +1,148 @@
+"""write → read keeps array, dtype and affine, in NIfTI, NRRD, MHA, MHD; compared with nibabel/SimpleITK."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import medseg
+from medseg.core import Volume, make_affine
+from medseg.errors import GeometryError, InputError, OutputError
+from tests.conftest import AFFINES
+
+FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"]
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("affine", sorted(AFFINES))
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
+def test_roundtrip(tmp_path, make_volume, suffix, affine, dtype):
+    v = make_volume((1, 7, 6, 5), affine=affine, dtype=dtype)
+    path = medseg.write(v, tmp_path / f"img{suffix}")
+    back = medseg.read(path)
+    assert back.numpy().dtype == dtype
+    assert np.array_equal(back.numpy(), v.numpy())
+    # NIfTI stores the affine in float32, ITK stores spacing/origin/direction in float64
+    tol = 1e-5 if suffix.startswith(".nii") else 1e-9
+    assert np.allclose(back.affine, v.affine, atol=tol, rtol=0)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_multichannel_roundtrip(tmp_path, make_volume, suffix):
+    v = make_volume((3, 5, 4, 6), affine="lps")
+    back = medseg.read(medseg.write(v, tmp_path / f"img{suffix}"))
+    assert back.n_channels == 3
+    assert np.array_equal(back.numpy(), v.numpy())
+
+
+def test_nifti_geometry_equals_nibabel_and_sitk(tmp_path, make_volume):
+    v = make_volume((1, 9, 8, 7), affine="oblique")
+    path = medseg.write(v, tmp_path / "x.nii.gz")
+    img = nib.load(path)
+    assert np.allclose(img.affine, v.affine, atol=1e-5)
+    assert np.array_equal(np.asanyarray(img.dataobj), v.numpy()[0])
+    s = sitk.ReadImage(str(path))
+    lps_origin = np.array(s.GetOrigin())
+    assert np.allclose(lps_origin * [-1, -1, 1], v.origin, atol=1e-4)
+    assert np.allclose(s.GetSpacing(), v.spacing, atol=1e-5)
+
+
+def test_nrrd_geometry_equals_sitk(tmp_path, make_volume):
+    v = make_volume((1, 9, 8, 7), affine="lps")
+    path = medseg.write(v, tmp_path / "x.nrrd")
+    s = sitk.ReadImage(str(path))
+    assert np.allclose(s.GetSpacing(), v.spacing)
+    assert np.allclose(np.array(s.GetOrigin()) * [-1, -1, 1], v.origin)
+    assert np.array_equal(sitk.GetArrayFromImage(s).transpose(2, 1, 0), v.numpy()[0])
+
+
+def test_nifti_scaling_applied(tmp_path):
+    img = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    img.header.set_slope_inter(2.0, -5.0)
+    nib.save(img, tmp_path / "s.nii.gz")
+    v = medseg.read(tmp_path / "s.nii.gz")
+    assert np.allclose(v.numpy()[0], np.arange(24).reshape(2, 3, 4) * 2.0 - 5.0)
+
+
+def test_nifti_4d_is_channels_and_2d_is_one_slice(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 2), np.float32), np.eye(4)), tmp_path / "4d.nii.gz")
+    assert medseg.read(tmp_path / "4d.nii.gz").array.shape == (2, 4, 5, 6)
+    nib.save(nib.Nifti1Image(np.zeros((4, 5), np.float32), np.eye(4)), tmp_path / "2d.nii.gz")
+    assert medseg.read(tmp_path / "2d.nii.gz").array.shape == (1, 4, 5, 1)
+
+
+def test_nifti2_is_read(tmp_path):
+    nib.save(nib.Nifti2Image(np.ones((3, 3, 3), np.float32), AFFINES["lps"]), tmp_path / "n2.nii")
+    v = medseg.read(tmp_path / "n2.nii")
+    assert np.allclose(v.affine, AFFINES["lps"], atol=1e-5)
+
+
+def test_label_int64_is_narrowed(tmp_path):
+    v = Volume(np.array([[[[0, 1], [2, 300]]]], dtype=np.int64), np.eye(4), kind="label")
+    back = medseg.read(medseg.write(v, tmp_path / "l.nii.gz"))
+    assert back.numpy().dtype == np.uint16
+
+
+def test_sheared_affine_refused_for_nrrd(tmp_path):
+    a = make_affine((1, 1, 1))
+    a[0, 2] = 0.4
+    with pytest.raises(GeometryError, match="sheared"):
+        medseg.write(Volume(np.zeros((1, 2, 2, 2)), a), tmp_path / "x.nrrd")
+    assert not list(tmp_path.iterdir())
+
+
+def test_png_roundtrip(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, (1, 12, 7, 1)).astype(np.uint8)
+    v = Volume(arr, np.eye(4))
+    back = medseg.read(medseg.write(v, tmp_path / "x.png"))
+    assert back.array.shape == (1, 12, 7, 1)
+    assert np.array_equal(back.numpy(), arr)
+
+
+def test_rgb_png_has_three_channels(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((5, 9, 3), np.uint8)).save(tmp_path / "rgb.png")
+    assert medseg.read(tmp_path / "rgb.png").array.shape == (3, 9, 5, 1)
+
+
+def test_unknown_output_suffix(tmp_path, make_volume):
+    with pytest.raises(OutputError, match=r"\.xyz"):
+        medseg.write(make_volume(), tmp_path / "x.xyz")
+
+
+def test_write_replaces_existing_atomically(tmp_path, make_volume):
+    p = tmp_path / "x.nii.gz"
+    medseg.write(make_volume(seed=1), p)
+    medseg.write(make_volume(seed=2), p)
+    assert np.array_equal(medseg.read(p).numpy(), make_volume(seed=2).numpy())
+    assert [f.name for f in tmp_path.iterdir()] == ["x.nii.gz"]
+
+
+def test_input_never_modified(tmp_path, make_volume):
+    p = medseg.write(make_volume(), tmp_path / "x.nii.gz")
+    before = p.read_bytes()
+    medseg.read(p)
+    assert p.read_bytes() == before
+
+
+def test_sample_nrrd_lps_matches_sitk(sample):
+    path = sample / "brain_mr" / "brain1_image.nrrd"
+    v = medseg.read(path)
+    s = sitk.ReadImage(str(path))
+    assert v.spatial_shape == s.GetSize()
+    idx = (10, 20, 5)
+    world_lps = s.TransformIndexToPhysicalPoint(idx)
+    ours = v.affine @ [*idx, 1]
+    assert np.allclose(ours[:3] * [-1, -1, 1], world_lps, atol=1e-6)
+    assert v.numpy()[0][idx] == sitk.GetArrayFromImage(s)[idx[::-1]]
+
+
+def test_unknown_file_type(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    with pytest.raises(InputError, match="notes.txt"):
+        medseg.read(p)
