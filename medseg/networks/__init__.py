@@ -1,0 +1,41 @@
+"""Networks: :class:`ConvBlock`, :class:`UNet`, :class:`ConvBlockClassifier` and MONAI's, by name.
+
+>>> net = build_network("unet", in_channels=1, out_channels=3, spatial_dims=3, n_stages=4)
+>>> check_patch_size(net, (64, 64, 32))
+"""
+
+from __future__ import annotations
+
+from medseg.networks.blocks import ConvBlock, ConvOps, conv_ops
+from medseg.networks.classifier import ConvBlockClassifier
+from medseg.networks.init import init_weights
+from medseg.networks.registry import (
+    NETWORKS,
+    NetworkSpec,
+    build_network,
+    check_patch_size,
+    list_networks,
+    network_spec,
+    patch_divisor,
+    register_network,
+    tiny_options,
+)
+from medseg.networks.unet import UNet
+
+__all__ = [
+    "NETWORKS",
+    "ConvBlock",
+    "ConvBlockClassifier",
+    "ConvOps",
+    "NetworkSpec",
+    "UNet",
+    "build_network",
+    "check_patch_size",
+    "conv_ops",
+    "init_weights",
+    "list_networks",
+    "network_spec",
+    "patch_divisor",
+    "register_network",
+    "tiny_options",
+]
