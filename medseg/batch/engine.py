@@ -1,0 +1,211 @@
+"""``run_batch``: many cases, resumable, fault-isolated, with a report and per-case provenance."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from medseg.batch.cases import Case, check_case_id
+from medseg.batch.executors import run_dask, run_inprocess, run_overlap
+from medseg.batch.processor import CaseProcessor
+from medseg.batch.provenance import now_iso
+from medseg.batch.report import BatchReport, CaseResult
+from medseg.batch.stages import BatchContext, warning_router
+from medseg.errors import ConfigError, InputError, OutputError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+Executor = Literal["inprocess", "overlap", "dask"]
+EXECUTORS: tuple[str, ...] = ("inprocess", "overlap", "dask")
+
+
+def select_part(cases: Sequence[Case], num_parts: int = 1, part_id: int = 0) -> list[Case]:
+    """The ``part_id``-th of ``num_parts`` shards: cases sorted by id, every ``num_parts``-th from ``part_id``.
+
+    Deterministic, so independent jobs (a SLURM array) given the same source split it the same way
+    and cover every case exactly once.
+
+    Raises:
+        ConfigError: ``num_parts < 1`` or ``part_id`` outside ``0..num_parts-1``.
+    """
+    if not isinstance(num_parts, int) or num_parts < 1:
+        raise ConfigError(f"num_parts must be a positive integer, got {num_parts!r}")
+    if not isinstance(part_id, int) or not 0 <= part_id < num_parts:
+        raise ConfigError(f"part_id must be in 0..{num_parts - 1} for num_parts={num_parts}, got {part_id!r}")
+    return sorted(cases, key=lambda c: c.case_id)[part_id::num_parts]
+
+
+def run_batch(
+    cases: Sequence[Case],
+    processor: CaseProcessor,
+    out_dir: str | Path,
+    *,
+    executor: Executor = "inprocess",
+    workers: int | None = None,
+    scheduler: object | None = None,
+    force: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
+    prefetch: int = 2,
+    retries: int = 2,
+    progress: bool = True,
+    verbose: bool = False,
+) -> BatchReport:
+    """Process every case with ``processor``, skipping those already done, isolating failures.
+
+    A case is skipped when ``out_dir/<case_id>.provenance.json`` records the same fingerprint
+    (input file hashes + ``processor.fingerprint()`` + medseg version) and all its outputs
+    exist; ``force=True`` runs it again. Outputs are written atomically and the provenance
+    last, so a run killed at any moment and started again completes the batch with the same
+    outputs. A case that raises is recorded as failed and the batch goes on.
+
+    Args:
+        cases: the cases (e.g. from :func:`discover_cases`); ids must be unique.
+        processor: the work per case (:class:`CaseProcessor`).
+        out_dir: output folder (created); outputs, sidecars and the report go there.
+        executor: ``inprocess`` (one case at a time), ``overlap`` (load/save of other cases
+            overlaps the current run; one thread calls ``run``) or ``dask``.
+        workers: loader threads for ``overlap`` (default 1); worker processes of the Dask
+            ``LocalCluster`` (default: CPU count).
+        scheduler: Dask scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``;
+            only with ``executor="dask"``.
+        force: run every case again, even when done.
+        num_parts: split the batch into this many parts (independent jobs) ...
+        part_id: ... and process this one (0-based); see :func:`select_part`.
+        prefetch: cases loaded ahead of the runner (``overlap``), bounds memory.
+        retries: Dask retries of a case whose worker was lost.
+        progress: show a progress bar (cases done/failed, ETA) on stderr.
+        verbose: print one line per finished case on stderr.
+
+    Returns:
+        The :class:`BatchReport`, also written as ``report.csv``/``report.json``/``report.html``
+        (``report.part<I>of<K>.*`` when sharded). ``report.exit_code`` is 0 when nothing failed.
+
+    Raises:
+        ConfigError: unknown executor or invalid option.
+        InputError: duplicate case ids.
+        OutputError: the output folder cannot be created.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{executor}'{did_you_mean(str(executor), EXECUTORS)}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if not isinstance(prefetch, int) or prefetch < 1:
+        raise ConfigError(f"prefetch must be a positive integer, got {prefetch!r}")
+    if scheduler is not None and executor != "dask":
+        raise ConfigError(f"a scheduler is only used with executor='dask', not '{executor}'")
+    _check_unique(cases)
+    selected = select_part(cases, num_parts, part_id)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from exc
+    ctx = BatchContext(processor, out, str(processor.fingerprint()), force)
+
+    results: dict[str, CaseResult] = {}
+    bar = tqdm(total=len(selected), unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+
+    def on_result(result: CaseResult) -> None:
+        results[result.case_id] = result
+        if result.status == "failed":
+            logger.warning("case %s failed: %s", result.case_id, result.error)
+        if verbose:
+            line = f"{result.case_id}: {result.status} ({result.seconds:.1f} s)"
+            tqdm.write(line + (f" {result.error}" if result.error else ""), file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(
+            ok=sum(r.status == "succeeded" for r in results.values()),
+            skipped=sum(r.status == "skipped" for r in results.values()),
+            failed=sum(r.status == "failed" for r in results.values()),
+            refresh=False,
+        )
+
+    started, t0 = now_iso(), time.perf_counter()
+    try:
+        with warning_router():
+            if executor == "inprocess":
+                run_inprocess(ctx, selected, on_result)
+            elif executor == "overlap":
+                run_overlap(ctx, selected, on_result, prefetch=prefetch, loaders=workers or 1)
+            else:
+                run_dask(ctx, selected, on_result, workers=workers, scheduler=scheduler, retries=retries)
+    finally:
+        bar.close()
+    report = BatchReport(
+        rows=[results[c.case_id] for c in selected if c.case_id in results],
+        executor=executor,
+        seconds=time.perf_counter() - t0,
+        started=started,
+        part=(part_id, num_parts),
+    )
+    report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
+    logger.info("%s", report.summary())
+    return report
+
+
+def _check_unique(cases: Sequence[Case]) -> None:
+    seen: dict[str, Case] = {}
+    for case in cases:
+        check_case_id(case.case_id)
+        if case.case_id in seen:
+            names = [", ".join(p.name for p in c.images) for c in (seen[case.case_id], case)]
+            raise InputError(
+                f"two cases share the id '{case.case_id}' ({names[0]} and {names[1]}); case ids must be unique"
+            )
+        seen[case.case_id] = case
+
+
+def batch_command(
+    source: str | Path,
+    processor: CaseProcessor,
+    out_dir: str | Path,
+    *,
+    series: str | None = None,
+    executor: Executor = "inprocess",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    force: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
+    prefetch: int = 2,
+    quiet: bool = False,
+    verbose: bool = False,
+) -> int:
+    """What ``medseg predict -i SOURCE -o OUT`` does with a folder or manifest; returns the exit status.
+
+    Discovers the cases of ``source`` (:func:`discover_cases`), runs :func:`run_batch` and
+    prints the one-line summary and the report's path on stderr (unless ``quiet``).
+
+    Returns:
+        0 when no case failed, 1 otherwise.
+
+    Raises:
+        MedsegError: the source, options or output folder are unusable (before any case runs).
+    """
+    from medseg.batch.cases import discover_cases
+
+    cases = discover_cases(Path(source), series=series)
+    report = run_batch(
+        cases,
+        processor,
+        out_dir,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        force=force,
+        num_parts=num_parts,
+        part_id=part_id,
+        prefetch=prefetch,
+        progress=not quiet,
+        verbose=verbose,
+    )
+    if not quiet:
+        print(f"{report.summary()}; report: {report.files['html']}", file=sys.stderr)
+    return report.exit_code

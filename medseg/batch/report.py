@@ -1,0 +1,153 @@
+"""The run report: one row per case, counts, reasons for failures; CSV, JSON and HTML."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medseg.io import write_text_atomic
+
+Status = Literal["succeeded", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The outcome of one case.
+
+    Attributes:
+        case_id: the case.
+        status: ``succeeded`` (ran now), ``skipped`` (already done with the same fingerprint)
+            or ``failed``.
+        error: ``"Type: message"`` when failed (MedsegError messages as they are), else ``""``.
+        seconds: wall time spent on the case (load + run + save), s.
+        outputs: output name → path relative to the output folder.
+        warnings: warnings raised while processing the case.
+        fingerprint: the case fingerprint (empty when the inputs could not be hashed).
+    """
+
+    case_id: str
+    status: Status
+    error: str = ""
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    fingerprint: str = ""
+
+
+@dataclass
+class BatchReport:
+    """What a batch run did; ``rows`` sorted by case id.
+
+    Attributes:
+        rows: one :class:`CaseResult` per case of this run (this part, when sharded).
+        executor: ``inprocess``, ``overlap`` or ``dask``.
+        seconds: wall time of the whole run, s.
+        started: ISO 8601 UTC start time.
+        part: ``(part_id, num_parts)``.
+    """
+
+    rows: list[CaseResult]
+    executor: str = "inprocess"
+    seconds: float = 0.0
+    started: str = ""
+    part: tuple[int, int] = (0, 1)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def count(self, status: Status) -> int:
+        """How many cases ended with ``status``."""
+        return sum(r.status == status for r in self.rows)
+
+    @property
+    def succeeded(self) -> int:
+        return self.count("succeeded")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no case failed, else 1 (the CLI's exit status)."""
+        return 1 if self.failed else 0
+
+    def failure_reasons(self) -> dict[str, int]:
+        """Failed cases counted by error type (``InputError``, ``out of memory``, ...)."""
+        return dict(Counter(r.error.split(":", 1)[0] for r in self.rows if r.status == "failed").most_common())
+
+    def summary(self) -> str:
+        """One line, e.g. ``10 cases: 7 succeeded, 2 skipped, 1 failed (InputError: 1) in 12.3 s``."""
+        line = f"{len(self.rows)} cases: {self.succeeded} succeeded, {self.skipped} skipped, {self.failed} failed"
+        if self.failed:
+            line += " (" + ", ".join(f"{k}: {v}" for k, v in self.failure_reasons().items()) + ")"
+        return f"{line} in {self.seconds:.1f} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary and rows."""
+        return {
+            "summary": {
+                "cases": len(self.rows),
+                "succeeded": self.succeeded,
+                "skipped": self.skipped,
+                "failed": self.failed,
+                "failure_reasons": self.failure_reasons(),
+                "executor": self.executor,
+                "seconds": round(self.seconds, 3),
+                "started": self.started,
+                "part_id": self.part[0],
+                "num_parts": self.part[1],
+            },
+            "cases": [{**asdict(r), "warnings": list(r.warnings), "seconds": round(r.seconds, 3)} for r in self.rows],
+        }
+
+    def write(self, out_dir: Path, stem: str = "report") -> dict[str, Path]:
+        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.html`` atomically into ``out_dir``."""
+        files = {
+            "csv": write_text_atomic(out_dir / f"{stem}.csv", self._csv()),
+            "json": write_text_atomic(out_dir / f"{stem}.json", json.dumps(self.to_dict(), indent=2) + "\n"),
+            "html": write_text_atomic(out_dir / f"{stem}.html", self._html()),
+        }
+        self.files = files
+        return files
+
+    def _csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["case_id", "status", "error", "seconds", "outputs", "warnings"])
+        for r in self.rows:
+            outputs = ";".join(f"{k}={v}" for k, v in sorted(r.outputs.items()))
+            w.writerow([r.case_id, r.status, r.error, f"{r.seconds:.3f}", outputs, " | ".join(r.warnings)])
+        return buf.getvalue()
+
+    def _html(self) -> str:
+        e = html.escape
+        counts = "".join(
+            f"<tr><th>{s}</th><td>{self.count(s)}</td></tr>"  # type: ignore[arg-type]
+            for s in ("succeeded", "skipped", "failed")
+        )
+        failed = [r for r in self.rows if r.status == "failed"]
+        fail_rows = "".join(f"<tr><td>{e(r.case_id)}</td><td>{e(r.error)}</td></tr>" for r in failed)
+        fail_table = (
+            f"<h2>Failures</h2><table><tr><th>case</th><th>error</th></tr>{fail_rows}</table>"
+            if failed
+            else "<p>No failures.</p>"
+        )
+        warned = sum(bool(r.warnings) for r in self.rows)
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>medseg batch report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+            f"<h1>medseg batch report</h1><p>{e(self.summary())}</p>"
+            f"<p>Executor: {e(self.executor)}; part {self.part[0] + 1} of {self.part[1]}; started {e(self.started)}; "
+            f"{warned} case(s) with warnings. Details per case in report.csv and report.json.</p>"
+            f"<table>{counts}</table>{fail_table}</body></html>\n"
+        )

@@ -1,0 +1,136 @@
+"""Case discovery: folders (files, nnU-Net channels, DICOM sub-folders), manifests, safe ids and paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medseg.batch import Case, discover_cases, output_path, sanitize_case_id
+from medseg.errors import InputError, OutputError
+from tests.batch.conftest import write_cases
+
+
+def test_folder_one_case_per_file_sorted_and_ignores_others(tmp_path: Path) -> None:
+    write_cases(tmp_path, 3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".case_9.nii.gz.tmp.nii.gz").write_bytes(b"half written")
+    cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["case_000", "case_001", "case_002"]
+    assert cases[1].images == (tmp_path / "case_001.nii.gz",)
+    assert cases[1].reference is None
+
+
+def test_nnunet_channels_grouped_in_index_order(tmp_path: Path) -> None:
+    for name in ("BRATS_001_0001", "BRATS_001_0000", "BRATS_002_0000", "BRATS_002_0001"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"x")
+    cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["BRATS_001", "BRATS_002"]
+    assert [p.name for p in cases[0].images] == ["BRATS_001_0000.nii.gz", "BRATS_001_0001.nii.gz"]
+
+
+def test_missing_channel_index_is_an_error(tmp_path: Path) -> None:
+    for name in ("A_0000", "A_0002"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"lacks A_0001"):
+        discover_cases(tmp_path)
+
+
+def test_two_inputs_mapping_to_one_id_lists_both(tmp_path: Path) -> None:
+    (tmp_path / "p 1.nii.gz").write_bytes(b"x")
+    (tmp_path / "p_1.nrrd").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"'p 1.nii.gz' and 'p_1.nrrd' both map to case id 'p_1'"):
+        discover_cases(tmp_path)
+
+
+def test_dicom_subfolders_are_cases(tmp_path: Path, dicom_series) -> None:
+    src = tmp_path / "study"
+    src.mkdir()
+    a = dicom_series("ct_a", shape=(8, 8, 3))
+    a.rename(src / "patient a")
+    nested = src / "b" / "series1"
+    nested.parent.mkdir()
+    dicom_series("ct_b", shape=(8, 8, 3)).rename(nested)
+    (src / "empty").mkdir()
+    cases = discover_cases(src, series="1.2.3")
+    assert [c.case_id for c in cases] == ["b", "patient_a"]
+    assert cases[1].images == (src / "patient a",)
+    assert cases[0].extra == {"series_uid": "1.2.3"}
+
+
+def test_folder_directly_holding_dicom_is_one_case(dicom_series) -> None:
+    folder = dicom_series("CT_head", shape=(8, 8, 3))
+    cases = discover_cases(folder)
+    assert len(cases) == 1
+    assert cases[0].case_id == "CT_head"
+    assert cases[0].images == (folder,)
+
+
+def test_empty_folder_and_single_file_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no cases found"):
+        discover_cases(tmp_path)
+    f = tmp_path / "x.nii.gz"
+    f.write_bytes(b"x")
+    with pytest.raises(InputError, match="folder of cases or a .csv manifest"):
+        discover_cases(f)
+    with pytest.raises(InputError, match="no such file"):
+        discover_cases(tmp_path / "missing")
+
+
+def test_manifest_channels_reference_extra_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text(
+        "case_id,image,image2,reference,site\n"
+        "c1,imgs/c1_t1.nii.gz,imgs/c1_t2.nii.gz,labels/c1.nii.gz,A\n"
+        f"c 2,{tmp_path / 'abs.nii.gz'},t2.nii.gz,,B\n"
+    )
+    cases = discover_cases(tmp_path / "m.csv")
+    assert [c.case_id for c in cases] == ["c1", "c_2"]
+    c1, c2 = cases
+    assert c1.images == (tmp_path / "imgs/c1_t1.nii.gz", tmp_path / "imgs/c1_t2.nii.gz")
+    assert c1.reference == tmp_path / "labels/c1.nii.gz"
+    assert c1.extra == {"site": "A"}
+    assert c2.images[0] == tmp_path / "abs.nii.gz"
+    assert c2.reference is None
+
+
+@pytest.mark.parametrize("bad_id", ["../evil", "/etc/passwd", "..", "a/b", "a\\b"])
+def test_manifest_case_ids_that_are_paths_are_refused(tmp_path: Path, bad_id: str) -> None:
+    (tmp_path / "m.csv").write_text(f"case_id,image\n{bad_id},x.nii.gz\n")
+    with pytest.raises(InputError, match=r"m.csv:2"):
+        discover_cases(tmp_path / "m.csv")
+
+
+def test_manifest_errors_name_the_line(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("id,img\nc1,x\n")
+    with pytest.raises(InputError, match="lacks 'case_id' or 'image'"):
+        discover_cases(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("case_id,image,image2\nc1,x.nii.gz,\n")
+    with pytest.raises(InputError, match=r"m.csv:2: column 'image2' is empty"):
+        discover_cases(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("case_id,image\nc1,x.nii.gz\nc1,y.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2 \(c1\).*line 3 \(c1\)"):
+        discover_cases(tmp_path / "m.csv")
+
+
+def test_sanitize_case_id() -> None:
+    assert sanitize_case_id("Müller, Hans (1).nii") == "M_ller__Hans__1_.nii"
+    assert sanitize_case_id("..x") == "..x"
+    for bad in ("", ".", ".."):
+        with pytest.raises(InputError):
+            sanitize_case_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["../x", "/x", "a/b", ".."])
+def test_case_constructor_refuses_unsafe_ids(bad: str) -> None:
+    with pytest.raises(OutputError, match="not a safe file name"):
+        Case(bad, (Path("x.nii.gz"),))
+
+
+@pytest.mark.parametrize("name", ["../x.nii.gz", "/tmp/x.nii.gz", "a/../../x.nii.gz", ""])
+def test_output_path_cannot_escape(tmp_path: Path, name: str) -> None:
+    with pytest.raises(OutputError):
+        output_path(tmp_path, name)
+
+
+def test_output_path_inside(tmp_path: Path) -> None:
+    assert output_path(tmp_path, "sub/c1.nii.gz") == (tmp_path / "sub/c1.nii.gz").resolve()
