@@ -1,0 +1,35 @@
+"""The Dask executor on a LocalCluster gives the same outputs and report as the in-process run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medseg.batch import discover_cases, read_provenance, run_batch
+from tests.batch.conftest import write_cases
+from tests.batch.processors import ThresholdProcessor
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_inprocess(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    write_cases(src, 4)
+    (src / "broken.nii.gz").write_text("not a nifti")
+    cases = discover_cases(src)
+    processor = ThresholdProcessor(warn_on=("case_002",))
+    local = run_batch(cases, processor, tmp_path / "local", progress=False)
+    dask = run_batch(cases, processor, tmp_path / "dask", executor="dask", workers=2, progress=False)
+    assert dask.executor == "dask"
+    assert [(r.case_id, r.status, r.error, r.warnings) for r in dask.rows] == [
+        (r.case_id, r.status, r.error, r.warnings) for r in local.rows
+    ]
+    assert (dask.succeeded, dask.failed) == (4, 1)
+    for i in range(4):
+        name = f"case_{i:03d}.nii.gz"
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert read_provenance(tmp_path / "dask", "case_002")["warnings"] == [
+        "UserWarning: case_002: suspicious intensities"
+    ]
+    again = run_batch(cases, processor, tmp_path / "dask", executor="dask", workers=2, progress=False)
+    assert (again.skipped, again.failed) == (4, 1)
