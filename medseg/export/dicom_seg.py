@@ -1,0 +1,317 @@
+"""DICOM Segmentation (SEG) export with highdicom, and reading a SEG back onto a grid.
+
+The SEG references its source series: study, series and frame-of-reference UIDs
+are taken from the source images and every frame points at the source slice it
+lies on. The source comes from the image a case was read from (``meta["source_files"]``,
+set by :func:`medseg.io.read_dicom`), or from ``source_series`` (a DICOM folder)
+when the image was NIfTI/NRRD; without either the export fails with a clear error.
+
+Array layout: medseg masks are ``(X, Y, Z)`` with X = DICOM columns, Y = rows and
+Z = slices in the order of ``meta["source_files"]``; SEG frames are ``(rows, columns)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from medseg.core import geometry
+from medseg.core.volume import Volume
+from medseg.errors import DicomError, GeometryError, InputError, OutputError
+from medseg.export.base import ExportCase, Exporter, register_exporter
+from medseg.export.labels import label_color
+from medseg.io import atomic_path, read_dicom
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_ABNORMAL = ("lesion", "tumor", "tumour", "nodule", "neoplasm", "metastasis", "cyst")
+_TRACKING = re.compile(r"label (\d+)$")
+#: Largest distance (in voxels) of a SEG frame from a reference slice; real series jitter by ~0.1 voxel.
+POSITION_TOLERANCE = 0.25
+
+
+def coded_terms(name: str) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
+    """``(category, type)`` SNOMED CT codes for a label name.
+
+    Known structures (``liver``, ``spleen``, ``kidney_left`` → Kidney, ``lesion``, ...) get their
+    SNOMED CT concept from pydicom's code dictionary, with category "Anatomical Structure"
+    or "Morphologically Abnormal Structure"; anything else is "Tissue"/"Tissue".
+    """
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", name) if w]
+    candidates = ["".join(w.capitalize() for w in words)] + [w.capitalize() for w in words]
+    for cand in candidates:
+        try:
+            code = getattr(codes.SCT, cand)
+        except AttributeError:
+            continue
+        abnormal = any(w.lower() in _ABNORMAL for w in words) or cand.lower() in _ABNORMAL
+        category = codes.SCT.MorphologicallyAbnormalStructure if abnormal else codes.SCT.AnatomicalStructure
+        return hd.sr.CodedConcept.from_code(category), hd.sr.CodedConcept.from_code(code)
+    return hd.sr.CodedConcept.from_code(codes.SCT.Tissue), hd.sr.CodedConcept.from_code(codes.SCT.Tissue)
+
+
+def source_reference(case: ExportCase, source_series: str | None) -> Volume:
+    """The DICOM-read Volume whose files the SEG references (``case.image`` or ``source_series``).
+
+    Raises:
+        OutputError: no DICOM source is known.
+        GeometryError: the mask is not on the source series' grid.
+    """
+    image = case.image
+    if image is not None and image.meta.get("source_files"):
+        return image
+    if source_series is None:
+        src = (image.meta.get("source") if image is not None else None) or "no image"
+        raise OutputError(
+            f"{case.case_id}: DICOM SEG needs the source DICOM series, but the reference image ({src}) "
+            "was not read from DICOM; give the DICOM folder as the reference image, or the "
+            "dicom_seg option source_series (CLI: --dicom-source DIR)"
+        )
+    ref = read_dicom(source_series)
+    ref.require_grid(case.mask, "mask")
+    return ref
+
+
+@register_exporter("dicom_seg")
+@dataclass(frozen=True)
+class DicomSegExporter(Exporter):
+    """``CASE.seg.dcm``: a DICOM Segmentation referencing the source series.
+
+    Attributes:
+        segmentation_type: ``"binary"`` (one bit per voxel and segment) or ``"fractional"``
+            (probabilities 0..1 stored as 0..255; needs a probability mask ``(C, X, Y, Z)``).
+        source_series: DICOM folder of the source series, when the image was not read from DICOM.
+        algorithm_type: ``"automatic"``, ``"semiautomatic"`` or ``"manual"``.
+        algorithm_name: recorded as the segmentation algorithm's name.
+        series_description: SeriesDescription of the SEG.
+        series_number: SeriesNumber of the SEG.
+    """
+
+    name = "dicom_seg"
+    segmentation_type: Literal["binary", "fractional"] = "binary"
+    source_series: str | None = None
+    algorithm_type: Literal["automatic", "semiautomatic", "manual"] = "automatic"
+    algorithm_name: str = "medseg"
+    series_description: str = "medseg segmentation"
+    series_number: int = 300
+
+    def export(self, case: ExportCase) -> list[Path]:
+        """Write the SEG file."""
+        if self.segmentation_type not in ("binary", "fractional"):
+            raise OutputError(f"dicom_seg: segmentation_type {self.segmentation_type!r}; use 'binary' or 'fractional'")
+        ref = source_reference(case, self.source_series)
+        sources = _source_datasets(ref)
+        values, frames = self._frames(case)
+        empty = not values
+        if empty:  # an empty result: one empty segment per named label (or label_1)
+            values = list(case.labels) or [1]
+            frames = np.zeros((*frames.shape[:3], len(values)), dtype=np.uint8)
+        frames = _to_source_order(ref, frames, sources)
+        names = {v: case.labels.get(v, f"label_{v}") for v in values}
+        descriptions = [self._description(i + 1, v, names[v], case.case_id) for i, v in enumerate(values)]
+        from medseg import __version__ as version
+
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues[self.segmentation_type.upper()],
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=int(self.series_number),
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="medseg",
+            manufacturer_model_name="medseg",
+            software_versions=str(version),
+            device_serial_number="0",
+            series_description=self.series_description[:64],
+            content_label="SEGMENTATION",
+            content_description=f"{case.case_id} segmentation"[:64],
+            omit_empty_frames=not empty,
+            max_fractional_value=255,
+        )
+        path = case.path(".seg.dcm")
+        with atomic_path(path) as tmp:
+            seg.save_as(tmp)
+        return [path]
+
+    def _frames(self, case: ExportCase) -> tuple[list[int], np.ndarray]:
+        """Label values and stacked frames ``(Z, rows=Y, cols=X, segments)``."""
+        if self.segmentation_type == "fractional":
+            probs = case.mask.numpy()
+            if case.mask.kind != "probability" or probs.shape[0] < 2:
+                raise InputError(
+                    f"{case.case_id}: fractional DICOM SEG needs a probability mask (C, X, Y, Z) with channel "
+                    f"0 = background, got kind {case.mask.kind!r} with {probs.shape[0]} channel(s); "
+                    "use segmentation_type='binary' for label maps"
+                )
+            values = [c for c in range(1, probs.shape[0]) if np.any(probs[c] > 0)]
+            data = np.clip(probs[values].astype(np.float32), 0.0, 1.0)  # (S, X, Y, Z)
+        else:
+            values = case.present
+            data = np.stack([case.label_map == v for v in values]).astype(np.uint8) if values else None
+        if data is None:
+            x, y, z = case.label_map.shape
+            return [], np.zeros((z, y, x, 0), dtype=np.uint8)
+        return values, np.ascontiguousarray(data.transpose(3, 2, 1, 0))
+
+    def _description(self, number: int, value: int, name: str, case_id: str) -> hd.seg.SegmentDescription:
+        category, prop = coded_terms(name)
+        algo = None
+        if self.algorithm_type != "manual":
+            from medseg import __version__ as version
+
+            algo = hd.AlgorithmIdentificationSequence(
+                name=self.algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence, version=str(version)
+            )
+        return hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name[:64],
+            segmented_property_category=category,
+            segmented_property_type=prop,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues[self.algorithm_type.upper()],
+            algorithm_identification=algo,
+            tracking_id=f"{case_id} label {value}"[-64:],
+            tracking_uid=generate_uid(),
+            display_color=hd.color.CIELabColor.from_rgb(*label_color(value)),
+        )
+
+
+def _source_datasets(ref: Volume) -> list[pydicom.Dataset]:
+    files = list(dict.fromkeys(ref.meta["source_files"]))
+    out = []
+    for f in files:
+        try:
+            out.append(pydicom.dcmread(f, stop_before_pixels=True))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise DicomError(f"{f}: cannot re-read the source DICOM file for the SEG ({exc})") from exc
+    return out
+
+
+def _to_source_order(ref: Volume, frames: np.ndarray, sources: Sequence[pydicom.Dataset]) -> np.ndarray:
+    """Frames in the order highdicom expects: one per source file, or per frame of a multi-frame file."""
+    indices = ref.meta.get("frame_indices") or [None] * frames.shape[0]
+    if all(i is None for i in indices):
+        if len(sources) != frames.shape[0]:
+            raise DicomError(
+                f"{ref.meta.get('source')}: {len(sources)} source files for {frames.shape[0]} slices; "
+                "the SEG needs one source image per slice"
+            )
+        return frames
+    if len(sources) != 1:
+        raise DicomError(
+            f"{ref.meta.get('source')}: the series mixes several multi-frame files; DICOM SEG export "
+            "supports classic series or one enhanced multi-frame file"
+        )
+    out = np.zeros((int(sources[0].NumberOfFrames), *frames.shape[1:]), dtype=frames.dtype)
+    out[np.asarray(indices, dtype=int)] = frames
+    return out
+
+
+def read_dicom_seg(path: str | Path, reference: Volume, *, fractional: bool = False) -> Volume:
+    """Read a DICOM SEG onto the grid of ``reference``.
+
+    Frames are placed by their ImagePositionPatient, so any reference on the same
+    grid works (DICOM-read or NIfTI). Segments become their label value (the
+    ``"label N"`` TrackingID medseg writes, else the segment number); where
+    segments overlap, the later one wins.
+
+    Args:
+        path: the SEG file.
+        reference: a Volume on the grid the SEG was made on.
+        fractional: return per-segment fractions ``(S, X, Y, Z)`` float32 in 0..1
+            (segment order) instead of a label map.
+
+    Returns:
+        ``(1, X, Y, Z)`` uint8/uint16 label map (``kind="label"``), or the fractions
+        (``kind="probability"``); ``meta["labels"]`` maps value → segment label.
+
+    Raises:
+        InputError: not a SEG file.
+        GeometryError: the SEG frames do not lie on the reference grid.
+    """
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise InputError(f"{p}: not a readable DICOM file ({exc})") from exc
+    if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
+        raise InputError(f"{p}: not a DICOM Segmentation (SOP class {ds.get('SOPClassUID', 'missing')})")
+    numbers: list[int] = []
+    labels: dict[int, str] = {}
+    value_of: dict[int, int] = {}
+    for item in ds.SegmentSequence:
+        m = _TRACKING.search(str(item.get("TrackingID", "")))
+        number = int(item.SegmentNumber)
+        value = int(m.group(1)) if m else number
+        numbers.append(number)
+        value_of[number] = value
+        labels[value] = str(item.SegmentLabel)
+    pixels = ds.pixel_array
+    pixels = pixels[None] if pixels.ndim == 2 else pixels
+    lps = geometry.LPS_TO_RAS @ reference.affine
+    inv = np.linalg.inv(lps)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    _check_plane(p, shared, ds.PerFrameFunctionalGroupsSequence[0], lps, ds, reference)
+    x, y, z = reference.spatial_shape
+    scale = float(ds.get("MaximumFractionalValue", 1)) if ds.SegmentationType == "FRACTIONAL" else 1.0
+    order = {n: i for i, n in enumerate(numbers)}
+    frac = np.zeros((len(numbers), x, y, z), dtype=np.float32)
+    for i, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        pos = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        ijk = inv[:3, :3] @ pos + inv[:3, 3]
+        k = round(float(ijk[2]))
+        if max(abs(ijk[0]), abs(ijk[1]), abs(ijk[2] - k)) > POSITION_TOLERANCE or not 0 <= k < z:
+            raise GeometryError(
+                f"{p}: frame {i + 1} at {np.round(pos, 3).tolist()} mm (LPS) is not a slice of the reference "
+                f"{reference.meta.get('source') or 'image'} (voxel index {np.round(ijk, 3).tolist()}); "
+                "give the image the SEG was made on"
+            )
+        frac[order[number], :, :, k] = pixels[i].T.astype(np.float32) / scale
+    meta = {"source": str(p), "format": "dicom-seg", "labels": labels, "series_uid": str(ds.SeriesInstanceUID)}
+    if fractional:
+        return Volume(frac, reference.affine, kind="probability", meta=meta)
+    top = max(labels, default=0)
+    out = np.zeros((x, y, z), dtype=np.uint8 if top < 256 else np.uint16)
+    for n in numbers:
+        out[frac[order[n]] >= 0.5] = value_of[n]
+    return Volume(out[None], reference.affine, kind="label", meta=meta)
+
+
+def _check_plane(
+    p: Path, shared: pydicom.Dataset, first: pydicom.Dataset, lps: np.ndarray, ds: pydicom.Dataset, ref: Volume
+) -> None:
+    def group(name: str) -> pydicom.Dataset:
+        for src in (first, shared):
+            if name in src:
+                return src[name].value[0]
+        raise InputError(f"{p}: SEG lacks {name}; cannot place its frames in space")
+
+    ori = np.array([float(v) for v in group("PlaneOrientationSequence").ImageOrientationPatient])
+    ps = [float(v) for v in group("PixelMeasuresSequence").PixelSpacing]
+    d = geometry.direction(lps)
+    sp = geometry.spacing(lps)
+    ok = (
+        np.allclose(ori[:3], d[:, 0], atol=1e-3)
+        and np.allclose(ori[3:], d[:, 1], atol=1e-3)
+        and np.isclose(ps[0], sp[1], rtol=1e-3)
+        and np.isclose(ps[1], sp[0], rtol=1e-3)
+        and (int(ds.Columns), int(ds.Rows)) == ref.spatial_shape[:2]
+    )
+    if not ok:
+        raise GeometryError(
+            f"{p}: SEG planes (orientation {np.round(ori, 4).tolist()}, spacing {ps}, "
+            f"{ds.Columns}×{ds.Rows}) do not match the reference {ref.meta.get('source') or 'image'} "
+            f"(orientation {np.round(np.concatenate([d[:, 0], d[:, 1]]), 4).tolist()}, spacing "
+            f"{[round(sp[1], 4), round(sp[0], 4)]}, {ref.spatial_shape[0]}×{ref.spatial_shape[1]}); "
+            "give the image the SEG was made on"
+        )
