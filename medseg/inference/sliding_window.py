@@ -75,7 +75,7 @@ def _batches(
         yield jobs[i : i + batch_size]
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sliding_window_inference(
     image: torch.Tensor,
     network: nn.Module,

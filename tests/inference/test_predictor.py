@@ -1,0 +1,117 @@
+"""Predictor: output on the input grid exactly, with identity, a test crop step and real transforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medseg.core import HistoryEntry, Step, Volume, register_step
+from medseg.errors import ConfigError
+from medseg.inference import Predictor
+from medseg.postprocess import KeepLargestComponent
+
+
+@register_step("test_crop_for_predictor")
+@dataclass(frozen=True)
+class CropForTest(Step):
+    """Crop ``margin`` voxels from every side; the inverse pads (probabilities: background)."""
+
+    margin: int = 2
+
+    def __call__(self, volume: Volume) -> Volume:
+        m = self.margin
+        arr = volume.tensor()[:, m:-m, m:-m, m:-m]
+        affine = volume.affine.copy()
+        affine[:3, 3] = (volume.affine @ [m, m, m, 1.0])[:3]
+        entry = self.entry(
+            shape=list(volume.spatial_shape), affine=volume.affine.tolist(), margin=m, out_shape=list(arr.shape[1:])
+        )
+        return volume.with_step(arr, affine, entry)
+
+    @classmethod
+    def inverse(cls, volume: Volume, entry: HistoryEntry) -> Volume:
+        m = entry.state["margin"]
+        x = volume.tensor()
+        out = torch.zeros((x.shape[0], *entry.state["shape"]), dtype=x.dtype)
+        if volume.kind == "probability":
+            out[0] = 1.0
+        out[:, m:-m, m:-m, m:-m] = x
+        return volume.replace(array=out, affine=np.array(entry.state["affine"]))
+
+
+def threshold_net(threshold: float = 100.0) -> nn.Module:
+    """1×1×1 conv: class 1 where intensity > threshold."""
+    net = nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.weight[1, 0] = 0.1
+        net.bias.copy_(torch.tensor([0.0, -0.1 * threshold]))
+    return net
+
+
+def test_identity_output_on_input_grid(make_volume) -> None:
+    vol = make_volume(shape=(1, 20, 18, 12), affine="oblique")
+    out = Predictor(threshold_net(), patch_size=(8, 8, 8), device="cpu").predict(vol)
+    assert out.kind == "label" and out.array.dtype == np.uint8 and out.array.shape == (1, 20, 18, 12)
+    assert np.array_equal(out.affine, vol.affine)
+    np.testing.assert_array_equal(out.numpy(), (vol.numpy() > 100).astype(np.uint8))
+
+
+def test_crop_step_is_inverted(make_volume) -> None:
+    vol = make_volume(shape=(1, 16, 14, 12), affine="lps")
+    out = Predictor(threshold_net(), preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu").predict(vol)
+    assert out.grid == vol.grid and out.history == ()
+    expected = (vol.numpy() > 100).astype(np.uint8)
+    np.testing.assert_array_equal(out.numpy()[:, 2:-2, 2:-2, 2:-2], expected[:, 2:-2, 2:-2, 2:-2])
+    assert out.numpy()[:, :2].sum() == 0
+
+
+def test_probabilities_output_and_ensemble(make_volume) -> None:
+    vol = make_volume(shape=(1, 12, 12, 10))
+    a, b = threshold_net(90.0), threshold_net(110.0)
+    probs = Predictor([a, b], patch_size=(8, 8, 8), output="probabilities", device="cpu").predict(vol)
+    assert probs.kind == "probability" and probs.array.shape == (2, 12, 12, 10) and probs.grid == vol.grid
+    x = vol.tensor(dtype=torch.float32)[None]
+    with torch.no_grad():
+        expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1))[0] / 2
+    torch.testing.assert_close(probs.tensor(), expected, atol=1e-5, rtol=0)
+
+
+def test_2d_network_runs_slice_wise(make_volume) -> None:
+    net2d = nn.Conv2d(1, 3, 3, padding=1)
+    vol = make_volume(shape=(1, 16, 16, 5))
+    pred = Predictor(net2d, patch_size=(16, 16), device="cpu", output="probabilities").predict(vol)
+    x = vol.tensor(dtype=torch.float32)
+    with torch.no_grad():
+        expected = torch.softmax(net2d(x.permute(3, 0, 1, 2)), 1).permute(1, 2, 3, 0)
+    torch.testing.assert_close(pred.tensor(), expected, atol=1e-5, rtol=0)
+    labels = Predictor(net2d, patch_size=(16, 16, 1), spatial_dims=2, device="cpu").predict(vol)
+    np.testing.assert_array_equal(labels.numpy()[0], expected.argmax(0).numpy())
+
+
+def test_postprocess_path_and_many(make_volume, tmp_path) -> None:
+    from medseg.io import write
+
+    vol = make_volume(shape=(1, 14, 12, 10), affine="anisotropic")
+    path = write(vol, tmp_path / "case.nii.gz")
+    pred = Predictor(threshold_net(), patch_size=(8, 8, 8), device="cpu", postprocess=[KeepLargestComponent()])
+    outs = list(pred.predict_many([vol, path]))
+    assert len(outs) == 2
+    for out in outs:
+        assert out.grid.matches(vol.grid, atol=1e-5)
+        assert out.history[-1].step == "keep_largest_component"
+        assert out.numpy().sum() <= (vol.numpy() > 100).sum()
+
+
+def test_config_errors() -> None:
+    net = threshold_net()
+    with pytest.raises(ConfigError, match="output"):
+        Predictor(net, patch_size=(8, 8, 8), output="logits")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="networks"):
+        Predictor([], patch_size=(8, 8, 8))
+    with pytest.raises(ConfigError, match="2D network"):
+        Predictor(net, patch_size=(8, 8, 8), spatial_dims=2)
