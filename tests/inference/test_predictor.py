@@ -115,3 +115,25 @@ def test_config_errors() -> None:
         Predictor([], patch_size=(8, 8, 8))
     with pytest.raises(ConfigError, match="2D network"):
         Predictor(net, patch_size=(8, 8, 8), spatial_dims=2)
+
+
+def test_real_transforms_back_on_oblique_lps_grid(make_volume) -> None:
+    pytest.importorskip("medseg.transforms.reorient")
+    pytest.importorskip("medseg.transforms.resample")
+    from medseg.core import build_step
+    from tests.conftest import LPS_AFFINE, oblique_affine
+
+    lps_oblique = LPS_AFFINE.copy()
+    lps_oblique[:3, :3] = LPS_AFFINE[:3, :3] @ oblique_affine(spacing=(1, 1, 1))[:3, :3]
+    rng = np.random.default_rng(0)
+    arr = np.full((1, 30, 26, 14), 50.0, np.float32)
+    arr[:, 8:22, 6:20, 3:11] = 150.0
+    arr += rng.normal(0, 5, arr.shape).astype(np.float32)
+    vol = Volume(arr, lps_oblique)
+    steps = [build_step("reorient", axcodes="RAS"), build_step("resample", spacing=(1.5, 1.5, 1.5))]
+    out = Predictor(threshold_net(), preprocess=steps, patch_size=(8, 8, 8), device="cpu").predict(vol)
+    assert out.spatial_shape == vol.spatial_shape
+    assert np.array_equal(out.affine, vol.affine)
+    truth = arr[0] > 100
+    dice = 2 * np.sum(truth & (out.numpy()[0] == 1)) / (truth.sum() + (out.numpy()[0] == 1).sum())
+    assert dice > 0.9
