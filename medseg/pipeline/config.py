@@ -1,0 +1,238 @@
+"""The pipeline file schema, validated as a whole before any work.
+
+A pipeline file (YAML) names its sections in order::
+
+    name: brain-mask-mr
+    input: {modality: MR, channels: [T1], labels: {1: brain}}
+    preprocess:
+      - reorient: {axcodes: RAS}
+      - resample: {spacing: [3.0, 3.0, 3.0]}
+      - zscore: {}
+    network: {name: unet, options: {n_stages: 4}}
+    training: {max_epochs: 20, patch_size: [64, 64, 64]}
+    inference: {patch_size: [64, 64, 64], overlap: 0.5}
+    postprocess:
+      - keep_largest_component: {}
+    export:
+      - nifti: {}
+
+Sections are pydantic models with ``extra="forbid"``; steps and exporters are looked
+up in their registries and their options validated against the step dataclasses.
+Every problem is reported as ``FILE: path.in.file: what is wrong (did you mean ...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from medseg.errors import ConfigError, did_you_mean
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(Section):
+    """What the pipeline reads.
+
+    Attributes:
+        modality: e.g. ``"CT"``, ``"MR"`` (checked against DICOM Modality when known).
+        channels: one name per input channel (``_0000``, ``_0001``, ... in nnU-Net layout).
+        labels: label value → name; 0 is background and is implied.
+    """
+
+    modality: str = "any"
+    channels: list[str] = Field(default_factory=lambda: ["image"], min_length=1)
+    labels: dict[int, str] = Field(default_factory=lambda: {1: "foreground"}, min_length=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_positive(cls, v: dict[int, str]) -> dict[int, str]:
+        bad = [k for k in v if k <= 0]
+        if bad:
+            raise ValueError(f"label values must be ≥ 1 (0 is background), got {bad}")
+        return v
+
+
+class NetworkSpec(Section):
+    """Which network to build: a registered name plus its options."""
+
+    name: str = "unet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceSpec(Section):
+    """Sliding-window inference options (see :func:`medseg.inference.sliding_window_inference`).
+
+    Attributes:
+        checkpoints: checkpoint files (paths relative to the pipeline file); several = fold ensemble.
+    """
+
+    patch_size: list[PositiveInt] | None = None
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    batch_size: PositiveInt = 4
+    mirror_axes: list[Annotated[int, Field(ge=0, le=2)]] = Field(default_factory=list)
+    device: str = "auto"
+    amp: bool = True
+    checkpoints: list[str] = Field(default_factory=list)
+
+
+class PipelineSpec(Section):
+    """A whole pipeline file (the steps are kept as validated ``(name, options)`` pairs)."""
+
+    name: str = "pipeline"
+    description: str = ""
+    input: InputSpec = Field(default_factory=InputSpec)
+    preprocess: list[Any] = Field(default_factory=list)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    training: dict[str, Any] = Field(default_factory=dict)
+    inference: InferenceSpec = Field(default_factory=InferenceSpec)
+    postprocess: list[Any] = Field(default_factory=list)
+    export: list[Any] = Field(default_factory=list)
+
+
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "input": InputSpec, "network": NetworkSpec, "inference": InferenceSpec,
+}
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """``("preprocess", 2, "resample", "spacing")`` → ``"preprocess[2].resample.spacing"``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (sub)model found by walking ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = SECTION_MODELS.get(part, field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def pydantic_errors(where: str, exc: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[Any, ...] = ()) -> ConfigError:
+    """Turn a pydantic ValidationError into one ConfigError with paths and did-you-mean."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        path = format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _allowed_keys(model, tuple(err["loc"])[:-1]) if model is not None else []
+            lines.append(f"{where}: {format_loc(loc[:-1]) or 'top level'}: unknown key '{key}'{did_you_mean(key, allowed)}")
+        else:
+            got = err.get("input")
+            got_text = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"{where}: {path}: {err['msg']}{got_text}")
+    return ConfigError("; ".join(lines))
+
+
+def validate_dataclass(where: str, path: str, cls: type, options: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from ``options`` with type checking; errors name ``path``."""
+    from medseg.core.registry import option_names
+
+    allowed = option_names(cls) or []
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"{where}: {path}: unknown option '{key}'{did_you_mean(key, allowed)}")
+    try:
+        if dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            checked = {}
+            for key, value in options.items():
+                try:
+                    checked[key] = _adapter(hints[key]).validate_python(value) if key in hints else value
+                except ValidationError as exc:
+                    first = exc.errors()[0]["msg"]
+                    raise ConfigError(f"{where}: {path}.{key}: {first} (got {value!r}; expected {_type_name(hints[key])})") from exc
+            options = checked
+        return cls(**options)
+    except ValidationError as exc:
+        raise pydantic_errors(where, exc, prefix=tuple(_split(path))) from exc
+    except (ConfigError, ValueError, TypeError) as exc:
+        msg = str(exc)
+        msg = msg.split(": ", 1)[-1] if isinstance(exc, ConfigError) and msg.startswith("step ") else msg
+        raise ConfigError(f"{where}: {path}: {msg}") from exc
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    """A lenient-for-unknown-types adapter (numpy arrays, Volumes pass through by isinstance)."""
+    return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True))
+
+
+def _split(path: str) -> list[Any]:
+    parts: list[Any] = []
+    for chunk in path.replace("]", "").split("."):
+        name, *idx = chunk.split("[")
+        parts.append(name)
+        parts.extend(int(i) for i in idx)
+    return parts
+
+
+def parse_step_list(where: str, section: str, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``[{"resample": {...}}, "zscore", ...]`` → ``[("resample", {...}), ("zscore", {})]``."""
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append((item, {}))
+            continue
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(
+                f"{where}: {section}[{i}]: each step is one mapping 'name: {{options}}' (e.g. '- resample: "
+                f"{{spacing: [1.5, 1.5, 1.5]}}'), got {item!r}"
+            )
+        (name, options), = item.items()
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: {section}[{i}].{name}: options must be a mapping, got {options!r}")
+        out.append((str(name), dict(options)))
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a pipeline file with ``yaml.safe_load``; syntax errors name the line and column."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: pipeline file not found")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        hint = " (YAML does not allow tabs for indentation; use spaces)" if "\\t" in problem or "\t" in problem else ""
+        raise ConfigError(f"{p}: invalid YAML: {where}{problem}{hint}") from exc
+    if data is None:
+        raise ConfigError(f"{p}: the pipeline file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a pipeline file is a mapping of sections (name, input, preprocess, ...), got {type(data).__name__}")
+    return data
