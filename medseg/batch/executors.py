@@ -94,8 +94,8 @@ def run_dask(
     Args:
         workers: worker processes of the ``LocalCluster`` made when ``scheduler`` is None
             (default: the CPU count); each has one thread.
-        scheduler: address of a running scheduler (``"tcp://host:8786"``), or an existing
-            ``distributed.Client``.
+        scheduler: address of a running scheduler (``"tcp://host:8786"``; the connection
+            timeout is Dask's ``distributed.comm.timeouts.connect``), or an existing ``distributed.Client``.
         retries: how often a task whose worker was lost is tried again.
     """
     try:
@@ -109,7 +109,7 @@ def run_dask(
         client, owns_client = scheduler, False
     elif scheduler is not None:
         try:
-            client = Client(str(scheduler), timeout="30s")
+            client = Client(str(scheduler))
         except (OSError, TimeoutError) as exc:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with 'dask scheduler' "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -56,3 +57,20 @@ class ThresholdProcessor:
 
     def save(self, case: Case, result: Volume, out_dir: Path) -> dict[str, Path]:
         return {"label": medseg.write(result, output_path(out_dir, f"{case.case_id}.nii.gz"))}
+
+
+@dataclass
+class DieOnceProcessor(ThresholdProcessor):
+    """Kills its own process (like an OOM kill or a pre-empted node) the first time it runs ``die_case``.
+
+    ``marker`` is a file created before dying, so the retried task runs normally.
+    """
+
+    die_case: str = ""
+    marker: str = ""
+
+    def run(self, loaded: tuple[str, Volume]) -> Volume:
+        if loaded[0] == self.die_case and not Path(self.marker).exists():
+            Path(self.marker).write_text("died once")
+            os._exit(1)
+        return super().run(loaded)

@@ -8,7 +8,7 @@ import pytest
 
 from medseg.batch import discover_cases, read_provenance, run_batch
 from tests.batch.conftest import write_cases
-from tests.batch.processors import ThresholdProcessor
+from tests.batch.processors import DieOnceProcessor, ThresholdProcessor
 
 
 @pytest.mark.slow
@@ -33,3 +33,44 @@ def test_dask_local_cluster_matches_inprocess(tmp_path: Path) -> None:
     ]
     again = run_batch(cases, processor, tmp_path / "dask", executor="dask", workers=2, progress=False)
     assert (again.skipped, again.failed) == (4, 1)
+
+
+@pytest.mark.slow
+def test_existing_scheduler_and_lost_worker_is_retried(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    src = tmp_path / "in"
+    write_cases(src, 3)
+    processor = DieOnceProcessor(die_case="case_001", marker=str(tmp_path / "died"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        report = run_batch(
+            discover_cases(src),
+            processor,
+            tmp_path / "out",
+            executor="dask",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert (tmp_path / "died").exists()
+    assert (report.succeeded, report.failed) == (3, 0)
+    assert (tmp_path / "out" / "case_001.nii.gz").exists()
+
+
+def test_unreachable_scheduler_is_a_config_error(tmp_path: Path) -> None:
+    import dask
+
+    from medseg.batch import Case
+    from medseg.errors import ConfigError
+
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(ConfigError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+    ):
+        run_batch(
+            [Case("a", (tmp_path / "a.nii.gz",))],
+            ThresholdProcessor(),
+            tmp_path / "out",
+            executor="dask",
+            scheduler="tcp://127.0.0.1:9",
+            progress=False,
+        )
