@@ -166,7 +166,7 @@ class CropForeground(Step):
 def _per_axis(value: int | Sequence[int] | None, what: str) -> tuple[int, int, int] | None:
     if value is None:
         return None
-    vals = [value] * 3 if isinstance(value, int) else list(value)
+    vals = [value] * 3 if isinstance(value, (int, float)) else list(value)
     if len(vals) != 3 or any(int(v) != v or int(v) < 1 for v in vals):
         raise ConfigError(f"pad: {what} must be a positive integer or 3 of them (X, Y, Z), got {value!r}")
     return tuple(int(v) for v in vals)  # type: ignore[return-value]
