@@ -14,7 +14,7 @@ and ``medseg export``:
 
 from __future__ import annotations
 
-from medseg.export import dicom_seg, labelmap, mesh
+from medseg.export import dicom_seg, html, labelmap, mesh, preview, stats
 from medseg.export.base import (
     EXPORTERS,
     ExportCase,
@@ -46,6 +46,7 @@ __all__ = [
     "check_case_id",
     "dicom_seg",
     "export_all",
+    "html",
     "label_color",
     "label_table",
     "labelmap",
@@ -54,6 +55,8 @@ __all__ = [
     "mesh",
     "parse_labels",
     "prepare",
+    "preview",
     "read_dicom_seg",
     "register_exporter",
+    "stats",
 ]
