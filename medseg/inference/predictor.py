@@ -62,6 +62,39 @@ def argmax_labels(probabilities: torch.Tensor) -> np.ndarray:
     return out
 
 
+def invert_to_labels(probabilities: Volume) -> Volume:
+    """Invert ``probabilities`` ``(K, X, Y, Z)`` through its history one class at a time, keeping the argmax.
+
+    Equivalent to ``argmax(invert(probabilities))`` (ties go to the lower class) but
+    only one inverted class plus a running maximum are held on the input grid instead
+    of ``K`` float channels.
+
+    Returns:
+        label Volume ``(1, X, Y, Z)`` uint8 (uint16 above 256 classes) on the grid before
+        the history, with an empty history.
+    """
+    probs = probabilities.tensor()
+    k = int(probs.shape[0])
+    best = labels = None
+    affine = probabilities.affine
+    for c in range(k):
+        inverted = invert(probabilities.replace(array=probs[c : c + 1]), probabilities.history)
+        channel = inverted.tensor()[0]
+        if best is None or labels is None:
+            best = channel.float().clone()
+            labels = torch.zeros(best.shape, dtype=torch.int16 if k <= 256 else torch.int32, device=best.device)
+            affine = inverted.affine
+            continue
+        better = channel > best
+        torch.maximum(best, channel.to(best.device, best.dtype), out=best)
+        labels[better] = c
+        del inverted, channel, better
+    if labels is None:
+        raise InputError("invert_to_labels: the probabilities have no channel")
+    arr = labels.cpu().numpy().astype(np.uint8 if k <= 256 else np.uint16)[None]
+    return Volume(arr, affine, kind="label", meta=probabilities.meta)
+
+
 class Predictor:
     """Segment volumes with one network or a fold ensemble.
 
@@ -83,6 +116,9 @@ class Predictor:
             (``(K, X, Y, Z)`` float32, kind ``"probability"``).
         spatial_dims: 2 or 3; default: 2 when ``patch_size`` has two values.
         output_device: where stitched logits live (``"auto"``: on the device when they fit).
+        stream_labels: with ``output="labels"``, invert the probabilities one class at a
+            time and keep a running argmax (:func:`invert_to_labels`): only one class is
+            ever held on the input grid.
     """
 
     def __init__(
@@ -101,6 +137,7 @@ class Predictor:
         output: Output = "labels",
         spatial_dims: int | None = None,
         output_device: str | torch.device = "auto",
+        stream_labels: bool = True,
     ) -> None:
         nets = [networks] if isinstance(networks, nn.Module) else list(networks)
         if not nets or not all(isinstance(n, nn.Module) for n in nets):
@@ -135,6 +172,7 @@ class Predictor:
         self.postprocess = tuple(postprocess)
         self.output: Output = output
         self.output_device = output_device
+        self.stream_labels = stream_labels
 
     # ---- stages -------------------------------------------------------------
     def run_preprocess(self, volume: Volume) -> Volume:
@@ -201,17 +239,21 @@ class Predictor:
         if not isinstance(pre, Volume):
             raise InputError(f"preprocess returned {type(pre).__name__}, expected a Volume")
         probs = Volume(self.probabilities(pre), pre.affine, kind="probability", meta=pre.meta, history=pre.history)
-        back = invert(probs, pre.history)
-        if not back.grid.matches(volume.grid, atol=1e-6):
-            raise GeometryError(
-                f"{volume.meta.get('source') or 'input'}: inverted prediction grid {back.spatial_shape} does not match "
-                f"the input grid {volume.spatial_shape}; a pre-processing step's inverse is incomplete"
-            )
         meta = {**volume.meta}
-        if self.output == "probabilities":
-            return Volume(back.tensor().float().cpu(), volume.affine, kind="probability", meta=meta)
-        labels = argmax_labels(back.tensor())
-        del back, probs
+        if self.output == "labels" and self.stream_labels:
+            streamed = invert_to_labels(probs)
+            if not streamed.grid.matches(volume.grid, atol=1e-6):
+                raise _not_back(volume, streamed.spatial_shape)
+            labels = streamed.numpy()
+        else:
+            back = invert(probs, pre.history)
+            if not back.grid.matches(volume.grid, atol=1e-6):
+                raise _not_back(volume, back.spatial_shape)
+            if self.output == "probabilities":
+                return Volume(back.tensor().float().cpu(), volume.affine, kind="probability", meta=meta)
+            labels = argmax_labels(back.tensor())
+            del back
+        del probs
         out = Volume(labels, volume.affine, kind="label", meta=meta)
         for step in self.postprocess:
             out = step(out)
@@ -221,3 +263,10 @@ class Predictor:
         """Segment cases one after another (lazily), each on its own input grid."""
         for item in items:
             yield self.predict(item)
+
+
+def _not_back(volume: Volume, shape: Sequence[int]) -> GeometryError:
+    return GeometryError(
+        f"{volume.meta.get('source') or 'input'}: inverted prediction grid {tuple(shape)} does not match "
+        f"the input grid {volume.spatial_shape}; a pre-processing step's inverse is incomplete"
+    )

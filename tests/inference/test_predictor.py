@@ -137,3 +137,22 @@ def test_real_transforms_back_on_oblique_lps_grid(make_volume) -> None:
     truth = arr[0] > 100
     dice = 2 * np.sum(truth & (out.numpy()[0] == 1)) / (truth.sum() + (out.numpy()[0] == 1).sum())
     assert dice > 0.9
+
+
+def test_streamed_labels_equal_full_inversion(make_volume) -> None:
+    from medseg.core import invert
+    from medseg.inference import argmax_labels, invert_to_labels
+
+    vol = make_volume(shape=(1, 16, 14, 12), affine="oblique")
+    pre = CropForTest(3)(vol)
+    rng = np.random.default_rng(0)
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=(4, *pre.spatial_shape)).astype(np.float32)), 0)
+    pv = Volume(probs, pre.affine, kind="probability", history=pre.history)
+    streamed = invert_to_labels(pv)
+    assert streamed.grid == vol.grid and streamed.array.dtype == np.uint8
+    np.testing.assert_array_equal(streamed.numpy(), argmax_labels(invert(pv, pre.history).tensor()))
+    net = threshold_net()
+    kw = dict(preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu")
+    a = Predictor(net, stream_labels=True, **kw).predict(vol)
+    b = Predictor(net, stream_labels=False, **kw).predict(vol)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
