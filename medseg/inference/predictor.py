@@ -235,7 +235,15 @@ class Predictor:
             volume = read(volume_or_path)
         if self.spatial_dims == 3 and volume.spatial_shape[2] == 1 and self.patch_size[2] > 1:
             log.info("2D input with a 3D network: Z is padded to the patch")
-        pre = self.run_preprocess(volume)
+        return self.predict_preprocessed(volume, self.run_preprocess(volume))
+
+    def predict_preprocessed(self, volume: Volume, pre: Volume) -> Volume:
+        """The part of :meth:`predict` after pre-processing (the batch engine overlaps the two).
+
+        Args:
+            volume: the input as read (its grid is where the result lands).
+            pre: ``volume`` after :meth:`run_preprocess` (history included).
+        """
         if not isinstance(pre, Volume):
             raise InputError(f"preprocess returned {type(pre).__name__}, expected a Volume")
         probs = Volume(self.probabilities(pre), pre.affine, kind="probability", meta=pre.meta, history=pre.history)
