@@ -39,13 +39,11 @@ def label_statistics(
     if image is not None:
         label.require_grid(image, "image")
         values = image.numpy()[0].astype(np.float64)
-    present = np.unique(labels)
-    present = present[present > 0].astype(np.int64)
+    flat = labels.ravel()
+    counts = np.bincount(flat)
+    present = np.flatnonzero(counts[1:]) + 1
     if present.size == 0:
         return []
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=int(present.max()) + 1)
-    centres = ndimage.center_of_mass(labels > 0, labels, present)
     boxes = ndimage.find_objects(labels)
     if values is not None:
         sums = np.bincount(flat, weights=values.ravel(), minlength=counts.size)
@@ -56,8 +54,9 @@ def label_statistics(
     out = []
     for j, k in enumerate(present.tolist()):
         n = int(counts[k])
-        centre = np.array([*centres[j], 1.0])
         box = boxes[k - 1]
+        inside = np.nonzero(labels[box] == k)
+        centre = np.array([float(i.mean()) + s.start for i, s in zip(inside, box)] + [1.0])
         rec: dict[str, Any] = {
             "label": k,
             "name": (names or {}).get(k, f"label_{k}"),
