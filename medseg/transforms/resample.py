@@ -157,13 +157,14 @@ class ResampleTo(Step):
         reference: the target :class:`~medseg.core.Grid` or a :class:`~medseg.core.Volume` on it.
         mode: ``"linear"``, ``"nearest"`` (or ``"cubic"`` for axis-aligned grids) for intensities.
         label_mode: ``"nearest"`` or ``"linear"`` (one-hot, then argmax) for labels.
-        fill: value outside the input for intensities/probabilities.
+        fill: value outside the input for intensities/probabilities (None: extend the
+            edge voxels, as MONAI's ``padding_mode="border"``).
     """
 
     reference: Grid | Volume
     mode: Interpolation = "linear"
     label_mode: LabelInterpolation = "nearest"
-    fill: float = 0.0
+    fill: float | None = 0.0
 
     def __post_init__(self) -> None:
         ref = self.reference

@@ -90,6 +90,19 @@ def resample_axis(
     return out
 
 
+def _centre_aligned(scale: Sequence[float], offset: Sequence[float]) -> bool:
+    """True when every axis maps output voxel ``i`` to input ``(i + 0.5) * scale - 0.5`` (scale > 0)."""
+    return all(s > 0 and abs(o - (s - 1.0) / 2.0) < 1e-9 for s, o in zip(scale, offset))
+
+
+def _upsample(x: torch.Tensor, size: list[int], scale: list[float], mode: Mode) -> torch.Tensor:
+    """torch's native trilinear / nearest-exact kernels with explicit per-axis scales."""
+    factors = [1.0 / s for s in scale]  # aten takes output/input factors
+    if mode == "linear":
+        return torch.ops.aten.upsample_trilinear3d.default(x[None], size, False, *factors)[0]
+    return torch.ops.aten._upsample_nearest_exact3d.default(x[None], size, *factors)[0]
+
+
 def resample_separable(
     x: torch.Tensor,
     out_shape: Sequence[int],
@@ -101,8 +114,11 @@ def resample_separable(
     """Resample the spatial axes of ``x`` ``(C, X, Y, Z)`` independently.
 
     Output voxel ``i`` of spatial axis ``k`` samples the input at ``i * scale[k] + offset[k]``.
-    Axes that shrink are done first so later passes touch fewer voxels; axes with
-    identity mapping are skipped.
+    When the grids are centre-aligned (``offset = (scale - 1) / 2``, the ``resample``
+    convention and its inverse) and no ``fill`` is needed, linear and nearest axes use
+    torch's native ``upsample_trilinear3d`` / ``_upsample_nearest_exact3d`` kernels (one
+    pass each, multi-threaded, CPU and CUDA). Otherwise each axis is a 1D pass, axes
+    that shrink first so later passes touch fewer voxels; identity axes are skipped.
 
     Args:
         x: ``(C, X, Y, Z)``; floating for non-nearest modes.
@@ -115,6 +131,15 @@ def resample_separable(
     Returns:
         ``(C, X', Y', Z')`` on ``x``'s device.
     """
+    out_shape = [int(s) for s in out_shape]
+    kernels_fit = x.is_floating_point() or (x.dtype == torch.uint8 and all(m == "nearest" for m in modes))
+    if fill is None and kernels_fit and "cubic" not in modes and _centre_aligned(scale, offset):
+        for mode in ("linear", "nearest"):
+            axes = [k for k in range(3) if modes[k] == mode]
+            if axes:
+                size = [out_shape[k] if k in axes else x.shape[k + 1] for k in range(3)]
+                x = _upsample(x, size, [float(scale[k]) if k in axes else 1.0 for k in range(3)], mode)
+        return x
     order = sorted(range(3), key=lambda k: out_shape[k] / x.shape[k + 1])
     for k in order:
         n = x.shape[k + 1]
