@@ -1,0 +1,248 @@
+"""Pre-processed cases cached on disk, keyed by a hash of the inputs and the preprocessing.
+
+A case is read (channels concatenated along C), pre-processed, its label put on the
+pre-processed image grid (nearest neighbour), and stored as ``image.npy`` / ``label.npy``
+plus foreground locations. A second run with the same inputs and preprocessing finds
+the files and starts at once; training reads them memory-mapped (``np.load(mmap_mode=...)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.core.volume import Volume
+from medseg.errors import GeometryError, InputError
+from medseg.io import atomic_path, read, write_text_atomic
+from medseg.training.dataset import Case, Dataset
+from medseg.transforms.functional.resample import resample_to_grid
+
+log = logging.getLogger(__name__)
+
+Preprocess = Callable[[Volume], Volume]
+CACHE_VERSION = 1
+#: at most this many foreground voxel locations are kept per class (nnU-Net keeps 10,000).
+MAX_LOCATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """A pre-processed case on disk.
+
+    Attributes:
+        case_id: the case's id.
+        folder: holds ``image.npy`` (float32 ``(C, X, Y, Z)``), ``label.npy`` (``(1, X, Y, Z)``
+            integer, absent without label), ``locations.npz`` (foreground voxels per class) and
+            ``meta.json``.
+        affine: 4×4 voxel→RAS mm of the pre-processed grid.
+        shape: ``(X, Y, Z)`` of the pre-processed grid.
+        class_label: case-level class or None.
+    """
+
+    case_id: str
+    folder: Path
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    class_label: int | None = None
+    has_label: bool = True
+
+    def image(self, mmap: bool = True) -> np.ndarray:
+        """``(C, X, Y, Z)`` float32, memory-mapped (copy-on-write) by default."""
+        return np.load(self.folder / "image.npy", mmap_mode="c" if mmap else None)
+
+    def label(self, mmap: bool = True) -> np.ndarray:
+        """``(1, X, Y, Z)`` integer label map."""
+        return np.load(self.folder / "label.npy", mmap_mode="c" if mmap else None)
+
+    def locations(self) -> dict[int, torch.Tensor]:
+        """Foreground voxel indices ``(K, 3)`` per class (a subsample of at most 10,000)."""
+        with np.load(self.folder / "locations.npz") as z:
+            return {int(k[1:]): torch.from_numpy(z[k]) for k in z.files}
+
+
+@dataclass
+class CacheStats:
+    """How many cases came from the cache and how many were pre-processed."""
+
+    hits: int = 0
+    misses: int = 0
+    ids_processed: list[str] = field(default_factory=list)
+
+
+def callable_key(fn: Any) -> str:
+    """A stable text key for a preprocessing callable (dataclass steps: their repr)."""
+    if fn is None:
+        return "identity"
+    if hasattr(fn, "__dataclass_fields__") or isinstance(fn, (list, tuple)):
+        return repr(fn)
+    steps = getattr(fn, "steps", None)
+    if steps is not None:
+        return f"{type(fn).__qualname__}({steps!r})"
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def case_key(case: Case, preprocess_key: str) -> str:
+    """Hash of the case's input files (path, size, mtime) and of the preprocessing key."""
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}".encode())
+    paths = [*case.images, *([case.label] if case.label else [])]
+    for p in paths:
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def read_case(case: Case) -> tuple[Volume, Volume | None]:
+    """Read the channels (concatenated along C) and the label of ``case``.
+
+    Raises:
+        GeometryError: channels, or image and label, are on different grids (names the case).
+    """
+    channels = [read(p) for p in case.images]
+    first = channels[0]
+    for i, ch in enumerate(channels[1:], start=1):
+        if not first.grid.matches(ch.grid, atol=1e-3):
+            raise GeometryError(
+                f"case '{case.case_id}': channel {i} ({case.images[i]}) grid {ch.spatial_shape} does not match "
+                f"channel 0 ({case.images[0]}) grid {first.spatial_shape}; resample the channels onto one grid"
+            )
+    arrays = [np.asarray(ch.numpy(), dtype=np.float32) for ch in channels]
+    image = first.replace(array=np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0])
+    label = None
+    if case.label is not None:
+        label = read(case.label).replace(kind="label")
+        if not first.grid.matches(label.grid, atol=1e-3):
+            raise GeometryError(
+                f"case '{case.case_id}': label {case.label} grid {label.spatial_shape} "
+                f"(spacing {tuple(round(s, 3) for s in label.spacing)}) does not match image {case.images[0]} grid "
+                f"{first.spatial_shape} (spacing {tuple(round(s, 3) for s in first.spacing)}); "
+                "the label must be drawn on the image"
+            )
+    return image, label
+
+
+def label_on_grid(label: Volume, image: Volume) -> np.ndarray:
+    """``label`` put on ``image``'s grid (nearest neighbour; outside → 0), ``(1, X, Y, Z)``."""
+    if image.grid.matches(label.grid, atol=1e-4):
+        return np.asarray(label.numpy())
+    t = torch.as_tensor(np.asarray(label.numpy()).astype(np.int32))
+    out = resample_to_grid(t, label.affine, image.spatial_shape, image.affine, "nearest", fill=0.0)
+    return out.cpu().numpy()
+
+
+def _locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out = {}
+    lab = label[0]
+    for c in np.unique(lab):
+        if c <= 0:
+            continue
+        idx = np.argwhere(lab == c).astype(np.int32)
+        if len(idx) > MAX_LOCATIONS:
+            idx = idx[np.sort(rng.choice(len(idx), MAX_LOCATIONS, replace=False))]
+        out[f"c{int(c)}"] = idx
+    return out
+
+
+def prepare_case(case: Case, preprocess: Preprocess | None, folder: Path) -> CachedCase:
+    """Read, pre-process and store one case in ``folder`` (files written atomically)."""
+    image, label = read_case(case)
+    if preprocess is not None:
+        image = preprocess(image)
+    img = np.ascontiguousarray(image.numpy(), dtype=np.float32)
+    if not np.isfinite(img).all():
+        raise InputError(f"case '{case.case_id}': the pre-processed image has NaN/inf voxels ({case.images[0]})")
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "image.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, img)
+    if label is not None:
+        lab = label_on_grid(label, image)
+        if lab.min() < 0:
+            raise InputError(f"case '{case.case_id}': label {case.label} has negative values")
+        dtype = np.uint8 if lab.max() < 256 else np.int16
+        lab = np.ascontiguousarray(lab, dtype=dtype)
+        with atomic_path(folder / "label.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, lab)
+        locs = _locations(lab, np.random.default_rng(0))
+        with atomic_path(folder / "locations.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **locs)
+    meta = {
+        "case_id": case.case_id,
+        "affine": np.asarray(image.affine).tolist(),
+        "shape": list(image.spatial_shape),
+        "class_label": case.class_label,
+        "has_label": label is not None,
+        "images": [str(p) for p in case.images],
+        "label": str(case.label) if case.label else None,
+    }
+    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))  # written last: marks completion
+    return _from_meta(folder, meta)
+
+
+def _from_meta(folder: Path, meta: dict[str, Any]) -> CachedCase:
+    return CachedCase(
+        meta["case_id"],
+        folder,
+        np.asarray(meta["affine"], dtype=np.float64),
+        tuple(meta["shape"]),  # type: ignore[arg-type]
+        meta["class_label"],
+        bool(meta["has_label"]),
+    )
+
+
+def prepare_dataset(
+    dataset: Dataset | Sequence[Case],
+    preprocess: Preprocess | None,
+    cache_dir: str | Path,
+    *,
+    preprocess_key: str | None = None,
+    stats: CacheStats | None = None,
+) -> list[CachedCase]:
+    """Pre-process every case into ``cache_dir`` unless a matching cache entry exists.
+
+    Grid mismatches are collected over all cases and reported together.
+
+    Args:
+        dataset: the cases.
+        preprocess: callable on the image :class:`Volume` (None: identity).
+        cache_dir: cache folder (created).
+        preprocess_key: text identifying the preprocessing (default: from ``preprocess``);
+            changing it invalidates the cache.
+        stats: filled with cache hits and misses.
+
+    Raises:
+        GeometryError: some cases have image/label or channel grids that disagree (all listed).
+    """
+    cases = dataset.cases if isinstance(dataset, Dataset) else list(dataset)
+    key = preprocess_key if preprocess_key is not None else callable_key(preprocess)
+    stats = stats if stats is not None else CacheStats()
+    root = Path(cache_dir)
+    out: list[CachedCase] = []
+    errors: list[str] = []
+    for case in cases:
+        folder = root / f"{case.case_id}-{case_key(case, key)}"
+        meta_file = folder / "meta.json"
+        if meta_file.exists():
+            out.append(_from_meta(folder, json.loads(meta_file.read_text())))
+            stats.hits += 1
+            continue
+        try:
+            out.append(prepare_case(case, preprocess, folder))
+        except GeometryError as exc:
+            errors.append(str(exc))
+            continue
+        stats.misses += 1
+        stats.ids_processed.append(case.case_id)
+    if errors:
+        raise GeometryError(f"{len(errors)} of {len(cases)} cases have mismatched grids:\n  " + "\n  ".join(errors))
+    log.info("cache %s: %d cases reused, %d pre-processed", root, stats.hits, stats.misses)
+    return out

@@ -1,0 +1,214 @@
+"""Checkpoints: weights + everything predict needs, saved atomically, loaded ``weights_only``.
+
+A checkpoint holds only tensors, dicts, lists, strings, numbers and None, so
+``torch.load(path, weights_only=True)`` can read it; a model trained here can be used by
+predict with no other file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import CheckpointError
+from medseg.io import atomic_path
+
+FORMAT = "medseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain data (tuples → lists, numpy → Python) so ``weights_only`` loading works."""
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, (int, str)) else str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
+        return value
+    raise CheckpointError(f"cannot store {type(value).__name__} ({value!r}) in a checkpoint; use plain data")
+
+
+def versions() -> dict[str, str]:
+    """Versions of medseg, torch, MONAI, numpy and Python."""
+    import monai
+
+    import medseg
+
+    return {
+        "medseg": str(medseg.__version__),
+        "torch": str(torch.__version__),
+        "monai": str(monai.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        network_name: registered network name (see :func:`medseg.networks.list_networks`).
+        network_options: the options it was built with.
+        state_dict: the weights.
+        config: the full pipeline config given to the trainer.
+        labels: label value → name (0 = background); for classifiers class index → name.
+        channels: input channel names, in order.
+        epoch: epochs completed.
+        metrics: validation metrics at save time.
+        versions: package versions at save time.
+        training_state: optimiser/scheduler/RNG state for resuming (empty in exported files).
+        path: where it was loaded from.
+    """
+
+    network_name: str
+    network_options: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    training_state: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def build_network(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The network with these weights, in eval mode, on ``device``.
+
+        Raises:
+            CheckpointError: the weights do not fit the network the options describe.
+        """
+        from medseg.networks import build_network
+
+        net = build_network(self.network_name, **self.network_options)
+        try:
+            net.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"{self.path}: weights do not fit network '{self.network_name}' with options "
+                f"{self.network_options}: {first}"
+            ) from exc
+        return net.to(device).eval()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    network: nn.Module,
+    *,
+    network_name: str,
+    network_options: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    labels: Mapping[int, str] | None = None,
+    channels: Sequence[str] | None = None,
+    epoch: int = 0,
+    metrics: Mapping[str, Any] | None = None,
+    training_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save ``network`` and its description atomically (temp file, then rename). Returns the path."""
+    module = network.module if hasattr(network, "module") else network  # unwrap DDP
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "network_name": network_name,
+        "network_options": plain(dict(network_options)),
+        "state_dict": state,
+        "config": plain(dict(config or {})),
+        "labels": {int(k): str(v) for k, v in (labels or {}).items()},
+        "channels": [str(c) for c in (channels or [])],
+        "epoch": int(epoch),
+        "metrics": plain(dict(metrics or {})),
+        "versions": versions(),
+        "training_state": plain(dict(training_state or {})),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    labels: Mapping[int, str] | None = None,
+    channels: Sequence[str] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Load a checkpoint with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the ``.pt`` file.
+        labels: if given, the labels the caller expects; a difference raises.
+        channels: if given, the channel names the caller expects; a difference raises.
+        map_location: where tensors are loaded.
+
+    Raises:
+        CheckpointError: missing file, not a medseg checkpoint, or saved for other
+            labels/channels (the message names the file and the difference).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign/corrupt files
+        raise CheckpointError(
+            f"{p}: not a readable medseg checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{p}: not a medseg checkpoint (no '{FORMAT}' marker); give a file saved by medseg training"
+        )
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format {data['format_version']} is newer than this medseg reads ({FORMAT_VERSION}); upgrade medseg"
+        )
+    ckpt = Checkpoint(
+        network_name=data["network_name"],
+        network_options=dict(data["network_options"]),
+        state_dict=data["state_dict"],
+        config=dict(data.get("config") or {}),
+        labels={int(k): str(v) for k, v in (data.get("labels") or {}).items()},
+        channels=list(data.get("channels") or []),
+        epoch=int(data.get("epoch", 0)),
+        metrics=dict(data.get("metrics") or {}),
+        versions=dict(data.get("versions") or {}),
+        training_state=dict(data.get("training_state") or {}),
+        path=p,
+    )
+    if labels is not None:
+        expected = {int(k): str(v) for k, v in labels.items()}
+        if expected != ckpt.labels:
+            raise CheckpointError(
+                f"{p}: saved for labels {ckpt.labels}, but {expected} are expected "
+                f"(differences: {_diff(ckpt.labels, expected)}); use the checkpoint trained for these labels"
+            )
+    if channels is not None and list(channels) != ckpt.channels:
+        raise CheckpointError(
+            f"{p}: saved for input channels {ckpt.channels}, but {list(channels)} are given; "
+            "give the images in the order the model was trained with"
+        )
+    return ckpt
+
+
+def _diff(saved: Mapping[int, str], expected: Mapping[int, str]) -> str:
+    parts = []
+    for k in sorted(set(saved) | set(expected)):
+        if saved.get(k) != expected.get(k):
+            parts.append(f"{k}: saved {saved.get(k)!r} vs expected {expected.get(k)!r}")
+    return "; ".join(parts)

@@ -1,0 +1,233 @@
+"""Training datasets: an nnU-Net/MSD folder, a folder of DICOM series with label files, or a CSV.
+
+``load_dataset(path)`` returns a :class:`Dataset` of :class:`Case` s (image channel files,
+label file, optional case-level class) plus label and channel names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medseg.errors import InputError
+from medseg.io import image_suffix
+from medseg.io.dicom import is_dicom_file
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case.
+
+    Attributes:
+        case_id: unique name (file stem in nnU-Net layout).
+        images: one path per channel (file, or DICOM folder), in channel order.
+        label: label map file (0 = background) or None (classification-only / unlabeled).
+        class_label: case-level class for classifiers, or None.
+    """
+
+    case_id: str
+    images: list[Path]
+    label: Path | None = None
+    class_label: int | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Cases plus what they mean.
+
+    Attributes:
+        cases: the cases, sorted by id.
+        labels: label value → name (0 = background), from ``dataset.json`` when present.
+        channels: channel names (e.g. ``["CT"]``, ``["T1", "T2"]``).
+        source: the folder or CSV it came from.
+    """
+
+    cases: list[Case]
+    labels: dict[int, str] = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)
+    source: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def case(self, case_id: str) -> Case:
+        """The case named ``case_id``."""
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise InputError(f"{self.source}: no case '{case_id}'")
+
+    def subset(self, case_ids: list[str]) -> Dataset:
+        """A dataset of only ``case_ids`` (same labels/channels)."""
+        wanted = set(case_ids)
+        return Dataset([c for c in self.cases if c.case_id in wanted], self.labels, self.channels, self.source)
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open a training dataset.
+
+    Accepted layouts:
+
+    * nnU-Net/MSD folder: ``dataset.json``, ``imagesTr/CASE_0000.nii.gz`` (one file per
+      channel ``_0000``, ``_0001``, ...), ``labelsTr/CASE.nii.gz``.
+    * CSV manifest: columns ``image`` (and ``image2``, ``image3``, ... for more channels),
+      ``label`` and/or ``class`` (case-level integer), optional ``case_id``; relative paths
+      are relative to the CSV's folder.
+    * A folder of DICOM series: one sub-folder per case holding the DICOM files and a
+      label file named ``label.*`` (or ``labels/CASE.*`` / ``labelsTr/CASE.*`` beside them).
+
+    Raises:
+        InputError: unknown layout, missing files, cases without labels; the message names
+            the file or case.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such dataset file or folder")
+    if p.is_file():
+        if p.suffix.lower() == ".csv":
+            return _load_csv(p)
+        raise InputError(f"{p}: a dataset is a folder (nnU-Net layout or DICOM series) or a .csv manifest")
+    if (p / "imagesTr").is_dir():
+        return _load_nnunet(p)
+    return _load_dicom_folder(p)
+
+
+def _load_nnunet(root: Path) -> Dataset:
+    meta: dict = {}
+    if (root / "dataset.json").exists():
+        try:
+            meta = json.loads((root / "dataset.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{root / 'dataset.json'}: not valid JSON ({exc})") from exc
+    ending = meta.get("file_ending")
+    groups: dict[str, dict[int, Path]] = {}
+    for f in sorted((root / "imagesTr").iterdir()):
+        suffix = image_suffix(f)
+        if not suffix or f.name.startswith(".") or (ending and not f.name.endswith(ending)):
+            continue
+        m = _CHANNEL.match(f.name[: -len(suffix)])
+        if m is None:
+            raise InputError(f"{f}: nnU-Net image names end in a 4-digit channel, e.g. CASE_0000{suffix}")
+        groups.setdefault(m["case"], {})[int(m["channel"])] = f
+    if not groups:
+        raise InputError(f"{root / 'imagesTr'}: no images found")
+    n_channels = max(len(g) for g in groups.values())
+    cases = []
+    for case_id, channels in sorted(groups.items()):
+        if sorted(channels) != list(range(n_channels)):
+            raise InputError(
+                f"{root / 'imagesTr'}: case '{case_id}' has channels {sorted(channels)}, expected 0..{n_channels - 1}"
+            )
+        images = [channels[i] for i in range(n_channels)]
+        label = _find_label(root / "labelsTr", case_id, image_suffix(images[0]))
+        if label is None:
+            raise InputError(
+                f"{root / 'labelsTr'}: no label for case '{case_id}' (expected {case_id}{image_suffix(images[0])})"
+            )
+        cases.append(Case(case_id, images, label))
+    return Dataset(cases, _labels(meta), _channels(meta, n_channels), root)
+
+
+def _find_label(folder: Path, case_id: str, preferred_suffix: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    exact = folder / f"{case_id}{preferred_suffix}"
+    if exact.exists():
+        return exact
+    for f in sorted(folder.iterdir()):
+        s = image_suffix(f)
+        if s and f.name[: -len(s)] == case_id:
+            return f
+    return None
+
+
+def _labels(meta: dict) -> dict[int, str]:
+    raw = meta.get("labels") or {}
+    out: dict[int, str] = {}
+    for k, v in raw.items():
+        if str(k).lstrip("-").isdigit():  # MSD / nnU-Net v1: {"0": "background"}
+            out[int(k)] = str(v)
+        elif isinstance(v, int):  # nnU-Net v2: {"background": 0}
+            out[int(v)] = str(k)
+    return dict(sorted(out.items()))
+
+
+def _channels(meta: dict, n: int) -> list[str]:
+    raw = meta.get("channel_names") or meta.get("modality") or {}
+    names = [str(raw.get(str(i), f"channel{i}")) for i in range(n)]
+    return names
+
+
+def _load_csv(path: Path) -> Dataset:
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise InputError(f"{path}: the manifest has no rows")
+    columns = list(rows[0].keys())
+    image_cols = [c for c in columns if re.fullmatch(r"image\d*", c or "")]
+    image_cols.sort(key=lambda c: int(c[5:] or 1))
+    if not image_cols:
+        raise InputError(f"{path}: no 'image' column; columns are {columns} (expected image[,image2...],label[,class])")
+    if "label" not in columns and "class" not in columns:
+        raise InputError(f"{path}: needs a 'label' and/or a 'class' column; columns are {columns}")
+    cases = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows, start=2):
+        images = [_resolve(path, row[c], i, c) for c in image_cols]
+        label = _resolve(path, row["label"], i, "label") if row.get("label") else None
+        klass = None
+        if row.get("class", "") not in ("", None):
+            try:
+                klass = int(row["class"])
+            except ValueError as exc:
+                raise InputError(f"{path}: line {i}: class {row['class']!r} is not an integer") from exc
+        name = image_suffix(images[0])
+        case_id = row.get("case_id") or (images[0].name[: -len(name)] if name else images[0].name)
+        case_id = re.sub(r"_0000$", "", case_id)
+        if case_id in seen:
+            raise InputError(f"{path}: line {i}: case id '{case_id}' is used twice; add a 'case_id' column")
+        seen.add(case_id)
+        cases.append(Case(case_id, images, label, klass))
+    channels = ["image"] if len(image_cols) == 1 else image_cols
+    return Dataset(sorted(cases, key=lambda c: c.case_id), {}, channels, path)
+
+
+def _resolve(manifest: Path, value: str, line: int, column: str) -> Path:
+    p = Path(value.strip())
+    if not p.is_absolute():
+        p = manifest.parent / p
+    if not p.exists():
+        raise InputError(f"{manifest}: line {line}: {column} file {p} does not exist")
+    return p
+
+
+def _load_dicom_folder(root: Path) -> Dataset:
+    cases = []
+    for sub in sorted(d for d in root.iterdir() if d.is_dir() and d.name not in ("labels", "labelsTr")):
+        files = [f for f in sub.rglob("*") if f.is_file()]
+        if not any(is_dicom_file(f) for f in files if not image_suffix(f)):
+            continue
+        label = next((f for f in sorted(sub.iterdir()) if f.name.startswith("label") and image_suffix(f)), None)
+        label = (
+            label
+            or _find_label(root / "labels", sub.name, ".nii.gz")
+            or _find_label(root / "labelsTr", sub.name, ".nii.gz")
+        )
+        if label is None:
+            raise InputError(
+                f"{sub}: DICOM case without a label file (expected {sub}/label.nii.gz or {root}/labels/{sub.name}.nii.gz)"
+            )
+        cases.append(Case(sub.name, [sub], label))
+    if not cases:
+        raise InputError(
+            f"{root}: not a dataset: no imagesTr/ (nnU-Net layout) and no sub-folders with DICOM series; "
+            "give a folder in nnU-Net layout, a folder of DICOM case folders, or a CSV manifest"
+        )
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
+    return Dataset(cases, _labels(meta), _channels(meta, 1), root)

@@ -1,0 +1,129 @@
+"""Training batches: random patches with foreground oversampling from memory-mapped cases.
+
+A :class:`PatchStream` is an endless, seeded stream of collated batches; a torch
+``DataLoader`` runs it in ``num_workers`` processes (each with its own seed) and pins
+memory for the copy to the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from medseg.core.volume import Volume
+from medseg.errors import InputError
+from medseg.training.cache import CachedCase
+from medseg.transforms import RandomPatches
+from medseg.transforms.functional.croppad import crop_or_pad
+
+Task = Literal["segmentation", "classification"]
+
+
+class PatchStream(IterableDataset):  # type: ignore[type-arg]
+    """Endless batches ``(image (B, C, *p), label (B, 1, *p) uint8)`` or ``(image, class (B,))``.
+
+    Each batch element comes from a case drawn uniformly; of the ``batch_size`` elements the
+    last ``round(batch_size * foreground_ratio)`` (at least one when the ratio is > 0 and
+    the batch has more than one element, as in nnU-Net) are centred on a foreground voxel
+    (patches via :class:`medseg.transforms.RandomPatches`).
+
+    Args:
+        cases: pre-processed cases (read memory-mapped).
+        patch_size: patch in voxels, 2 or 3 values; a 2D patch is taken from one slice
+            (``Z = 1``) and returned without the Z axis.
+        batch_size: patches per batch.
+        foreground_ratio: fraction of foreground-centred patches.
+        seed: base seed; each (rank, worker, start_epoch) gets its own stream.
+        rank: process rank under DDP.
+        start_epoch: epoch the stream starts at (so a resumed run gets a fresh, seeded stream).
+        task: ``"segmentation"`` or ``"classification"`` (class labels instead of label patches).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        patch_size: Sequence[int],
+        batch_size: int,
+        *,
+        foreground_ratio: float = 0.33,
+        class_balanced: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        start_epoch: int = 0,
+        task: Task = "segmentation",
+    ) -> None:
+        super().__init__()
+        self.cases = list(cases)
+        self.dims = len(patch_size)
+        self.patch3 = (*(int(p) for p in patch_size), 1)[:3]
+        self.batch_size = int(batch_size)
+        self.seed, self.rank, self.start_epoch, self.task = seed, rank, start_epoch, task
+        n_fg = round(self.batch_size * foreground_ratio)
+        if foreground_ratio > 0 and self.batch_size > 1:
+            n_fg = max(n_fg, 1)
+        self.n_fg = n_fg
+        self._fg = RandomPatches(self.patch3, foreground_ratio=1.0, class_balanced=class_balanced)
+        self._any = RandomPatches(self.patch3, foreground_ratio=0.0)
+        self._opened: dict[int, tuple[Volume, Volume | None, dict[int, torch.Tensor]]] = {}
+
+    def _open(self, i: int) -> tuple[Volume, Volume | None, dict[int, torch.Tensor]]:
+        if i not in self._opened:
+            c = self.cases[i]
+            image = Volume(c.image(mmap=True), c.affine)
+            label = Volume(c.label(mmap=True), c.affine, kind="label") if c.has_label else None
+            locations = c.locations() if c.has_label else {}
+            self._opened[i] = (image, label, locations)
+        return self._opened[i]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, self.rank, worker, self.start_epoch])
+        while True:
+            yield self.batch(rng)
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One collated batch drawn with ``rng``."""
+        images, targets = [], []
+        for j in range(self.batch_size):
+            idx = int(rng.integers(len(self.cases)))
+            image, label, locations = self._open(idx)
+            if self.task == "classification":
+                images.append(self._crop(image, rng))
+                targets.append(torch.tensor(int(self.cases[idx].class_label or 0)))
+                continue
+            sampler = self._fg if j >= self.batch_size - self.n_fg else self._any
+            if label is None:
+                raise InputError(f"case '{self.cases[idx].case_id}' has no label; segmentation training needs one")
+            img, lab = sampler.sample(image, label, 1, rng, locations=locations)[0]
+            images.append(img)
+            targets.append(lab)
+        x = torch.stack(images).float()
+        y = torch.stack(targets)
+        if self.dims == 2:
+            x = x[..., 0]
+            if y.ndim == 5:
+                y = y[..., 0]
+        return x, y
+
+    def _crop(self, image: Volume, rng: np.random.Generator) -> torch.Tensor:
+        t = image.tensor()
+        shape = t.shape[1:]
+        start = [int(rng.integers(0, s - p + 1)) if s > p else -((p - s) // 2) for s, p in zip(shape, self.patch3)]
+        return crop_or_pad(t, start, self.patch3, 0.0)
+
+
+def make_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> DataLoader:  # type: ignore[type-arg]
+    """A ``DataLoader`` over ``stream`` (already batched) with ``num_workers`` processes."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
