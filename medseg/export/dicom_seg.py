@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import format_number_as_ds
 
 from medseg.core import geometry
 from medseg.core.volume import Volume
@@ -138,6 +139,7 @@ class DicomSegExporter(Exporter):
             omit_empty_frames=not empty,
             max_fractional_value=255,
         )
+        _fix_slice_spacing(seg, ref)
         path = case.path(".seg.dcm")
         with atomic_path(path) as tmp:
             seg.save_as(tmp)
@@ -183,6 +185,22 @@ class DicomSegExporter(Exporter):
             tracking_uid=generate_uid(),
             display_color=hd.color.CIELabColor.from_rgb(*label_color(value)),
         )
+
+
+def _fix_slice_spacing(seg: hd.seg.Segmentation, ref: Volume) -> None:
+    """Set SpacingBetweenSlices to the step measured from the slice positions.
+
+    highdicom copies the source header's value, which real series sometimes get wrong
+    (e.g. 2 mm written while the slices are 7 mm apart); readers such as dcmqi trust it.
+    """
+    if ref.spatial_shape[2] < 2:
+        return
+    step = float(geometry.spacing(ref.affine)[2])
+    groups = [seg.SharedFunctionalGroupsSequence[0]] if "SharedFunctionalGroupsSequence" in seg else []
+    groups += list(seg.get("PerFrameFunctionalGroupsSequence", []))
+    for group in groups:
+        for item in group.get("PixelMeasuresSequence", []):
+            item.SpacingBetweenSlices = format_number_as_ds(step)
 
 
 def _source_datasets(ref: Volume) -> list[pydicom.Dataset]:
@@ -266,8 +284,8 @@ def read_dicom_seg(path: str | Path, reference: Volume, *, fractional: bool = Fa
     order = {n: i for i, n in enumerate(numbers)}
     frac = np.zeros((len(numbers), x, y, z), dtype=np.float32)
     for i, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        pos = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        number = int(_group(p, item, shared, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+        pos = np.array([float(v) for v in _group(p, item, shared, "PlanePositionSequence").ImagePositionPatient])
         ijk = inv[:3, :3] @ pos + inv[:3, 3]
         k = round(float(ijk[2]))
         if max(abs(ijk[0]), abs(ijk[1]), abs(ijk[2] - k)) > POSITION_TOLERANCE or not 0 <= k < z:
@@ -287,17 +305,19 @@ def read_dicom_seg(path: str | Path, reference: Volume, *, fractional: bool = Fa
     return Volume(out[None], reference.affine, kind="label", meta=meta)
 
 
+def _group(p: Path, frame: pydicom.Dataset, shared: pydicom.Dataset, name: str) -> pydicom.Dataset:
+    """A functional group item of one frame (per-frame first, then shared)."""
+    for src in (frame, shared):
+        if name in src and len(src[name].value):
+            return src[name].value[0]
+    raise InputError(f"{p}: SEG frames lack {name}; cannot place them in space")
+
+
 def _check_plane(
     p: Path, shared: pydicom.Dataset, first: pydicom.Dataset, lps: np.ndarray, ds: pydicom.Dataset, ref: Volume
 ) -> None:
-    def group(name: str) -> pydicom.Dataset:
-        for src in (first, shared):
-            if name in src:
-                return src[name].value[0]
-        raise InputError(f"{p}: SEG lacks {name}; cannot place its frames in space")
-
-    ori = np.array([float(v) for v in group("PlaneOrientationSequence").ImageOrientationPatient])
-    ps = [float(v) for v in group("PixelMeasuresSequence").PixelSpacing]
+    ori = np.array([float(v) for v in _group(p, first, shared, "PlaneOrientationSequence").ImageOrientationPatient])
+    ps = [float(v) for v in _group(p, first, shared, "PixelMeasuresSequence").PixelSpacing]
     d = geometry.direction(lps)
     sp = geometry.spacing(lps)
     ok = (
