@@ -16,7 +16,6 @@ from medseg.core import Volume
 from medseg.errors import GeometryError, InputError, OutputError
 from medseg.export import EXPORTERS, read_dicom_seg
 from medseg.io import read
-
 from tests.conftest import SAMPLE
 
 from .conftest import PHANTOM_LABELS
@@ -84,8 +83,10 @@ def test_seg_references_the_source_series(ct_case, tmp_path):
     assert ds.SegmentSequence[2].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Kidney"
     # every frame points at the source slice at its position
     sop_by_k = ref.meta["sop_instance_uids"]
-    lps_origin = [np.array(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, float)
-                  for f in ref.meta["source_files"]]
+    lps_origin = [
+        np.array(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, float)
+        for f in ref.meta["source_files"]
+    ]
     for frame in ds.PerFrameFunctionalGroupsSequence:
         src = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         pos = np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float)
@@ -183,7 +184,11 @@ def test_fractional_seg(mr_case, tmp_path):
     np.testing.assert_allclose(frac.numpy(), probs[[1, 3]], atol=0.5 / 255 + 1e-6)
     if DCIODVFY:
         legal_root = re.compile(r'Illegal root for UID - "([0-9.]+)"')
-        errors = [e for e in dciodvfy_errors(path) if not (legal_root.search(e) and legal_root.search(e).group(1) in source_uids(ref))]
+        errors = [
+            e
+            for e in dciodvfy_errors(path)
+            if not (legal_root.search(e) and legal_root.search(e).group(1) in source_uids(ref))
+        ]
         assert errors == []
 
 
@@ -209,7 +214,9 @@ def test_nifti_input_with_source_series(ct_case, tmp_path):
     exporter = EXPORTERS.build("dicom_seg", source_series=str(folder))
     (path,) = exporter(mask, tmp_path, "c", image=nifti_image, labels=PHANTOM_LABELS)
     np.testing.assert_array_equal(read_dicom_seg(path, nifti_image).numpy(), mask.numpy())
-    shifted = mask.replace(affine=mask.affine @ np.diag([1.0, 1.0, 1.0, 1.0]) + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3))
+    shifted = mask.replace(
+        affine=mask.affine @ np.diag([1.0, 1.0, 1.0, 1.0]) + np.array([[0, 0, 0, 5.0]] + [[0] * 4] * 3)
+    )
     with pytest.raises(GeometryError, match="does not match"):
         exporter(shifted, tmp_path, "c2")
 
