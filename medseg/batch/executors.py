@@ -75,8 +75,10 @@ def run_overlap(
             while pending_saves:
                 on_result(pending_saves.popleft().result())
         except BaseException:
-            for fut in (*pending_loads, *pending_saves):
-                fut.cancel()
+            for load in pending_loads:
+                load.cancel()
+            for save in pending_saves:
+                save.cancel()
             raise
 
 

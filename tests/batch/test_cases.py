@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from medseg.batch import Case, discover_cases, output_path, sanitize_case_id
+from medseg.batch import Case, check_case_id, discover_cases, output_path, sanitize_case_id
 from medseg.errors import InputError, OutputError
 from tests.batch.conftest import write_cases
 
@@ -134,3 +136,16 @@ def test_output_path_cannot_escape(tmp_path: Path, name: str) -> None:
 
 def test_output_path_inside(tmp_path: Path) -> None:
     assert output_path(tmp_path, "sub/c1.nii.gz") == (tmp_path / "sub/c1.nii.gz").resolve()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_sanitized_name_stays_inside_the_output_folder(name: str) -> None:
+    try:
+        cid = sanitize_case_id(name)
+    except InputError:
+        return
+    check_case_id(cid)
+    root = Path("/tmp/medseg-out").resolve()
+    assert output_path(root, f"{cid}.nii.gz").parent == root
+    assert output_path(root, f"{cid}.provenance.json").parent == root
