@@ -85,8 +85,9 @@ def volume_preserving_level(field: np.ndarray, target_voxels: float) -> float:
     """Iso-level whose marching-cubes surface of ``field`` encloses ``target_voxels`` voxels.
 
     Gaussian smoothing shrinks convex shapes at level 0.5; choosing the level that keeps
-    the mask's voxel volume removes that bias. Falls back to 0.5 (or half the peak for
-    objects thinner than the smoothing) when no level in (0.05, 0.95) matches.
+    the mask's voxel volume removes that bias (also for objects thinner than the
+    smoothing, whose peak stays below 0.5). Falls back to 0.5 (or half the peak) when
+    no level between 5% and 98% of the peak matches.
     """
     peak = float(field.max())
 
@@ -94,7 +95,7 @@ def volume_preserving_level(field: np.ndarray, target_voxels: float) -> float:
         verts, faces, _, _ = marching_cubes(field, level=level)
         return abs(float(trimesh.Trimesh(verts, faces, process=False).volume)) - target_voxels
 
-    lo, hi = 0.05, min(0.95, peak - 1e-3)
+    lo, hi = 0.05 * peak, min(0.95, 0.98 * peak)
     if hi <= lo or excess(lo) < 0 or excess(hi) > 0:
         return min(0.5, 0.5 * peak)
     return float(optimize.brentq(excess, lo, hi, xtol=1e-4))
