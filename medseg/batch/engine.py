@@ -89,6 +89,7 @@ def run_batch(
 
     Raises:
         ConfigError: unknown executor or invalid option.
+        ConfigError: the output folder is the folder holding the inputs.
         InputError: duplicate case ids.
         OutputError: the output folder cannot be created.
     """
@@ -103,6 +104,7 @@ def run_batch(
     _check_unique(cases)
     selected = select_part(cases, num_parts, part_id)
     out = Path(out_dir)
+    _check_not_input_folder(selected, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -160,6 +162,18 @@ def _check_unique(cases: Sequence[Case]) -> None:
                 f"two cases share the id '{case.case_id}' ({names[0]} and {names[1]}); case ids must be unique"
             )
         seen[case.case_id] = case
+
+
+def _check_not_input_folder(cases: Sequence[Case], out: Path) -> None:
+    root = out.resolve()
+    for case in cases:
+        for p in case.inputs:
+            r = p.resolve()
+            if r == root or r.parent == root:
+                raise ConfigError(
+                    f"{out}: the output folder holds the input {p.name} of case '{case.case_id}'; outputs could "
+                    "overwrite inputs and be taken for cases next time: choose another output folder"
+                )
 
 
 def batch_command(

@@ -271,13 +271,15 @@ def test_sharded_runs_write_their_own_reports(tmp_path: Path) -> None:
 def test_invalid_options_and_duplicate_ids(tmp_path: Path) -> None:
     cases = [Case("a", (tmp_path / "a.nii.gz",))]
     with pytest.raises(ConfigError, match="did you mean 'overlap'"):
-        run_batch(cases, ThresholdProcessor(), tmp_path, executor="overlapp")  # type: ignore[arg-type]
+        run_batch(cases, ThresholdProcessor(), tmp_path / "o", executor="overlapp")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="prefetch"):
-        run_batch(cases, ThresholdProcessor(), tmp_path, prefetch=0)
+        run_batch(cases, ThresholdProcessor(), tmp_path / "o", prefetch=0)
     with pytest.raises(ConfigError, match="scheduler"):
-        run_batch(cases, ThresholdProcessor(), tmp_path, scheduler="tcp://x:1")
+        run_batch(cases, ThresholdProcessor(), tmp_path / "o", scheduler="tcp://x:1")
+    with pytest.raises(ConfigError, match="output folder holds the input a.nii.gz of case 'a'"):
+        run_batch(cases, ThresholdProcessor(), tmp_path)
     with pytest.raises(InputError, match="two cases share the id 'a'"):
-        run_batch([*cases, Case("a", (tmp_path / "b.nii.gz",))], ThresholdProcessor(), tmp_path)
+        run_batch([*cases, Case("a", (tmp_path / "b.nii.gz",))], ThresholdProcessor(), tmp_path / "o")
 
 
 def test_missing_manifest_input_fails_only_that_case(tmp_path: Path) -> None:
