@@ -24,7 +24,7 @@ from medseg.transforms.functional.convert import as_tensor
 
 def _finite_tensor(volume: Volume, step: str) -> torch.Tensor:
     x = as_tensor(volume.array)
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if not F.all_finite(x):
         raise InputError(
             f"{volume.meta.get('source') or 'volume'}: {step} got NaN or infinite voxels; "
             "fix or mask them before intensity normalisation"

@@ -7,9 +7,23 @@ import torch
 from medseg.transforms.functional.convert import as_float
 
 
+def _float_copy(x: torch.Tensor) -> torch.Tensor:
+    """A float tensor that may be modified in place (a copy, or the conversion of an integer tensor)."""
+    return x.to(torch.float32) if not x.is_floating_point() else x.clone()
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when ``x`` has no NaN or infinite value (one reduction; a full check only if the sum overflows)."""
+    if not x.is_floating_point():
+        return True
+    if bool(torch.isfinite(x.sum())):
+        return True  # a NaN or an infinity would have made the sum non-finite
+    return bool(torch.isfinite(x).all())
+
+
 def clip(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
     """``x`` limited to ``[low, high]`` (either may be None), as float."""
-    return as_float(x).clamp(min=low, max=high)
+    return _float_copy(x).clamp_(min=low, max=high)
 
 
 def scale_intensity(
@@ -17,7 +31,9 @@ def scale_intensity(
 ) -> torch.Tensor:
     """Map the window ``[low, high]`` linearly to ``[out_low, out_high]`` (clipped when ``clip``)."""
     scale = (out_high - out_low) / (high - low)
-    y = (as_float(x) - low) * scale + out_low
+    # one new tensor, then in place: x * scale + (out_low - low * scale)
+    y = x.mul(scale) if x.is_floating_point() else x.to(torch.float32).mul_(scale)
+    y = y.add_(out_low - low * scale)
     if clip:
         y = y.clamp_(min(out_low, out_high), max(out_low, out_high))
     return y
@@ -45,7 +61,7 @@ def zscore(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8)
 
 def percentile_clip_zscore(x: torch.Tensor, low: float, high: float, mean: float, std: float) -> torch.Tensor:
     """nnU-Net's CT normalisation: clip to ``[low, high]`` then ``(x - mean) / std`` (dataset values)."""
-    return (as_float(x).clamp(min=low, max=high) - mean) / std
+    return _float_copy(x).clamp_(min=low, max=high).sub_(mean).div_(std)
 
 
 def foreground_statistics(values: torch.Tensor, low_percentile: float = 0.5, high_percentile: float = 99.5) -> dict:
