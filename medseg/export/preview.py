@@ -100,7 +100,7 @@ def render_preview(case: ExportCase, *, alpha: float = 0.45, dpi: int = 100) -> 
     vox_ml = case.mask.voxel_volume_mm3 / 1000.0
     counts = np.bincount(case.label_map.ravel(), minlength=int(case.label_map.max()) + 1)
     handles = [
-        Patch(color=np.array(label_color(v)) / 255.0, label=f"{v}: {case.labels[v]} ({counts[v] * vox_ml:.1f} mL)")
+        Patch(color=np.array(label_color(v)) / 255.0, label=f"{v}: {case.labels[v]} ({counts[v] * vox_ml:.3g} mL)")
         for v in case.present
     ]
     if handles:
