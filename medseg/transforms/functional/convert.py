@@ -14,8 +14,10 @@ _WIDEN = {np.dtype(np.uint16): np.int32, np.dtype(np.uint32): np.int64, np.dtype
 def as_tensor(array: ArrayLike) -> torch.Tensor:
     """``array`` as a torch tensor, without a copy when possible.
 
-    numpy arrays are wrapped on the CPU (unsigned 16/32/64-bit integers are widened to a
-    signed type torch supports); tensors are returned as they are, on their device.
+    numpy arrays are wrapped on the CPU, keeping their memory layout (a Fortran-ordered
+    NIfTI array stays Fortran-ordered: the resampling kernels follow the layout rather
+    than transposing); negative strides are copied, unsigned 16/32/64-bit integers are
+    widened to a signed type torch supports. Tensors are returned as they are.
     """
     if isinstance(array, torch.Tensor):
         return array
@@ -24,7 +26,9 @@ def as_tensor(array: ArrayLike) -> torch.Tensor:
         a = a.astype(_WIDEN[a.dtype])
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(a))
+    if any(st < 0 for st in a.strides):
+        a = np.ascontiguousarray(a)
+    return torch.from_numpy(a)
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:

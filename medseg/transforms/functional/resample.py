@@ -96,11 +96,24 @@ def _centre_aligned(scale: Sequence[float], offset: Sequence[float]) -> bool:
 
 
 def _upsample(x: torch.Tensor, size: list[int], scale: list[float], mode: Mode) -> torch.Tensor:
-    """torch's native trilinear / nearest-exact kernels with explicit per-axis scales."""
-    factors = [1.0 / s for s in scale]  # aten takes output/input factors
+    """torch's native trilinear / nearest-exact kernels with explicit per-axis scales.
+
+    The spatial axes are visited in memory order (a Fortran-ordered array is processed
+    as its contiguous transpose and the result permuted back), so no transposing copy
+    is made.
+    """
+    order = sorted(range(3), key=lambda k: -x.stride(k + 1))
+    xp = x.permute(0, *(k + 1 for k in order))
+    if not xp.is_contiguous():
+        order, xp = [0, 1, 2], x
+    factors = [1.0 / scale[k] for k in order]  # aten takes output/input factors
+    sizes = [size[k] for k in order]
     if mode == "linear":
-        return torch.ops.aten.upsample_trilinear3d.default(x[None], size, False, *factors)[0]
-    return torch.ops.aten._upsample_nearest_exact3d.default(x[None], size, *factors)[0]
+        out = torch.ops.aten.upsample_trilinear3d.default(xp[None], sizes, False, *factors)[0]
+    else:
+        out = torch.ops.aten._upsample_nearest_exact3d.default(xp[None], sizes, *factors)[0]
+    back = [order.index(k) for k in range(3)]
+    return out.permute(0, *(k + 1 for k in back))
 
 
 def resample_separable(
