@@ -188,6 +188,10 @@ def main() -> None:
     print(
         f"{'sliding window (same tensor) [s]':44s} {sw['medseg_s']:10.2f} {sw['monai_s']:10.2f} {sw['monai_s'] / sw['medseg_s']:8.2f}×"
     )
+    print(
+        f"{'sliding window (same tensor) [CPU s]':44s} {sw['medseg_cpu_s']:10.2f} {sw['monai_cpu_s']:10.2f} "
+        f"{sw['monai_cpu_s'] / sw['medseg_cpu_s']:8.2f}×"
+    )
     print(f"{'  max |medseg − MONAI| logits':44s} {sw['max_abs_diff']:10.2e}")
     print(
         f"{'softmax+invert+argmax+largest CC+save [s]':44s} {m['post_s']:10.2f} {o['post_s']:10.2f} {o['post_s'] / m['post_s']:8.2f}×"
