@@ -305,3 +305,41 @@ def test_progress_and_verbose_lines_go_to_stderr(tmp_path: Path, capsys: pytest.
     assert "DOE" not in captured.err
     run_batch(discover_cases(src), ThresholdProcessor(), tmp_path / "out", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_overlap_loads_next_cases_while_running_and_runs_in_one_thread(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    src = tmp_path / "in"
+    write_cases(src, 5)
+    events: list[tuple[str, str, float, float, str]] = []
+    lock = threading.Lock()
+
+    class Recording(ThresholdProcessor):
+        def load(self, case: Case):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            time.sleep(0.05)
+            loaded = super().load(case)
+            with lock:
+                events.append(("load", case.case_id, t0, time.perf_counter(), threading.current_thread().name))
+            return loaded
+
+        def run(self, loaded):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            time.sleep(0.15)
+            result = super().run(loaded)
+            with lock:
+                events.append(("run", loaded[0], t0, time.perf_counter(), threading.current_thread().name))
+            return result
+
+    report = run_batch(
+        discover_cases(src), Recording(), tmp_path / "out", executor="overlap", prefetch=2, progress=False
+    )
+    assert report.succeeded == 5
+    runs = [e for e in events if e[0] == "run"]
+    loads = [e for e in events if e[0] == "load"]
+    assert {e[4] for e in runs} == {threading.current_thread().name}  # one thread owns the device
+    assert all(e[4] != threading.current_thread().name for e in loads)
+    overlapping = [(r[1], ld[1]) for r in runs for ld in loads if ld[2] < r[3] and r[2] < ld[3] and ld[1] != r[1]]
+    assert len(overlapping) >= 3  # the next cases were loaded while earlier ones ran
