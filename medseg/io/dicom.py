@@ -9,16 +9,18 @@ measured step between slices, so gantry tilt gives an honest sheared affine.
 
 from __future__ import annotations
 
+import contextlib
+import struct
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from medseg.core import geometry
 from medseg.core.volume import Volume
@@ -33,6 +35,40 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.104.1": "an Encapsulated PDF",
     "1.2.840.10008.5.1.4.1.1.481.5": "an RT Plan",
 }
+#: What pydicom raises for malformed files and tag values (it converts values lazily, on access).
+PYDICOM_ERRORS = (
+    InvalidDicomError,
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    struct.error,
+    RuntimeError,  # pydicom's BytesLengthException: a value's length does not fit its VR
+    NotImplementedError,  # an unknown VR (e.g. a damaged byte in a tag header)
+)
+#: Tags read by :func:`find_series`/:func:`read_dicom`; decoded up front so bad values fail per file.
+_USED_TAGS = (
+    "SeriesInstanceUID",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+)
+_INT_TAGS = ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames")
 CODEC_HINT = "install the codec extra: pip install 'medseg[dicom-codecs]' (pylibjpeg, python-gdcm)"
 
 
@@ -102,13 +138,48 @@ def _dicom_files(paths: Sequence[Path]) -> list[Path]:
     return [f for f in files if is_dicom_file(f)]
 
 
-def _read_headers(files: Sequence[Path]) -> list[tuple[Path, pydicom.Dataset]]:
+@contextlib.contextmanager
+def _pydicom_warnings(f: Path) -> Iterator[None]:
+    """Re-issue pydicom's complaints about odd tag values as one InputWarning naming ``f``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    odd = []
+    for w in caught:
+        if issubclass(w.category, InputWarning):
+            warnings.warn(w.message, w.category, stacklevel=4)
+        else:
+            odd.append(str(w.message).split(". Please see")[0])
+    if odd:
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        warnings.warn(f"{f}: non-standard DICOM values: {odd[0]}{more}", InputWarning, stacklevel=4)
+
+
+def _check_header(ds: pydicom.Dataset) -> None:
+    """Decode the tags medseg uses; malformed values raise here, once per file."""
+    for name in _USED_TAGS:
+        ds.get(name)
+    for name in _INT_TAGS:
+        value = ds.get(name)
+        if value is None or (value == "" and name == "NumberOfFrames"):
+            continue
+        if int(value) < 0:  # an empty or non-numeric value raises ValueError/TypeError here
+            raise ValueError(f"{name} is negative ({value})")
+    if "NumberOfFrames" in ds and ds.NumberOfFrames not in (None, ""):
+        ds.NumberOfFrames = int(ds.NumberOfFrames)
+
+
+def _read_headers(files: Sequence[Path], skipped: list[str] | None = None) -> list[tuple[Path, pydicom.Dataset]]:
     out = []
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            with _pydicom_warnings(f):
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                _check_header(ds)
+        except PYDICOM_ERRORS as exc:
             warnings.warn(f"{f}: skipped, not a readable DICOM file ({exc})", InputWarning, stacklevel=3)
+            if skipped is not None:
+                skipped.append(f"{f} ({exc})")
             continue
         out.append((f, ds))
     return out
@@ -142,14 +213,39 @@ def _what(ds: pydicom.Dataset) -> str:
     return NON_IMAGE_SOP_CLASSES.get(uid, f"a '{name}' object without pixel data")
 
 
+#: Largest coordinate or voxel size (mm) taken as real; beyond it a header value is corrupt.
+_MAX_MM = 1e6
+
+
 def _float_list(value: Any, n: int, what: str, f: Path) -> np.ndarray:
     try:
         arr = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DicomError(f"{f}: {what} is not numeric ({value!r})") from exc
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise DicomError(f"{f}: {what} must hold {n} finite numbers, got {value!r}")
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.abs(arr).max(initial=0.0) > _MAX_MM:
+        raise DicomError(f"{f}: {what} must hold {n} finite numbers (|x| ≤ {_MAX_MM:g} mm), got {value!r}")
+    if what == "PixelSpacing" and arr.min() <= 0:
+        raise DicomError(f"{f}: PixelSpacing must be > 0 mm, got {value!r}")
+    if what == "ImageOrientationPatient":
+        row, col = arr[:3], arr[3:]
+        if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
+            raise DicomError(
+                f"{f}: ImageOrientationPatient {value!r} is not two orthogonal unit vectors; the header is corrupt"
+            )
     return arr
+
+
+def _scalar(value: Any, default: float, what: str, f: Path) -> float:
+    """A single finite number from an optional tag (``None``/empty → ``default``)."""
+    if value is None or value == "":
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(f"{f}: {what} is not a single number ({value!r})") from exc
+    if not np.isfinite(out) or abs(out) > 1e12:
+        raise DicomError(f"{f}: {what} must be a finite number, got {value!r}")
+    return out
 
 
 def _frames(f: Path, ds: pydicom.Dataset, lone: bool = False) -> list[_Frame]:
@@ -189,10 +285,8 @@ def _frames(f: Path, ds: pydicom.Dataset, lone: bool = False) -> list[_Frame]:
                     _float_list(pos.ImagePositionPatient, 3, "ImagePositionPatient", f),
                     _float_list(ori.ImageOrientationPatient, 6, "ImageOrientationPatient", f),
                     tuple(_float_list(meas.PixelSpacing, 2, "PixelSpacing", f)),  # type: ignore[arg-type]
-                    float(pvt.get("RescaleSlope", 1.0)) if pvt is not None else float(ds.get("RescaleSlope", 1.0)),
-                    float(pvt.get("RescaleIntercept", 0.0))
-                    if pvt is not None
-                    else float(ds.get("RescaleIntercept", 0.0)),
+                    _scalar((pvt if pvt is not None else ds).get("RescaleSlope"), 1.0, "RescaleSlope", f),
+                    _scalar((pvt if pvt is not None else ds).get("RescaleIntercept"), 0.0, "RescaleIntercept", f),
                     f,
                     i,
                     sop,
@@ -228,8 +322,8 @@ def _frames(f: Path, ds: pydicom.Dataset, lone: bool = False) -> list[_Frame]:
             _float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", f),
             _float_list(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", f),
             tuple(_float_list(ps, 2, "PixelSpacing", f)),  # type: ignore[arg-type]
-            float(slope if slope not in (None, "") else 1.0),
-            float(inter if inter not in (None, "") else 0.0),
+            _scalar(slope, 1.0, "RescaleSlope", f),
+            _scalar(inter, 0.0, "RescaleIntercept", f),
             f,
             None,
             sop,
@@ -249,6 +343,9 @@ def _sorted_geometry(
                 f"{np.round(fr.orientation, 4).tolist()} vs {np.round(ori0, 4).tolist()}); localizers or "
                 "reformats are mixed in: move them to another folder or choose a series"
             )
+    for fr in frames:
+        if "Rows" not in headers[fr.file] or "Columns" not in headers[fr.file]:
+            raise DicomError(f"{fr.file}: no Rows/Columns in the header; the slice is damaged, remove or re-export it")
     sizes = {(int(headers[fr.file].Rows), int(headers[fr.file].Columns)) for fr in frames}
     if len(sizes) > 1:
         raise DicomError(f"{where}: slices of different sizes in one series ({sorted(sizes)}); choose a single series")
@@ -296,7 +393,10 @@ def _sorted_geometry(
             step = normal * along
     else:
         ds = headers[frames[0].file]
-        thick = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        thick = _scalar(
+            ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), 1.0, "SliceThickness", frames[0].file
+        )
+        thick = thick if 0 < thick <= _MAX_MM else 1.0  # a single slice: thickness only sets the voxel size
         step = normal * thick
     lps = np.eye(4)
     lps[:3, 0] = row * ps[1]
@@ -316,7 +416,13 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
     for p in paths:
         if not p.exists():
             raise DicomError(f"{p}: no such file or folder")
-    headers = _read_headers(_dicom_files(paths))
+    skipped: list[str] = []
+    headers = _read_headers(_dicom_files(paths), skipped)
+    if not headers and skipped:
+        raise DicomError(
+            f"{', '.join(map(str, paths))}: {len(skipped)} DICOM file(s) found but none is readable "
+            f"(first: {skipped[0]}); re-export or re-copy the files"
+        )
     if not headers:
         raise DicomError(
             f"{', '.join(map(str, paths))}: no DICOM files found (files need the 'DICM' preamble; zip archives must be unpacked first)"
@@ -432,7 +538,16 @@ def _pixels(where: str, frames: list[_Frame], samples: int) -> np.ndarray:
             cache.clear()
             cache[fr.file] = _decode(fr.file)
         px = cache[fr.file]
-        px = px[fr.index] if fr.index is not None else px
+        if fr.index is not None:
+            if px.ndim < 3 or fr.index >= px.shape[0]:
+                raise DicomError(f"{fr.file}: frame {fr.index + 1} is missing from the pixel data (shape {px.shape})")
+            px = px[fr.index]
+        expected = slices[0].shape if slices else px.shape
+        if px.shape != expected or px.ndim != (2 if samples == 1 else 3):
+            raise DicomError(
+                f"{fr.file}: pixel data of shape {px.shape} does not match the series ({expected}, "
+                f"{samples} sample(s) per pixel); the file is inconsistent with its header"
+            )
         slices.append(px)
     stack = np.stack(slices, axis=-1)  # (rows, cols, [samples,] Z)
     stack = stack[None] if samples == 1 else np.moveaxis(stack, 2, 0)  # (C, rows, cols, Z)
@@ -450,16 +565,20 @@ def _pixels(where: str, frames: list[_Frame], samples: int) -> np.ndarray:
 
 def _decode(f: Path) -> np.ndarray:
     try:
-        ds = pydicom.dcmread(f)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        with _pydicom_warnings(f):
+            ds = pydicom.dcmread(f)
+    except PYDICOM_ERRORS as exc:
         raise DicomError(f"{f}: cannot read the file ({exc})") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError(f"{f}: has no pixel data (header-only or stripped file); re-export the series")
     try:
-        return ds.pixel_array
+        with _pydicom_warnings(f):
+            return np.asarray(ds.pixel_array)
+    except BytesLengthException as exc:
+        raise DicomError(f"{f}: pixel data is corrupt or inconsistent with the header ({exc})") from exc
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(ts, "name", str(ts))
         raise DicomError(f"{f}: cannot decode pixel data compressed as '{name}' ({ts}); {CODEC_HINT}") from exc
-    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+    except PYDICOM_ERRORS as exc:
         raise DicomError(f"{f}: pixel data is corrupt or inconsistent with the header ({exc})") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 import zlib
 from pathlib import Path
 
@@ -14,6 +15,24 @@ from medseg.errors import GeometryError, InputError
 from medseg.io.atomic import atomic_path
 from medseg.io.checks import check_allocation, check_values
 
+#: What nibabel raises for corrupt or inconsistent files (its own errors plus those of numpy/zlib/struct).
+_NIBABEL_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    nib.spatialimages.ImageDataError,
+    gzip.BadGzipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    OverflowError,
+)
+#: Largest ratio deflate reaches (1032:1): a ``.nii.gz`` cannot hold more than this times its size.
+_MAX_GZIP_RATIO = 1032
+
 
 def read_nifti(path: Path) -> Volume:
     """Read a NIfTI file as a Volume.
@@ -24,23 +43,37 @@ def read_nifti(path: Path) -> Volume:
     5D ``(X, Y, Z, 1, C)`` (NIfTI vector intent) → ``(C, X, Y, Z)``.
     """
     try:
-        img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        with nib.imageglobals.LoggingOutputSuppressor():  # header fixes are reported by our errors, not logs
+            img = nib.load(str(path))
+    except _NIBABEL_ERRORS as exc:
         raise InputError(
             f"{path}: not a readable NIfTI file ({exc}); check the file is complete and really NIfTI"
         ) from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: expected a NIfTI image, nibabel found {type(img).__name__}")
     shape = tuple(int(s) for s in img.shape)
-    check_allocation(path, shape, img.get_data_dtype().itemsize)
+    try:
+        itemsize = img.get_data_dtype().itemsize
+        offset = int(img.header.get_data_offset())
+    except _NIBABEL_ERRORS as exc:
+        raise InputError(f"{path}: NIfTI header is inconsistent ({exc}); re-export the file") from exc
+    check_allocation(path, shape, itemsize)
+    _check_file_size(path, shape, itemsize, offset)
     if len(shape) == 5 and shape[3] == 1:
         pass
     elif not 2 <= len(shape) <= 4:
         raise InputError(f"{path}: {len(shape)}D image of shape {shape}; medseg reads 2D, 3D and 4D (channels) NIfTI")
     try:
-        data = np.asanyarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        with nib.imageglobals.LoggingOutputSuppressor():
+            data = np.asanyarray(img.dataobj)
+            affine = img.affine
+    except _NIBABEL_ERRORS as exc:
         raise InputError(f"{path}: truncated or corrupt image data ({exc}); re-export or re-copy the file") from exc
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{path}: the NIfTI header holds no usable affine (pixdim/qform/sform are zero, NaN or infinite: "
+            f"{np.round(affine, 4).tolist() if affine is not None else None}); fix the header geometry"
+        )
     check_values(path, data)
     if data.ndim == 2:
         data = data[None, :, :, None]
@@ -51,7 +84,24 @@ def read_nifti(path: Path) -> Volume:
     else:
         data = np.moveaxis(data[:, :, :, 0, :], 3, 0)
     meta = {"source": str(path), "format": "nifti"}
-    return Volume(np.ascontiguousarray(data), img.affine, kind="intensity", meta=meta)
+    return Volume(np.ascontiguousarray(data), affine, kind="intensity", meta=meta)
+
+
+def _check_file_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
+    """Refuse, before allocating, a header promising more data than the file can hold."""
+    needed = int(np.prod(shape, dtype=object)) * itemsize
+    size = path.stat().st_size
+    if str(path).lower().endswith(".gz"):
+        if needed > _MAX_GZIP_RATIO * size + 2**20:
+            raise InputError(
+                f"{path}: header claims shape {shape} ({needed / 1024**2:.1f} MiB) but a {size}-byte gzip file "
+                "cannot hold that much; the header is corrupt or the file truncated"
+            )
+    elif offset + needed > size:
+        raise InputError(
+            f"{path}: truncated: header claims shape {shape} needing {offset + needed} bytes, the file has "
+            f"{size}; re-export or re-copy the file"
+        )
 
 
 def write_nifti(volume: Volume, path: Path) -> None:
