@@ -123,7 +123,8 @@ class UNet(nn.Module):
                     ops, 2 * channels[i - 1], channels[i - 1], kernel_size=self.kernel_sizes[i - 1], dropout=dropout
                 )
             )
-            self.heads.append(ops.conv(channels[i - 1], out_channels, 1))
+            if deep_supervision or i == 1:  # unused heads would stall DDP (no gradient)
+                self.heads.append(ops.conv(channels[i - 1], out_channels, 1))
         self.channels_per_stage = channels
         init_weights(self, init, activation=activation)
 
@@ -147,11 +148,11 @@ class UNet(nn.Module):
             skips.append(x)
         outputs = []
         x = skips[-1]
-        for j, (up, block, head) in enumerate(zip(self.upsamplers, self.decoder, self.heads)):
+        for j, (up, block) in enumerate(zip(self.upsamplers, self.decoder)):
             x = up(x)
             x = block(torch.cat([x, skips[-(j + 2)]], dim=1))
             if self.deep_supervision and self.training:
-                outputs.append(head(x))
+                outputs.append(self.heads[j](x))
         if self.deep_supervision and self.training:
             return outputs[::-1]
         return self.heads[-1](x)  # type: ignore[no-any-return]

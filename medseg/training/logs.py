@@ -51,7 +51,7 @@ class EpochLog:
         w = csv.DictWriter(buf, fieldnames=keys, restval="")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: _format(v) for k, v in r.items()})
         write_text_atomic(self.csv_path, buf.getvalue())
         self._plot()
         if self.writer is not None:
@@ -92,6 +92,12 @@ class EpochLog:
         """Close the TensorBoard writer."""
         if self.writer is not None:
             self.writer.close()
+
+
+def _format(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
 
 
 def _number(v: str) -> Any:

@@ -102,6 +102,8 @@ class Trainer:
         self.settings = training if training is not None else TrainingConfig.from_dict(options)
         self.task = self.spec.task
         self.cache_stats = CacheStats()
+        #: the trained network (unwrapped from DDP, eval mode) after :meth:`fit`.
+        self.network: nn.Module | None = None
 
     # ---- set-up -----------------------------------------------------------------------------
     def _complete_options(self, n_channels: int, n_classes: int) -> dict[str, Any]:
@@ -348,6 +350,7 @@ class Trainer:
             final = {k: v for k, v in state["metrics"].items() if isinstance(v, (int, float))}
             final.update(best_epoch=state["best_epoch"], epochs=epoch)
             write_text_atomic(run_dir / "metrics.json", json.dumps(plain(final), indent=1))
+        self.network = _unwrap(network).eval()
         ddp.barrier(dist)
         ddp.shutdown(dist)
         return TrainResult(

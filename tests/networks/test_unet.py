@@ -90,3 +90,12 @@ def test_classifier_article_layout() -> None:
         net.check_patch_size((96, 96))
     with pytest.raises(ConfigError, match="divisible by 32"):
         check_patch_size("conv_block_classifier", (100, 96), input_size=(96, 96))
+
+
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_every_parameter_gets_a_gradient(deep_supervision: bool) -> None:
+    """Unused parameters would stall DistributedDataParallel."""
+    net = UNet(1, 2, 2, n_stages=3, base_channels=4, deep_supervision=deep_supervision)
+    out = net(torch.randn(2, 1, 16, 16))
+    sum(o.sum() for o in (out if isinstance(out, list) else [out])).backward()
+    assert all(p.grad is not None for p in net.parameters())

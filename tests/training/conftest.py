@@ -33,3 +33,14 @@ def write_nnunet(root: Path, n_cases: int = 4, shape=(32, 32, 32), spacing=(2.0,
 @pytest.fixture
 def nnunet_dataset(tmp_path: Path) -> Path:
     return write_nnunet(tmp_path / "Dataset001_Phantom")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one intra-op thread avoids oversubscribing the 2 CI cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
