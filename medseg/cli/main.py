@@ -7,6 +7,7 @@ line on stderr with exit status 1, never as a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except MedsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         return 1
@@ -55,14 +56,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+    except OSError as exc:  # a path the user gave cannot be read or written
+        typer.secho(f"error: {exc.filename or ''}: {exc.strerror or exc}", fg=typer.colors.RED, err=True)
+        return 1
+    except Exception as exc:
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException):  # usage errors arrive here in non-standalone mode
             exc.show()
             return exc.exit_code
-        raise
-    return 0
+        if os.environ.get("MEDSEG_TRACEBACK"):
+            raise
+        typer.secho(
+            f"internal error: {type(exc).__name__}: {exc} (a bug in medseg; rerun with MEDSEG_TRACEBACK=1 and report it)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        return 2
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -81,6 +81,32 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, ser
     )
 
 
+def read_channels(paths: Sequence[str | os.PathLike[str]], *, series_uid: str | None = None) -> Volume:
+    """Read one image per channel (e.g. nnU-Net ``CASE_0000``, ``CASE_0001``) as one Volume.
+
+    Every channel must lie on the first one's grid (same shape and affine within
+    1e-4 mm); the result has the channels concatenated along C and the first file's meta
+    (with ``meta["sources"]`` listing all files).
+
+    Raises:
+        GeometryError: a channel is on another grid (names both files).
+    """
+    import numpy as np
+
+    if not paths:
+        raise InputError("no image files given")
+    vols = [read(p, series_uid=series_uid) for p in paths]
+    first = vols[0]
+    for v in vols[1:]:
+        first.require_grid(v, "channel")
+    if len(vols) == 1:
+        return first
+    arrays = [v.numpy() for v in vols]
+    dtype = np.result_type(*arrays)
+    meta = {**first.meta, "sources": [str(p) for p in paths]}
+    return first.replace(array=np.concatenate([a.astype(dtype, copy=False) for a in arrays]), meta=meta)
+
+
 def write(volume: Volume, path: str | os.PathLike[str]) -> Path:
     """Write ``volume`` atomically; the format comes from the suffix. Returns the path.
 

@@ -103,7 +103,9 @@ class PipelineSpec(Section):
 
 
 SECTION_MODELS: dict[str, type[BaseModel]] = {
-    "input": InputSpec, "network": NetworkSpec, "inference": InferenceSpec,
+    "input": InputSpec,
+    "network": NetworkSpec,
+    "inference": InferenceSpec,
 }
 
 
@@ -130,7 +132,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def pydantic_errors(where: str, exc: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[Any, ...] = ()) -> ConfigError:
+def pydantic_errors(
+    where: str, exc: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[Any, ...] = ()
+) -> ConfigError:
     """Turn a pydantic ValidationError into one ConfigError with paths and did-you-mean."""
     lines = []
     for err in exc.errors():
@@ -139,7 +143,9 @@ def pydantic_errors(where: str, exc: ValidationError, model: type[BaseModel] | N
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             allowed = _allowed_keys(model, tuple(err["loc"])[:-1]) if model is not None else []
-            lines.append(f"{where}: {format_loc(loc[:-1]) or 'top level'}: unknown key '{key}'{did_you_mean(key, allowed)}")
+            lines.append(
+                f"{where}: {format_loc(loc[:-1]) or 'top level'}: unknown key '{key}'{did_you_mean(key, allowed)}"
+            )
         else:
             got = err.get("input")
             got_text = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
@@ -164,7 +170,9 @@ def validate_dataclass(where: str, path: str, cls: type, options: dict[str, Any]
                     checked[key] = _adapter(hints[key]).validate_python(value) if key in hints else value
                 except ValidationError as exc:
                     first = exc.errors()[0]["msg"]
-                    raise ConfigError(f"{where}: {path}.{key}: {first} (got {value!r}; expected {_type_name(hints[key])})") from exc
+                    raise ConfigError(
+                        f"{where}: {path}.{key}: {first} (got {value!r}; expected {_type_name(hints[key])})"
+                    ) from exc
             options = checked
         return cls(**options)
     except ValidationError as exc:
@@ -206,7 +214,7 @@ def parse_step_list(where: str, section: str, items: list[Any]) -> list[tuple[st
                 f"{where}: {section}[{i}]: each step is one mapping 'name: {{options}}' (e.g. '- resample: "
                 f"{{spacing: [1.5, 1.5, 1.5]}}'), got {item!r}"
             )
-        (name, options), = item.items()
+        ((name, options),) = item.items()
         if options is None:
             options = {}
         if not isinstance(options, dict):
@@ -234,5 +242,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         raise ConfigError(f"{p}: the pipeline file is empty")
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a pipeline file is a mapping of sections (name, input, preprocess, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{p}: a pipeline file is a mapping of sections (name, input, preprocess, ...), got {type(data).__name__}"
+        )
     return data

@@ -175,6 +175,62 @@ class Pipeline:
             volume = step(volume)
         return volume
 
+    # ---- work ---------------------------------------------------------------
+    def train(
+        self, dataset: Any, out_dir: str | Path, *, fold: int | None = None, n_folds: int = 5, **overrides: Any
+    ) -> Any:
+        """Train on ``dataset`` (nnU-Net folder, CSV manifest or :class:`medseg.training.Dataset`).
+
+        Returns a :class:`medseg.training.TrainResult`; see :func:`medseg.pipeline.train.train_pipeline`.
+        """
+        from medseg.pipeline.train import train_pipeline
+
+        return train_pipeline(self, dataset, out_dir, fold=fold, n_folds=n_folds, **overrides)
+
+    def predictor(
+        self, checkpoints: Sequence[str | Path] | None = None, *, device: str = "auto", tta: bool | None = None
+    ) -> Any:
+        """A :class:`medseg.inference.Predictor` with the networks of ``checkpoints``
+        (default: ``inference.checkpoints``)."""
+        from medseg.pipeline.predict import make_predictor
+
+        paths = [Path(c) for c in checkpoints] if checkpoints else self.checkpoint_paths()
+        return make_predictor(self, paths, device=device, tta=tta)
+
+    def predict(
+        self,
+        inputs: Volume | str | Path | Sequence[Volume | str | Path],
+        *,
+        checkpoints: Sequence[str | Path] | None = None,
+        device: str = "auto",
+        tta: bool | None = None,
+    ) -> Volume | list[Volume]:
+        """Segment one input (Volume, image file or DICOM folder) or a list of them.
+
+        Returns label Volumes ``(1, X, Y, Z)`` on each input's ORIGINAL grid (same shape and
+        affine), post-processed. For folders of cases with resumable outputs use
+        ``medseg predict`` / :func:`medseg.batch.run_batch`.
+        """
+        predictor = self.predictor(checkpoints, device=device, tta=tta)
+        if isinstance(inputs, (Volume, str, Path)):
+            return predictor.predict(inputs)
+        return list(predictor.predict_many(inputs))
+
+    def evaluate(
+        self, predictions: str | Path, references: str | Path, output: str | Path, *, tolerance_mm: float = 1.0
+    ) -> Any:
+        """Compare predictions with references per case and label (see ``medseg evaluate``).
+
+        Writes ``output`` (per-case CSV) and a summary JSON beside it; returns
+        ``(csv_path, json_path, summary)``.
+        """
+        from medseg.metrics.report import evaluate_folders, write_report
+
+        rows = evaluate_folders(
+            Path(predictions), Path(references), labels=list(self.labels), tolerance_mm=tolerance_mm
+        )
+        return write_report(rows, Path(output))
+
     def apply_postprocess(self, label: Volume) -> Volume:
         """Run the postprocess steps on a label map in order."""
         for step in self.postprocess:

@@ -146,3 +146,17 @@ def test_unknown_file_type(tmp_path):
     p.write_text("hello")
     with pytest.raises(InputError, match="notes.txt"):
         medseg.read(p)
+
+
+def test_read_channels_concatenates_and_checks_grids(tmp_path, make_volume):
+    from medseg.errors import GeometryError
+    from medseg.io import read_channels
+
+    a = medseg.write(make_volume(seed=1), tmp_path / "c_0000.nii.gz")
+    b = medseg.write(make_volume(seed=2), tmp_path / "c_0001.nii.gz")
+    v = read_channels([a, b])
+    assert v.n_channels == 2 and v.meta["sources"] == [str(a), str(b)]
+    assert np.array_equal(v.numpy()[1], make_volume(seed=2).numpy()[0])
+    c = medseg.write(make_volume((1, 20, 18, 13)), tmp_path / "other.nii.gz")
+    with pytest.raises(GeometryError, match="other.nii.gz"):
+        read_channels([a, c])

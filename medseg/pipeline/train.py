@@ -1,0 +1,56 @@
+"""Training with a pipeline: its preprocess, network and training sections drive the Trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.pipeline.pipeline import Pipeline
+    from medseg.training import Dataset, TrainResult
+
+
+def with_background(labels: dict[int, str]) -> dict[int, str]:
+    """``labels`` with ``0: "background"`` added (what checkpoints record)."""
+    return {0: "background", **labels}
+
+
+def train_pipeline(
+    pipeline: Pipeline,
+    dataset: Dataset | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    fold: int | None = None,
+    n_folds: int = 5,
+    resume: bool = True,
+    **overrides: Any,
+) -> TrainResult:
+    """Train the pipeline's network on ``dataset`` (nnU-Net folder, CSV manifest, or Dataset).
+
+    The checkpoints carry the whole pipeline config, so ``medseg predict CHECKPOINT``
+    needs no other file. ``overrides`` replace fields of the ``training:`` section
+    (e.g. ``max_epochs=2``, ``device="cpu"``).
+    """
+    from medseg.training import Trainer, TrainingConfig
+
+    settings = pipeline.training_config
+    if overrides:
+        from medseg.core.registry import check_options
+
+        check_options("training", TrainingConfig, overrides)
+        settings = dataclasses.replace(settings, **overrides)
+    config = pipeline.to_dict()
+    config["training"] = {k: v for k, v in settings.to_dict().items() if k != "cache_dir"}
+    trainer = Trainer(
+        pipeline.spec.network.name,
+        dict(pipeline.spec.network.options),
+        out_dir=Path(out_dir),
+        preprocess=pipeline.apply_preprocess,
+        labels=with_background(pipeline.labels),
+        channels=list(pipeline.spec.input.channels),
+        config=config,
+        training=settings,
+    )
+    return trainer.fit(dataset, fold=fold, n_folds=n_folds, resume=resume)
