@@ -79,8 +79,18 @@ def register_step(name: str, stage: Stage = "preprocess") -> Callable[[S], S]:
     return deco
 
 
+def load_builtin_steps() -> None:
+    """Import medseg's own step modules so their steps are registered."""
+    import importlib
+
+    for module in ("medseg.transforms", "medseg.postprocess"):
+        importlib.import_module(module)
+
+
 def build_step(name: str, **options: Any) -> Step:
     """Instantiate the step registered as ``name`` with ``options`` (did-you-mean on typos)."""
+    if name not in STEPS:
+        load_builtin_steps()
     return STEPS.build(name, **options)  # type: ignore[no-any-return]
 
 
@@ -106,6 +116,8 @@ def invert(prediction: Volume, history: tuple[HistoryEntry, ...] | list[HistoryE
             not match what the history says.
     """
     out = prediction
+    if any(entry.step not in STEPS for entry in history):
+        load_builtin_steps()
     for entry in reversed(tuple(history)):
         cls = STEPS.get(entry.step)
         expected = entry.state.get("out_shape")
