@@ -156,13 +156,13 @@ class DicomSegExporter(Exporter):
                     "use segmentation_type='binary' for label maps"
                 )
             values = [c for c in range(1, probs.shape[0]) if np.any(probs[c] > 0)]
-            data = np.clip(probs[values].astype(np.float32), 0.0, 1.0)  # (S, X, Y, Z)
+            data: np.ndarray = np.clip(probs[values].astype(np.float32), 0.0, 1.0)  # (S, X, Y, Z)
         else:
             values = case.present
-            data = np.stack([case.label_map == v for v in values]).astype(np.uint8) if values else None
-        if data is None:
-            x, y, z = case.label_map.shape
-            return [], np.zeros((z, y, x, 0), dtype=np.uint8)
+            if not values:
+                x, y, z = case.label_map.shape
+                return [], np.zeros((z, y, x, 0), dtype=np.uint8)
+            data = np.stack([case.label_map == v for v in values]).astype(np.uint8)
         return values, np.ascontiguousarray(data.transpose(3, 2, 1, 0))
 
     def _description(self, number: int, value: int, name: str, case_id: str) -> hd.seg.SegmentDescription:
@@ -205,7 +205,7 @@ def _fix_slice_spacing(seg: hd.seg.Segmentation, ref: Volume) -> None:
 
 def _source_datasets(ref: Volume) -> list[pydicom.Dataset]:
     files = list(dict.fromkeys(ref.meta["source_files"]))
-    out = []
+    out: list[pydicom.Dataset] = []
     for f in files:
         try:
             out.append(pydicom.dcmread(f, stop_before_pixels=True))

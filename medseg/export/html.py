@@ -24,7 +24,7 @@ import numpy as np
 
 from medseg.export.base import ExportCase, Exporter, register_exporter
 from medseg.export.labels import label_color
-from medseg.export.mesh import mask_mesh
+from medseg.export.mesh import file_bytes, mask_mesh
 from medseg.io import write_text_atomic
 
 BUNDLE = "niivue.umd.js.gz"
@@ -140,7 +140,7 @@ def render_page(case: ExportCase, *, meshes: bool = False, mask_opacity: float =
         }
     )
     present = case.present
-    lut = {"R": [0], "G": [0], "B": [0], "A": [0], "I": [0], "labels": [""]}
+    lut: dict[str, list[int | str]] = {"R": [0], "G": [0], "B": [0], "A": [0], "I": [0], "labels": [""]}
     for v in present:
         r, g, b = label_color(v)
         for key, val in zip("RGBAI", (r, g, b, 255, v)):
@@ -150,7 +150,7 @@ def render_page(case: ExportCase, *, meshes: bool = False, mask_opacity: float =
     if meshes:
         for v in present:
             mesh = mask_mesh(case.label_map == v, case.affine, coordinates="RAS")
-            stl = mesh.export(file_type="stl")
+            stl = file_bytes(mesh.export(file_type="stl"))
             mesh_items.append(
                 {
                     "name": f"label_{v}.stl",

@@ -152,18 +152,25 @@ class MeshExporter(Exporter):
         """The file content of ``mesh`` with the coordinate system in its header."""
         text = header_text(self.coordinates, name, value)
         if self.file_type == "stl":
-            data = bytearray(mesh.export(file_type="stl"))
-            data[:80] = text.encode("ascii", "replace")[:80].ljust(80, b" ")
-            return bytes(data)
+            stl = bytearray(file_bytes(mesh.export(file_type="stl")))
+            stl[:80] = text.encode("ascii", "replace")[:80].ljust(80, b" ")
+            return bytes(stl)
         if self.file_type == "obj":
-            body = mesh.export(file_type="obj", include_normals=False, include_color=False)
-            return (f"# {text}\no {_stem(name)}\n" + body).encode("utf-8")
-        rgb = label_color(value)
-        mesh = mesh.copy()
-        mesh.visual.face_colors = np.tile([*rgb, 255], (len(mesh.faces), 1)).astype(np.uint8)
-        data = mesh.export(file_type="ply", encoding="binary")
-        head, sep, rest = data.partition(b"\n")  # first line is "ply"
-        return head + sep + f"comment {text}\n".encode() + rest
+            body = file_bytes(mesh.export(file_type="obj", include_normals=False, include_color=False))
+            return f"# {text}\no {_stem(name)}\n".encode() + body
+        colored = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+        colored.visual.face_colors = np.tile([*label_color(value), 255], (len(mesh.faces), 1)).astype(np.uint8)  # type: ignore[union-attr]
+        head, sep, rest = file_bytes(colored.export(file_type="ply", encoding="binary")).partition(b"\n")
+        return head + sep + f"comment {text}\n".encode() + rest  # first line is "ply"
+
+
+def file_bytes(data: object) -> bytes:
+    """The bytes of what ``trimesh.Trimesh.export`` returned (text formats come as ``str``)."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    raise TypeError(f"trimesh returned {type(data).__name__} instead of file content")
 
 
 def _stem(name: str) -> str:

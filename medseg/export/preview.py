@@ -47,6 +47,11 @@ def _panels(
     ]
 
 
+def _rgb01(value: int) -> tuple[float, float, float]:
+    r, g, b = label_color(value)
+    return r / 255.0, g / 255.0, b / 255.0
+
+
 def _window(image: np.ndarray, modality: str) -> tuple[float, float]:
     if modality == "CT":
         return -160.0, 240.0  # soft-tissue window (level 40, width 400 HU)
@@ -77,7 +82,7 @@ def render_preview(case: ExportCase, *, alpha: float = 0.45, dpi: int = 100) -> 
         center = tuple(round(float(c)) for c in np.argwhere(lab > 0).mean(axis=0))
     lut = np.zeros((int(lab.max()) + 1, 4), np.float32)
     for v in case.present:
-        lut[v, :3] = np.array(label_color(v)) / 255.0
+        lut[v, :3] = _rgb01(v)
         lut[v, 3] = alpha
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), dpi=dpi, facecolor="black")
     for ax, (name, letters), (im2d, aspect), (lab2d, _) in zip(
@@ -100,8 +105,7 @@ def render_preview(case: ExportCase, *, alpha: float = 0.45, dpi: int = 100) -> 
     vox_ml = case.mask.voxel_volume_mm3 / 1000.0
     counts = np.bincount(case.label_map.ravel(), minlength=int(case.label_map.max()) + 1)
     handles = [
-        Patch(color=np.array(label_color(v)) / 255.0, label=f"{v}: {case.labels[v]} ({counts[v] * vox_ml:.3g} mL)")
-        for v in case.present
+        Patch(color=_rgb01(v), label=f"{v}: {case.labels[v]} ({counts[v] * vox_ml:.3g} mL)") for v in case.present
     ]
     if handles:
         fig.legend(
