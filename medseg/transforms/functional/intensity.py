@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from medseg.transforms.functional.convert import as_float
@@ -75,6 +76,6 @@ def foreground_statistics(values: torch.Tensor, low_percentile: float = 0.5, hig
     Returns:
         ``{"low", "high", "mean", "std"}`` as floats (mean/std of the values, as nnU-Net).
     """
-    v = as_float(values.flatten()).double()
-    q = torch.quantile(v, torch.tensor([low_percentile / 100.0, high_percentile / 100.0], dtype=v.dtype))
-    return {"low": float(q[0]), "high": float(q[1]), "mean": float(v.mean()), "std": float(v.std(correction=0))}
+    v = values.detach().flatten().cpu().double().numpy()  # torch.quantile is limited to 2**24 values
+    low, high = np.percentile(v, [low_percentile, high_percentile])
+    return {"low": float(low), "high": float(high), "mean": float(v.mean()), "std": float(v.std())}
