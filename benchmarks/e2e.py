@@ -1,0 +1,197 @@
+"""End-to-end inference of one CT file to a saved label map, medseg or MONAI, in this process.
+
+Called by ``benchmarks/run.py`` once per contender (each in its own process, so the peak
+memory is that contender's alone)::
+
+    python benchmarks/e2e.py --method medseg --image ct.nii.gz --weights unet.pt --out pred.nii.gz
+
+Both pipelines do the same job with the same network weights: read → reorient to RAS →
+resample to 1.5 mm (linear) → HU window −160..240 → [0, 1] → sliding window (overlap 0.5,
+Gaussian blending) → softmax → back onto the input grid (linear on probabilities) →
+argmax → keep the largest component per label (26-connectivity) → write NIfTI.
+Prints one JSON line: stage times (s), window count, peak RSS (and GPU) memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import HU_WINDOW, LABELS, TARGET_SPACING, Timer, child_result, load_unet
+
+
+def window_count(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float = 0.5) -> int:
+    """Sliding windows over ``shape`` (padded up to the patch where smaller)."""
+    from medseg.inference import window_starts
+
+    padded = [max(s, p) for s, p in zip(shape, patch)]
+    return len(window_starts(padded, patch, overlap))
+
+
+def run_medseg(image: Path, weights: Path, out: Path, patch: tuple[int, ...], device: str, mirror: bool) -> dict:
+    """medseg: :class:`medseg.inference.Predictor` with the pipeline's steps; stages timed around its methods."""
+    import medseg.postprocess
+    import medseg.transforms  # noqa: F401  (register the steps)
+    from medseg.core import build_step
+    from medseg.inference import Predictor
+    from medseg.io import read, write
+
+    net = load_unet(weights)
+    timer = Timer(device)
+    predictor = Predictor(
+        net,
+        preprocess=[
+            build_step("reorient", axcodes="RAS"),
+            build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear"),
+            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+        ],
+        patch_size=patch,
+        overlap=0.5,
+        blend="gaussian",
+        batch_size=4,
+        mirror_axes=(0, 1, 2) if mirror else (),
+        device=device,
+        postprocess=[build_step("keep_largest_component", per_label=True, connectivity=26)],
+    )
+    grid: list[int] = []
+
+    def timed(name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            with timer(name):
+                result = fn(*a, **k)
+            if name == "preprocess":
+                grid.extend(result.spatial_shape)
+            return result
+
+        return wrapper
+
+    predictor.run_preprocess = timed("preprocess", predictor.run_preprocess)  # type: ignore[method-assign]
+    predictor.probabilities = timed("network", predictor.probabilities)  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    with timer("load"):
+        volume = read(image)
+    labels = predictor.predict(volume)
+    write(labels, out)
+    total = time.perf_counter() - t0
+    s = timer.seconds
+    return {
+        "load_preprocess_s": s["load"] + s["preprocess"],
+        "network_s": s["network"],
+        "post_s": total - s["load"] - s["preprocess"] - s["network"],
+        "total_s": total,
+        "grid": grid,
+        "windows": window_count(tuple(grid), patch) * (8 if mirror else 1),
+    }
+
+
+def run_monai(
+    image: Path, net: torch.nn.Module, out: Path, patch: tuple[int, ...], device: str, n_classes: int = len(LABELS)
+) -> dict:
+    """MONAI: the dictionary-transform pipeline of its tutorials, ``Invertd`` back to the input grid."""
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        Activationsd,
+        AsDiscreted,
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        KeepLargestConnectedComponentd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    net = net.eval().to(device)
+    timer = Timer(device)
+    save_dir = out.parent / f"{out.name.split('.')[0]}_monai_save"
+    pre = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=(TARGET_SPACING,) * 3, mode="bilinear"),
+            ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
+    post = Compose(
+        [
+            Activationsd("pred", softmax=True),
+            Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True),
+            AsDiscreted("pred", argmax=True),
+            KeepLargestConnectedComponentd(
+                "pred", applied_labels=list(range(1, n_classes)), independent=True, connectivity=3
+            ),
+            SaveImaged(
+                "pred",
+                output_dir=str(save_dir),
+                output_postfix="seg",
+                separate_folder=False,
+                output_dtype="uint8",
+                resample=False,
+                print_log=False,
+            ),
+        ]
+    )
+    t0 = time.perf_counter()
+    with timer("load_preprocess"):
+        data = pre({"image": str(image)})
+    grid = list(data["image"].shape[1:])
+    with timer("network"), torch.no_grad():
+        data["pred"] = sliding_window_inference(
+            data["image"][None].to(device), patch, 4, net, overlap=0.5, mode="gaussian", sigma_scale=0.125
+        )[0].cpu()
+    with timer("post"):
+        data = post(data)
+    total = time.perf_counter() - t0
+    written = sorted(save_dir.glob("*.nii.gz"))
+    if len(written) != 1:
+        raise SystemExit(f"MONAI SaveImaged: expected one file in {save_dir}, found {written}")
+    written[0].replace(out)
+    save_dir.rmdir()
+    s = timer.seconds
+    return {
+        "load_preprocess_s": s["load_preprocess"],
+        "network_s": s["network"],
+        "post_s": s["post"],
+        "total_s": total,
+        "grid": grid,
+        "windows": window_count(tuple(grid), patch),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", choices=["medseg", "monai"], required=True)
+    ap.add_argument("--image", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--mirror", action="store_true", help="medseg only: test-time mirroring on 3 axes")
+    args = ap.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    patch = (args.patch,) * 3
+    if args.method == "medseg":
+        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror)
+    elif args.mirror:
+        raise SystemExit("MONAI's sliding_window_inference has no mirroring; run without --mirror")
+    else:
+        result = run_monai(args.image, load_unet(args.weights), args.out, patch, args.device)
+    result["torch_threads"] = torch.get_num_threads()
+    child_result(result, args.device)
+
+
+if __name__ == "__main__":
+    main()
