@@ -134,3 +134,16 @@ def test_random_patches_requires_same_grid():
     moved = label.replace(affine=np.diag([1.0, 1.0, 1.0, 1.0]))
     with pytest.raises(GeometryError, match="resample"):
         RandomPatches((8, 8, 8)).sample(image, moved, 2, np.random.default_rng(0))
+
+
+def test_random_patches_from_read_only_memory_maps(tmp_path):
+    image, label = _pair()
+    np.save(tmp_path / "img.npy", image.numpy())
+    np.save(tmp_path / "lab.npy", label.numpy())
+    img_map = Volume(np.load(tmp_path / "img.npy", mmap_mode="r"), image.affine)
+    lab_map = Volume(np.load(tmp_path / "lab.npy", mmap_mode="r"), label.affine, kind="label")
+    sampler = RandomPatches((8, 8, 8))
+    locations = sampler.class_locations(lab_map)
+    assert sorted(locations) == [1, 2]
+    out = sampler.sample(img_map, lab_map, 3, np.random.default_rng(0), locations=locations)
+    assert bool((out[-1][1] > 0).any())

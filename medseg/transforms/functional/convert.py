@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -17,7 +19,8 @@ def as_tensor(array: ArrayLike) -> torch.Tensor:
     numpy arrays are wrapped on the CPU, keeping their memory layout (a Fortran-ordered
     NIfTI array stays Fortran-ordered: the resampling kernels follow the layout rather
     than transposing); negative strides are copied, unsigned 16/32/64-bit integers are
-    widened to a signed type torch supports. Tensors are returned as they are.
+    widened to a signed type torch supports. Read-only arrays (memory maps) are shared
+    without a copy; steps never write into their input. Tensors are returned as they are.
     """
     if isinstance(array, torch.Tensor):
         return array
@@ -28,6 +31,11 @@ def as_tensor(array: ArrayLike) -> torch.Tensor:
         a = a.astype(np.uint8)
     if any(st < 0 for st in a.strides):
         a = np.ascontiguousarray(a)
+    if not a.flags.writeable:
+        # read-only input (e.g. a memory-mapped cache): shared, never written — steps build new arrays
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+            return torch.from_numpy(a)
     return torch.from_numpy(a)
 
 
