@@ -64,7 +64,10 @@ def label_table(values: Iterable[int], names: Mapping[int, str] | None = None) -
         ConfigError: a name is empty, too long or holds path separators/control characters,
             a value is negative, or two labels share a name.
     """
-    names = dict(names or {})
+    try:
+        names = {int(k): v for k, v in (names or {}).items()}  # JSON/YAML keys may arrive as strings
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"label names {dict(names or {})!r}: keys must be label values (1, 2, ...)") from exc
     table: dict[int, str] = {}
     for v in sorted({int(v) for v in values} | {int(k) for k in names}):
         if v < 0:

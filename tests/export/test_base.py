@@ -75,6 +75,10 @@ def test_unnamed_labels_get_generated_names(phantom, tmp_path):
     assert case.present == [1, 2, 3, 4]
 
 
+def test_label_table_accepts_string_keys():
+    assert label_table([1, 2], {"1": "liver"}) == {1: "liver", 2: "label_2"}  # type: ignore[dict-item]
+
+
 def test_label_table_rejects_bad_names():
     with pytest.raises(ConfigError, match="share the name"):
         label_table([1, 2], {1: "a", 2: "a"})
