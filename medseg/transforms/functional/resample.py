@@ -15,7 +15,7 @@ are clamped (linear) or mirrored (cubic); outside, the result is ``fill``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from medseg.transforms.functional import bspline
 from medseg.transforms.functional.convert import as_float
 
 Mode = Literal["nearest", "linear", "cubic"]
+Floats = Union[Sequence[float], np.ndarray]  # noqa: UP007  (runtime alias, py3.10)
 MODES: tuple[str, ...] = ("nearest", "linear", "cubic")
 
 
@@ -90,7 +91,7 @@ def resample_axis(
     return out
 
 
-def _centre_aligned(scale: Sequence[float], offset: Sequence[float]) -> bool:
+def _centre_aligned(scale: Floats, offset: Floats) -> bool:
     """True when every axis maps output voxel ``i`` to input ``(i + 0.5) * scale - 0.5`` (scale > 0)."""
     return all(s > 0 and abs(o - (s - 1.0) / 2.0) < 1e-9 for s, o in zip(scale, offset))
 
@@ -119,8 +120,8 @@ def _upsample(x: torch.Tensor, size: list[int], scale: list[float], mode: Mode) 
 def resample_separable(
     x: torch.Tensor,
     out_shape: Sequence[int],
-    scale: Sequence[float],
-    offset: Sequence[float],
+    scale: Floats,
+    offset: Floats,
     modes: Sequence[Mode],
     fill: float | None = None,
 ) -> torch.Tensor:
