@@ -126,17 +126,15 @@ class ZScore(Step):
         if volume.kind != "intensity":
             return volume
         x = _finite_tensor(volume, self.name)
-        if self.over == "image":
-            out = F.zscore(x)
-        elif self.over == "nonzero":
+        if self.over == "nonzero":
             nonzero = x != 0
             out = torch.where(nonzero, F.zscore(x, nonzero), torch.zeros((), dtype=torch.float32, device=x.device))
-        else:
-            mask = self.mask
-            assert mask is not None  # checked in __post_init__
-            volume.require_grid(mask, "zscore mask")
-            m = as_tensor(mask.array).to(x.device) != 0
+        elif self.mask is not None:  # over == "mask" (checked in __post_init__)
+            volume.require_grid(self.mask, "zscore mask")
+            m = as_tensor(self.mask.array).to(x.device) != 0
             out = F.zscore(x, m[0] if m.shape[0] == 1 else m)
+        else:
+            out = F.zscore(x)
         return volume.with_step(out, None, self.entry(**self.options()))
 
 
