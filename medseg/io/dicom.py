@@ -47,7 +47,8 @@ PYDICOM_ERRORS = (
     IndexError,
     OverflowError,
     struct.error,
-    RuntimeError,  # pydicom's BytesLengthException: a value's length does not fit its VR
+    BytesLengthException,  # a value's length does not fit its VR
+    RuntimeError,
     NotImplementedError,  # an unknown VR (e.g. a damaged byte in a tag header)
 )
 #: Tags read by :func:`find_series`/:func:`read_dicom`; decoded up front so bad values fail per file.
@@ -298,29 +299,28 @@ def _frames(f: Path, ds: pydicom.Dataset, lone: bool = False) -> list[_Frame]:
             f"{f}: multi-frame file without per-frame geometry (functional groups); medseg reads classic "
             "series and enhanced multi-frame CT/MR only"
         )
-    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+    position = ds.get("ImagePositionPatient")
+    orientation = ds.get("ImageOrientationPatient")
+    if position is None or orientation is None:
         missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient") if t not in ds]
-        if lone:
-            warnings.warn(
-                f"{f}: no {' or '.join(missing)}; placing it at the origin with identity orientation",
-                InputWarning,
-                stacklevel=3,
-            )
-            ds = ds.copy()
-            ds.ImagePositionPatient = [0.0, 0.0, 0.0]
-            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        else:
+        if not lone:
             raise DicomError(
                 f"{f}: missing {', '.join(missing)}; the slice cannot be placed in space "
                 "(secondary capture, or anonymised too far?)"
             )
+        warnings.warn(
+            f"{f}: no {' or '.join(missing)}; placing it at the origin with identity orientation",
+            InputWarning,
+            stacklevel=3,
+        )
+        position, orientation = [0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
     slope = ds.get("RescaleSlope", 1.0)
     inter = ds.get("RescaleIntercept", 0.0)
     return [
         _Frame(
-            _float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", f),
-            _float_list(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", f),
+            _float_list(position, 3, "ImagePositionPatient", f),
+            _float_list(orientation, 6, "ImageOrientationPatient", f),
             tuple(_float_list(ps, 2, "PixelSpacing", f)),  # type: ignore[arg-type]
             _scalar(slope, 1.0, "RescaleSlope", f),
             _scalar(inter, 0.0, "RescaleIntercept", f),
@@ -554,7 +554,7 @@ def _pixels(where: str, frames: list[_Frame], samples: int) -> np.ndarray:
     stack = stack.transpose(0, 2, 1, 3)  # (C, X=cols, Y=rows, Z)
     slopes = np.array([fr.slope for fr in frames])
     inters = np.array([fr.intercept for fr in frames])
-    if np.all(slopes == 1) and np.all(inters == np.round(inters)):
+    if np.all(slopes == 1) and np.all(inters == np.round(inters)) and np.abs(inters).max() < 2**20:
         if not np.any(inters):
             return np.ascontiguousarray(stack)
         out = stack.astype(np.int32) + inters.astype(np.int32)
