@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import ConfigError
+from medseg.training import PatchStream, SegmentationLoss, load_dataset, prepare_dataset
+from medseg.training.loader import make_loader
+from medseg.training.losses import LOSSES
+from medseg.training.optim import build_optimizer, build_scheduler
+
+
+@pytest.fixture
+def cases(nnunet_dataset: Path, tmp_path: Path):
+    return prepare_dataset(load_dataset(nnunet_dataset), None, tmp_path / "cache")
+
+
+def test_patch_stream_foreground_oversampling_and_seeds(cases) -> None:
+    stream = PatchStream(cases, (8, 8, 8), 3, foreground_ratio=0.33, seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x, y = stream.batch(rng)
+        assert x.shape == (3, 1, 8, 8, 8) and x.dtype == torch.float32 and y.shape == (3, 1, 8, 8, 8)
+        assert int(y[-1, 0, 4, 4, 4]) > 0  # the last element is centred on a foreground voxel
+    a = next(iter(PatchStream(cases, (8, 8, 8), 2, seed=1)))
+    b = next(iter(PatchStream(cases, (8, 8, 8), 2, seed=1)))
+    c = next(iter(PatchStream(cases, (8, 8, 8), 2, seed=2)))
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_loader_workers_and_2d_patches(cases) -> None:
+    stream = PatchStream(cases, (16, 12), 2, seed=0)
+    x, y = next(iter(make_loader(stream, num_workers=1, pin_memory=False)))
+    assert x.shape == (2, 1, 16, 12) and y.shape == (2, 1, 16, 12)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_losses_with_deep_supervision(name: str) -> None:
+    loss = SegmentationLoss(name)
+    target = torch.zeros(2, 1, 8, 8, 8, dtype=torch.uint8)
+    target[:, :, 2:6, 2:6, 2:6] = 1
+    logits = [torch.randn(2, 2, 8, 8, 8, requires_grad=True), torch.randn(2, 2, 4, 4, 4, requires_grad=True)]
+    value = loss(logits, target)
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(value) and logits[1].grad is not None
+    perfect = torch.cat([(target == 0).float(), (target == 1).float()], 1) * 20 - 10
+    assert float(loss(perfect, target)) < float(loss(logits[0].detach(), target))
+
+
+def test_unknown_loss() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'dice_ce'"):
+        SegmentationLoss("dice_cee")
+
+
+def test_poly_and_cosine_schedules() -> None:
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt = build_optimizer("sgd", p, lr=0.01, weight_decay=0.0)
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.99
+    sched = build_scheduler("poly", opt, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.01 and lrs[5] == pytest.approx(0.01 * 0.5**0.9)
+    opt2 = build_optimizer("adamw", p, lr=1e-3, weight_decay=1e-2)
+    cos = build_scheduler("cosine", opt2, 4)
+    for _ in range(2):
+        opt2.step()
+        cos.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(5e-4)
+    with pytest.raises(ConfigError, match="did you mean 'adamw'"):
+        build_optimizer("adamv", p, lr=1.0, weight_decay=0.0)
