@@ -67,16 +67,36 @@ def test_python_twin_equals_yaml(tmp_path):
     ("old", "new", "expected"),
     [
         ("preprocess:", "preprocces:", r"top level: unknown key 'preprocces' \(did you mean 'preprocess'\?\)"),
-        ("inference: {patch_size", "inference: {overlapp: 0.3, patch_size", r"inference: unknown key 'overlapp' \(did you mean 'overlap'\?\)"),
+        (
+            "inference: {patch_size",
+            "inference: {overlapp: 0.3, patch_size",
+            r"inference: unknown key 'overlapp' \(did you mean 'overlap'\?\)",
+        ),
         ("- resample:", "- resampel:", r"preprocess\[1\]: unknown step 'resampel' \(did you mean 'resample'\?\)"),
-        ("{spacing: [1.5", "{spacin: [1.5", r"preprocess\[1\]\.resample: unknown option 'spacin' \(did you mean 'spacing'\?\)"),
+        (
+            "{spacing: [1.5",
+            "{spacin: [1.5",
+            r"preprocess\[1\]\.resample: unknown option 'spacin' \(did you mean 'spacing'\?\)",
+        ),
         ("{spacing: [1.5, 1.5, 1.5]}", "{spacing: [-1.5, 1.5, 1.5]}", r"preprocess\[1\]\.resample: .*spacing"),
         ("{spacing: [1.5, 1.5, 1.5]}", "{spacing: fine}", r"preprocess\[1\]\.resample\.spacing"),
-        ("{patch_size: [32, 32, 32]}", "{patch_size: [32, 32, 32], overlap: 1.5}", r"inference\.overlap: Input should be less than 1"),
+        (
+            "{patch_size: [32, 32, 32]}",
+            "{patch_size: [32, 32, 32], overlap: 1.5}",
+            r"inference\.overlap: Input should be less than 1",
+        ),
         ("{name: unet,", "{name: unnet,", r"network\.name: unknown network 'unnet' \(did you mean 'unet'\?\)"),
         ("labels: {1: liver}", "labels: {0: liver}", r"input\.labels: .*≥ 1"),
-        ("  - keep_largest_component: {}", "  - keep_largest_component: {}\n  - zscore: {}", r"postprocess\[1\]\.zscore: 'zscore' is a preprocess step"),
-        ("input: {modality: CT,", "input: {modality: CT, chanels: [a],", r"input: unknown key 'chanels' \(did you mean 'channels'\?\)"),
+        (
+            "  - keep_largest_component: {}",
+            "  - keep_largest_component: {}\n  - zscore: {}",
+            r"postprocess\[1\]\.zscore: 'zscore' is a preprocess step",
+        ),
+        (
+            "input: {modality: CT,",
+            "input: {modality: CT, chanels: [a],",
+            r"input: unknown key 'chanels' \(did you mean 'channels'\?\)",
+        ),
     ],
 )
 def test_mistakes_name_the_path(tmp_path, old, new, expected):
