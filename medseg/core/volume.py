@@ -156,7 +156,7 @@ class Volume:
     def tensor(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The array as a torch tensor on ``device`` (no copy when already there)."""
         arr = self.array
-        t = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(arr))
+        t = arr if isinstance(arr, torch.Tensor) else _as_tensor(arr)
         return t.to(device=device if device is not None else t.device, dtype=dtype or t.dtype)
 
     def to(self, device: str | torch.device) -> Volume:
@@ -181,3 +181,10 @@ class Volume:
             f"spacing={tuple(round(s, 4) for s in self.spacing)}, orientation={self.orientation!r}, "
             f"device={self.device!r}, history={[h.step for h in self.history]})"
         )
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``arr``'s memory when torch can (writable, non-negative strides), else a copy."""
+    if arr.flags.writeable and all(st >= 0 for st in arr.strides):
+        return torch.from_numpy(arr)
+    return torch.from_numpy(np.array(arr, order="K", copy=True))

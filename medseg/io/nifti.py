@@ -65,7 +65,9 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path}: {len(shape)}D image of shape {shape}; medseg reads 2D, 3D and 4D (channels) NIfTI")
     try:
         with nib.imageglobals.LoggingOutputSuppressor():
-            data = np.asanyarray(img.dataobj)
+            # one sequential copy in the file's (Fortran) order: transposing to C order costs more
+            # than the whole pre-processing, and the steps follow the memory layout instead
+            data = np.array(np.asanyarray(img.dataobj), order="K", copy=True)
             affine = img.affine
     except _NIBABEL_ERRORS as exc:
         raise InputError(f"{path}: truncated or corrupt image data ({exc}); re-export or re-copy the file") from exc
@@ -84,7 +86,7 @@ def read_nifti(path: Path) -> Volume:
     else:
         data = np.moveaxis(data[:, :, :, 0, :], 3, 0)
     meta = {"source": str(path), "format": "nifti"}
-    return Volume(np.ascontiguousarray(data), affine, kind="intensity", meta=meta)
+    return Volume(data, affine, kind="intensity", meta=meta)
 
 
 def _check_file_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
