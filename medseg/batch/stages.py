@@ -74,9 +74,18 @@ def _route(message, category, filename, lineno, file=None, line=None) -> None:  
 _original_showwarning = warnings.showwarning
 
 
+def _set_filters() -> None:
+    # every occurrence of a data warning is recorded for its case (not once per code location);
+    # developer-facing deprecation/import warnings (e.g. from libraries imported by a fresh Dask
+    # worker during its first case) are not about the case and stay out of its record
+    warnings.simplefilter("always")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+
+
 @contextlib.contextmanager
 def warning_router() -> Iterator[None]:
-    """For the duration of a batch: show every warning ("always") and send it to its case.
+    """For the duration of a batch: send every warning raised for a case to that case's record.
 
     Nested or concurrent use (the Dask executor with threads in the same process) is a no-op.
     """
@@ -88,7 +97,7 @@ def warning_router() -> Iterator[None]:
         yield
         return
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        _set_filters()
         _original_showwarning = warnings.showwarning
         warnings.showwarning = _route
         try:
@@ -105,7 +114,7 @@ def ensure_worker_router() -> None:
         if _router_installed:
             return
         _router_installed = True
-        warnings.simplefilter("always")
+        _set_filters()
         _original_showwarning = warnings.showwarning
         warnings.showwarning = _route
 

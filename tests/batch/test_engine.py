@@ -343,3 +343,19 @@ def test_overlap_loads_next_cases_while_running_and_runs_in_one_thread(tmp_path:
     assert all(e[4] != threading.current_thread().name for e in loads)
     overlapping = [(r[1], ld[1]) for r in runs for ld in loads if ld[2] < r[3] and r[2] < ld[3] and ld[1] != r[1]]
     assert len(overlapping) >= 3  # the next cases were loaded while earlier ones ran
+
+
+def test_repeated_warnings_recorded_each_time_deprecations_left_out(tmp_path: Path) -> None:
+    import warnings
+
+    src = tmp_path / "in"
+    write_cases(src, 2)
+
+    class Noisy(ThresholdProcessor):
+        def run(self, loaded):  # type: ignore[no-untyped-def]
+            warnings.warn("old API", DeprecationWarning, stacklevel=1)
+            warnings.warn("clipped intensities", UserWarning, stacklevel=1)
+            return super().run(loaded)
+
+    report = run_batch(discover_cases(src), Noisy(), tmp_path / "out", progress=False)
+    assert [r.warnings for r in report.rows] == [("UserWarning: clipped intensities",)] * 2
