@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
 
 from medseg.core import geometry
 from medseg.core.volume import Volume
@@ -94,11 +95,14 @@ def write_series(
             ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "3D"
             ds.EchoTime, ds.RepetitionTime, ds.EchoTrainLength = 10, 500, 1
             ds.MagneticFieldStrength, ds.ImagingFrequency, ds.ImagedNucleus = 1.5, 63.9, "1H"
-        ds.ImagePositionPatient = [float(v) for v in lps[:3, 3] + lps[:3, 2] * k]
-        ds.ImageOrientationPatient = [float(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
-        ds.PixelSpacing = [float(sy), float(sx)]
-        ds.SliceThickness = float(sz)
-        ds.SliceLocation = float(ds.ImagePositionPatient[2])
+        ds.ImagePositionPatient = [_ds(v) for v in lps[:3, 3] + lps[:3, 2] * k]
+        ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+        ds.PixelSpacing = [_ds(sy), _ds(sx)]
+        ds.SliceThickness = _ds(sz)
+        ds.SpacingBetweenSlices = _ds(sz)
+        ds.SliceLocation = _ds(float(lps[2, 3] + lps[2, 2] * k))
+        ds.PatientPosition = "HFS"
+        ds.AcquisitionNumber = 1
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = data.shape[1], data.shape[0]
@@ -110,3 +114,8 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def _ds(value: float) -> DSfloat:
+    """A Decimal String of at most 16 characters (the DICOM limit)."""
+    return DSfloat(float(value), auto_format=True)

@@ -22,12 +22,14 @@ class Organ:
     hu: float
 
 
-#: The default organs (label values 1..4), placed inside the body ellipse.
+#: The default organs (label values 1..4), placed inside the body ellipse. Centres are fractions of
+#: the half-extent along the array axes; on a RAS grid +x is the patient's right (liver right,
+#: spleen and left kidney left).
 ORGANS: tuple[Organ, ...] = (
-    Organ("liver", 1, (-0.30, 0.05, 0.10), (0.32, 0.30, 0.35), 60.0),
-    Organ("spleen", 2, (0.40, 0.10, 0.15), (0.14, 0.16, 0.20), 45.0),
-    Organ("kidney_left", 3, (0.30, 0.35, -0.25), (0.10, 0.12, 0.22), 150.0),
-    Organ("lesion", 4, (-0.25, 0.0, 0.15), (0.07, 0.07, 0.07), 15.0),
+    Organ("liver", 1, (0.30, 0.05, 0.10), (0.32, 0.30, 0.35), 60.0),
+    Organ("spleen", 2, (-0.40, 0.10, 0.15), (0.14, 0.16, 0.20), 45.0),
+    Organ("kidney_left", 3, (-0.30, 0.35, -0.25), (0.10, 0.12, 0.22), 150.0),
+    Organ("lesion", 4, (0.25, 0.0, 0.15), (0.07, 0.07, 0.07), 15.0),
 )
 
 
