@@ -159,7 +159,7 @@ class PipelineProcessor:
     def load(self, case: Case) -> tuple[Volume, Volume]:
         from medseg.io import read_channels
 
-        image = read_channels(list(case.images), series_uid=self.series_uid)
+        image = read_channels(list(case.images), series_uid=case.extra.get("series_uid") or self.series_uid)
         check_modality(self.pipeline, image)
         channels = self.pipeline.spec.input.channels
         if image.n_channels != len(channels):
