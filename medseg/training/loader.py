@@ -7,7 +7,7 @@ memory for the copy to the GPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,9 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         rank: process rank under DDP.
         start_epoch: epoch the stream starts at (so a resumed run gets a fresh, seeded stream).
         task: ``"segmentation"`` or ``"classification"`` (class labels instead of label patches).
+        augment: applied to each batch in the loader (used when training on the CPU, so
+            augmentation overlaps with compute in the worker processes; on a GPU the trainer
+            augments on the device instead).
     """
 
     def __init__(
@@ -55,8 +58,10 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         rank: int = 0,
         start_epoch: int = 0,
         task: Task = "segmentation",
+        augment: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None,
     ) -> None:
         super().__init__()
+        self.augment = augment
         self.cases = list(cases)
         self.dims = len(patch_size)
         self.patch3 = (*(int(p) for p in patch_size), 1)[:3]
@@ -83,8 +88,13 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         info = get_worker_info()
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, self.rank, worker, self.start_epoch])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         while True:
-            yield self.batch(rng)
+            x, y = self.batch(rng)
+            if self.augment is not None:
+                x, y_aug = self.augment(x, y if self.task == "segmentation" else None, generator)
+                y = y_aug if y_aug is not None else y
+            yield x, y
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One collated batch drawn with ``rng``."""

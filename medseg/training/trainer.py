@@ -236,6 +236,8 @@ class Trainer:
         amp_dtype = torch.bfloat16 if s.amp_dtype == "bfloat16" else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         start_epoch = int(state["epoch"])
+        # on the CPU the loader workers augment (overlapping with compute); on a GPU the device does
+        augment_in_loader = device.type == "cpu" and s.num_workers > 0
         stream = PatchStream(
             train_cases,
             s.patch_size,
@@ -246,6 +248,7 @@ class Trainer:
             rank=dist.rank,
             start_epoch=start_epoch,
             task=self.task,
+            augment=s.augment if augment_in_loader else None,
         )
         batches = iter(make_loader(stream, s.num_workers, pin_memory=device.type == "cuda"))
         epoch_log = EpochLog(run_dir, tensorboard=s.tensorboard and dist.is_main, rows=rows) if dist.is_main else None
@@ -279,7 +282,7 @@ class Trainer:
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
                     wait += time.perf_counter() - tw
-                    if s.augment is not None:
+                    if s.augment is not None and not augment_in_loader:
                         x, y_aug = s.augment(x, y if self.task == "segmentation" else None, generator)
                         y = y_aug if y_aug is not None else y
                     optimizer.zero_grad(set_to_none=True)

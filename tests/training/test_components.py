@@ -74,3 +74,14 @@ def test_poly_and_cosine_schedules() -> None:
     assert opt2.param_groups[0]["lr"] == pytest.approx(5e-4)
     with pytest.raises(ConfigError, match="did you mean 'adamw'"):
         build_optimizer("adamv", p, lr=1.0, weight_decay=0.0)
+
+
+def test_loader_workers_augment_on_cpu(cases) -> None:
+    from medseg.transforms.augment import Augment
+
+    aug = Augment(p_rotate=1.0, p_flip=0.0, p_scale=0.0, p_noise=0.0, p_blur=0.0, p_brightness=0.0, p_contrast=0.0,
+                  p_low_res=0.0, p_gamma=0.0)  # fmt: skip
+    plain = next(iter(PatchStream(cases, (16, 16, 16), 2, seed=3)))
+    runs = [next(iter(make_loader(PatchStream(cases, (16, 16, 16), 2, seed=3, augment=aug), 1, False))) for _ in "ab"]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert not torch.equal(runs[0][0], plain[0]) and runs[0][1].dtype == plain[1].dtype
