@@ -180,7 +180,14 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mirror", action="store_true", help="medseg only: test-time mirroring on 3 axes")
+    ap.add_argument("--profile", type=Path, help="write the top cProfile entries (cumulative time) to this file")
     args = ap.parse_args()
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     patch = (args.patch,) * 3
     if args.method == "medseg":
@@ -190,6 +197,14 @@ def main() -> None:
     else:
         result = run_monai(args.image, load_unet(args.weights), args.out, patch, args.device)
     result["torch_threads"] = torch.get_num_threads()
+    if profiler is not None:
+        import io
+        import pstats
+
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+        args.profile.write_text(text.getvalue())
     child_result(result, args.device)
 
 

@@ -148,7 +148,9 @@ def install_trainer() -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    target = Path(out) / "training" / "nnUNetTrainer" / "variants" / "nnUNetTrainerBudget.py"
+    # Top level of the trainer folder: nnU-Net's class lookup imports the modules there before
+    # descending into variants/, some of which import timm (and so torchvision).
+    target = Path(out) / "training" / "nnUNetTrainer" / "nnUNetTrainerBudget.py"
     if not target.exists() or target.read_text() != TRAINER:
         target.write_text(TRAINER)
 
@@ -182,20 +184,9 @@ def run(cmd: list[str], base: Path, log: Path, **extra: str) -> float:
 
 def plan_and_train(base: Path, dataset_id: int, budget_s: float, log: Path, iters_per_epoch: int = 10) -> dict:
     """``nnUNetv2_plan_and_preprocess`` then train 3d_fullres fold ``all`` for ``budget_s`` seconds."""
-    plan_s = run(
-        [
-            "nnUNetv2_plan_and_preprocess",
-            "-d",
-            str(dataset_id),
-            "-c",
-            "3d_fullres",
-            "-np",
-            "2",
-            "--verify_dataset_integrity",
-        ],
-        base,
-        log,
-    )
+    planned = list((base / "preprocessed").glob(f"Dataset{dataset_id:03d}_*/nnUNetPlans.json"))
+    plan_cmd = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-np", "2"]
+    plan_s = 0.0 if planned else run([*plan_cmd, "--verify_dataset_integrity"], base, log)
     train_s = run(
         ["nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-tr", "nnUNetTrainerBudget", "-device", "cpu"],
         base,
