@@ -19,6 +19,8 @@ or through the ``medseg.steps`` entry-point group of another package.
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
@@ -34,14 +36,15 @@ S = TypeVar("S", bound=type)
 STEPS: Registry[type[Step]] = Registry("step")
 
 
-class Step:
+class Step(abc.ABC):
     """Base of all steps. Subclasses are frozen dataclasses whose fields are their options."""
 
     name: ClassVar[str] = ""
     stage: ClassVar[Stage] = "preprocess"
 
-    def __call__(self, volume: Volume) -> Volume:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__")
+    @abc.abstractmethod
+    def __call__(self, volume: Volume) -> Volume:
+        """Apply the step; return a new Volume (history extended for spatial steps)."""
 
     @classmethod
     def inverse(cls, volume: Volume, entry: HistoryEntry) -> Volume:

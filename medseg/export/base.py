@@ -13,6 +13,8 @@ warns (without failing) when the mask is empty.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 import re
 import warnings
@@ -167,7 +169,7 @@ def prepare(
     return case
 
 
-class Exporter:
+class Exporter(abc.ABC):
     """Base of every exporter: frozen dataclass subclasses implement :meth:`export`."""
 
     name: ClassVar[str] = ""
@@ -192,9 +194,9 @@ class Exporter:
         """
         return self.export(prepare(mask, out_dir, case_id, image=image, labels=labels))
 
+    @abc.abstractmethod
     def export(self, case: ExportCase) -> list[Path]:
         """Write the outputs of a prepared case; returns the written files."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement export()")
 
     def options(self) -> dict[str, Any]:
         """The exporter's options (its dataclass fields) as a dict."""
