@@ -10,7 +10,9 @@ measured step between slices, so gantry tilt gives an honest sheared affine.
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
+import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -139,12 +141,34 @@ def _dicom_files(paths: Sequence[Path]) -> list[Path]:
     return [f for f in files if is_dicom_file(f)]
 
 
+class _PydicomLogFilter(logging.Filter):
+    """Drops pydicom's log records while this thread is inside :func:`_pydicom_warnings`."""
+
+    state = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.state, "active", False)
+
+
+logging.getLogger("pydicom").addFilter(_PydicomLogFilter())
+
+
 @contextlib.contextmanager
 def _pydicom_warnings(f: Path) -> Iterator[None]:
-    """Re-issue pydicom's complaints about odd tag values as one InputWarning naming ``f``."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
+    """Re-issue pydicom's complaints about odd tag values as one InputWarning naming ``f``.
+
+    pydicom both warns and logs each complaint; the log lines are dropped meanwhile (in this
+    thread only) so the CLI prints one message per problem.
+    """
+    state = _PydicomLogFilter.state
+    previous = getattr(state, "active", False)
+    state.active = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        state.active = previous
     odd = []
     for w in caught:
         if issubclass(w.category, InputWarning):
