@@ -31,7 +31,12 @@ EXAMPLES: dict[str, Callable[[Volume], dict[str, Any]]] = {
     "percentile_clip": lambda v: {"low": 0.1, "high": 0.9, "mean": 0.5, "std": 0.2},
 }
 
-PREPROCESS = [name for name in STEPS.names() if STEPS.get(name).stage == "preprocess"]
+# medseg's own steps (other test modules register test-only steps in the same global registry)
+PREPROCESS = [
+    name
+    for name in STEPS.names()
+    if STEPS.get(name).stage == "preprocess" and STEPS.get(name).__module__.startswith("medseg.")
+]
 INTENSITY_STEPS = {"clip", "scale_intensity", "zscore", "percentile_clip"}
 SHAPE = (20, 18, 12)
 GRAD = np.array([0.004, -0.003, 0.005])
