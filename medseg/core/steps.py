@@ -20,7 +20,6 @@ or through the ``medseg.steps`` entry-point group of another package.
 from __future__ import annotations
 
 import abc
-
 import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar

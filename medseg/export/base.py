@@ -14,7 +14,6 @@ warns (without failing) when the mask is empty.
 from __future__ import annotations
 
 import abc
-
 import logging
 import re
 import warnings
