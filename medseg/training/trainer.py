@@ -196,6 +196,14 @@ class Trainer:
         labels = self._labels_for(dataset, cases)
         channels = self.channels or dataset.channels or [f"channel{i}" for i in range(len(dataset.cases[0].images))]
         options = self._complete_options(len(channels), len(labels))
+        if self.task == "segmentation":
+            for c in cases:
+                unknown = sorted(set(c.locations()) - set(labels))
+                if unknown:
+                    raise InputError(
+                        f"case '{c.case_id}': label values {unknown} are not among the labels {labels}; "
+                        "add them to the labels (dataset.json) or remap the label files"
+                    )
 
         if fold is None:
             run_dir, train_ids, val_ids = self.out_dir / "all", sorted(by_id), []

@@ -137,3 +137,11 @@ def test_classifier_from_csv_class_column(tmp_path: Path) -> None:
     assert ckpt.labels == {0: "class_0", 1: "class_1"} and ckpt.network_options["n_classes"] == 2
     net = ckpt.build_network()
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 2)
+
+
+def test_label_values_outside_the_labels_are_reported(dataset: Path, tmp_path: Path) -> None:
+    from medseg.errors import InputError
+
+    t = Trainer("unet", NET, out_dir=tmp_path, labels={0: "background", 1: "liver"}, patch_size=(16, 16, 16))
+    with pytest.raises(InputError, match=r"case 'case00': label values \[2\] are not among the labels"):
+        t.fit(dataset, fold=0, n_folds=2)
