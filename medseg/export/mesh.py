@@ -121,13 +121,17 @@ def header_text(coordinates: Coordinates, name: str, value: int) -> str:
     return f"medseg mesh label {value} '{name}' SPACE={coordinates} units=mm"
 
 
+@dataclass(frozen=True)
 class MeshExporter(Exporter):
-    """Base of the STL/OBJ/PLY exporters: one file ``CASE_NAME.EXT`` per label with voxels."""
+    """Base of the STL/OBJ/PLY exporters: one file ``CASE_NAME.EXT`` per label with voxels.
+
+    Options: see :class:`MeshExporter`.
+    """
 
     file_type: ClassVar[str] = ""
-    coordinates: Coordinates
-    smoothing: float
-    decimate: float | None
+    coordinates: Coordinates = "LPS"
+    smoothing: float = 1.0
+    decimate: float | None = None
 
     def export(self, case: ExportCase) -> list[Path]:
         """Write one mesh file per present label (nothing for an empty mask)."""
@@ -182,17 +186,11 @@ def _stem(name: str) -> str:
 class StlExporter(MeshExporter):
     """Binary STL per label (``CASE_NAME.stl``); world mm, LPS by default (header says which).
 
-    Attributes:
-        coordinates: ``"LPS"`` (3D Slicer) or ``"RAS"``.
-        smoothing: Gaussian sigma in voxels before marching cubes (0 = staircase).
-        decimate: fraction of faces to keep (0..1), or None.
+    Options: see :class:`MeshExporter`.
     """
 
     name = "stl"
     file_type = "stl"
-    coordinates: Coordinates = "LPS"
-    smoothing: float = 1.0
-    decimate: float | None = None
 
 
 @register_exporter("obj")
@@ -200,17 +198,11 @@ class StlExporter(MeshExporter):
 class ObjExporter(MeshExporter):
     """Wavefront OBJ per label (``CASE_NAME.obj``); world mm, LPS by default (comment says which).
 
-    Attributes:
-        coordinates: ``"LPS"`` (3D Slicer) or ``"RAS"``.
-        smoothing: Gaussian sigma in voxels before marching cubes (0 = staircase).
-        decimate: fraction of faces to keep (0..1), or None.
+    Options: see :class:`MeshExporter`.
     """
 
     name = "obj"
     file_type = "obj"
-    coordinates: Coordinates = "LPS"
-    smoothing: float = 1.0
-    decimate: float | None = None
 
 
 @register_exporter("ply")
@@ -218,14 +210,8 @@ class ObjExporter(MeshExporter):
 class PlyExporter(MeshExporter):
     """Binary PLY per label with the label colour (``CASE_NAME.ply``); LPS by default (comment says which).
 
-    Attributes:
-        coordinates: ``"LPS"`` (3D Slicer) or ``"RAS"``.
-        smoothing: Gaussian sigma in voxels before marching cubes (0 = staircase).
-        decimate: fraction of faces to keep (0..1), or None.
+    Options: see :class:`MeshExporter`.
     """
 
     name = "ply"
     file_type = "ply"
-    coordinates: Coordinates = "LPS"
-    smoothing: float = 1.0
-    decimate: float | None = None
