@@ -36,15 +36,42 @@ def window_count(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float 
     return len(window_starts(padded, patch, overlap))
 
 
-def run_medseg(image: Path, weights: Path, out: Path, patch: tuple[int, ...], device: str, mirror: bool) -> dict:
-    """medseg: :class:`medseg.inference.Predictor` with the pipeline's steps; stages timed around its methods."""
+def nnunet_like(features: list[int], n_classes: int = len(LABELS)) -> torch.nn.Module:
+    """medseg's own U-Net with nnU-Net's stage widths (e.g. 32, 64, 128, 256), seeded random weights."""
+    from medseg.networks import build_network
+
+    torch.manual_seed(0)
+    return build_network(
+        "unet",
+        in_channels=1,
+        out_channels=n_classes,
+        spatial_dims=3,
+        n_stages=len(features),
+        base_channels=features[0],
+        max_channels=features[-1],
+    ).eval()
+
+
+def run_medseg(
+    image: Path,
+    weights: Path,
+    out: Path,
+    patch: tuple[int, ...],
+    device: str,
+    mirror: bool,
+    features: list[int] | None = None,
+) -> dict:
+    """medseg: :class:`medseg.inference.Predictor` with the pipeline's steps; stages timed around its methods.
+
+    ``features``: use medseg's U-Net with these stage widths instead of the shared weights.
+    """
     import medseg.postprocess
     import medseg.transforms  # noqa: F401  (register the steps)
     from medseg.core import build_step
     from medseg.inference import Predictor
     from medseg.io import read, write
 
-    net = load_unet(weights)
+    net = nnunet_like(features) if features else load_unet(weights)
     timer = Timer(device)
     predictor = Predictor(
         net,
@@ -180,7 +207,10 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mirror", action="store_true", help="medseg only: test-time mirroring on 3 axes")
-    ap.add_argument("--profile", type=Path, help="write the top cProfile entries (cumulative time) to this file")
+    ap.add_argument("--features", help="medseg only: its U-Net with these stage widths, e.g. 32,64,128,256")
+    ap.add_argument(
+        "--profile", type=Path, help="write the top cProfile entries (own and cumulative time) to this file"
+    )
     args = ap.parse_args()
     profiler = None
     if args.profile:
@@ -191,7 +221,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     patch = (args.patch,) * 3
     if args.method == "medseg":
-        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror)
+        features = [int(f) for f in args.features.split(",")] if args.features else None
+        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror, features)
     elif args.mirror:
         raise SystemExit("MONAI's sliding_window_inference has no mirroring; run without --mirror")
     else:
@@ -203,7 +234,9 @@ def main() -> None:
 
         profiler.disable()
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("tottime").print_stats(15)
+        stats.sort_stats("cumulative").print_stats("medseg|monai", 25)
         args.profile.write_text(text.getvalue())
     child_result(result, args.device)
 

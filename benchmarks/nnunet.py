@@ -281,7 +281,12 @@ def benchmark(args: Any, image: Path, weights: Path, logs: Path) -> dict[str, An
     else:
         plans = json.loads(next((base / "preprocessed").glob(f"Dataset{dataset_id}_*/nnUNetPlans.json")).read_text())
         conf = plans["configurations"]["3d_fullres"]
-        res["train"] = {"patch_size": conf["patch_size"], "spacing": conf["spacing"], "reused": True}
+        res["train"] = {
+            "patch_size": conf["patch_size"],
+            "spacing": conf["spacing"],
+            "features_per_stage": conf.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage"),
+            "reused": True,
+        }
     inputs = base / "input"
     inputs.mkdir(parents=True, exist_ok=True)
     link = inputs / "ct_0000.nii.gz"
@@ -312,6 +317,27 @@ def benchmark(args: Any, image: Path, weights: Path, logs: Path) -> dict[str, An
         ],
         log=logs / "nnunet_medseg.log",
     )
+    features = res["train"].get("features_per_stage")
+    if features:
+        # medseg's own U-Net with nnU-Net's stage widths: about the same network cost per window.
+        res["medseg_nnunet_like"] = run_child(
+            ROOT / "benchmarks" / "e2e.py",
+            [
+                "--method",
+                "medseg",
+                "--image",
+                str(image),
+                "--weights",
+                str(weights),
+                "--out",
+                str(out),
+                "--patch",
+                str(min(patch)),
+                "--features",
+                ",".join(str(f) for f in features),
+            ],
+            log=logs / "nnunet_medseg_like.log",
+        )
     res["windows_nnunet"] = window_count(res["medseg"]["grid"], patch)
     return res
 
@@ -323,17 +349,29 @@ def table(res: dict[str, Any]) -> list[str]:
         "### nnU-Net v2 (`nnUNetv2_predict`, 3d_fullres, CPU) on the same CT",
         "",
         f"Plan: patch {t['patch_size']}, spacing {t['spacing']} mm, features {t.get('features_per_stage')}; "
-        f"trained {t.get('iterations')} iterations ({fmt_s(t.get('train_s'))}). nnU-Net windows ≈ {res['windows_nnunet']} "
+        + (
+            "model reused from an earlier run with the same --out. "
+            if t.get("reused")
+            else f"trained {t.get('iterations')} iterations ({fmt_s(t.get('train_s'))}). "
+        )
+        + f"nnU-Net windows ≈ {res['windows_nnunet']} "
         f"(×8 with mirroring); medseg (small U-Net) {m['windows']} windows on its grid {tuple(m['grid'])}.",
         "",
-        "| contender | total [s] | peak RSS [MiB] | medseg/contender |",
+        "| contender | total [s] | peak RSS [MiB] | medseg (nnU-Net widths)/contender |",
         "|---|---:|---:|---:|",
-        f"| medseg Predictor (small U-Net) | {m['total_s']:.1f} | {m['peak_rss_mib']:.0f} | 1.00 |",
+        f"| medseg Predictor (small U-Net) | {m['total_s']:.1f} | {m['peak_rss_mib']:.0f} | - |",
     ]
+    like = res.get("medseg_nnunet_like")
+    if like:
+        lines.append(
+            f"| medseg Predictor (its U-Net, nnU-Net's widths {t.get('features_per_stage')}) | "
+            f"{like['total_s']:.1f} | {like['peak_rss_mib']:.0f} | - |"
+        )
+    ref = like or m
     for key, r in res["predict"].items():
         lines.append(
             f"| nnUNetv2_predict ({key.replace('_', ' ')}) | {r['total_s']:.1f} | {r['peak_rss_mib']:.0f} | "
-            f"{m['total_s'] / r['total_s']:.2f} |"
+            f"{ref['total_s'] / r['total_s']:.2f} |"
         )
     lines.append("")
     return lines

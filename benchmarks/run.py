@@ -286,7 +286,8 @@ def main() -> None:
     ]
     text = "\n".join(header) + table(results, args)
     print(text)
-    update_section(args.results, "run", text)
+    # The full run owns the "run" block; a run of other sections (e.g. only nnunet) gets its own.
+    update_section(args.results, "run" if "e2e" in sections else "run-" + "-".join(sections), text)
     print(f"\nwrote {args.results} and {args.out / 'results.json'}", file=sys.stderr)
 
 
