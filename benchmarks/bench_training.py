@@ -5,14 +5,16 @@ random foreground-oversampled patches of the same phantom cases, with comparable
 augmentation (flips, rotation/scaling, noise, gamma):
 
 * medseg: cases pre-processed to ``.npy`` and memory-mapped, :class:`PatchStream` in a
-  ``DataLoader`` with ``--workers`` processes, batched augmentation on the device;
+  ``DataLoader`` with ``--workers`` processes, batched augmentation (in the workers on the
+  CPU, as the Trainer does; on the device when training on a GPU);
 * MONAI: ``CacheDataset`` (load + channel-first cached) then ``RandCropByPosNegLabeld`` +
   ``RandFlipd`` + ``RandAffined`` + ``RandGaussianNoised`` + ``RandAdjustContrastd`` per sample
   in a ``DataLoader`` with the same number of workers.
 
-Prints iterations per second and the time the model waited for data.
+Prints iterations per second and the time the model waited for data, per alternating round
+(the machine may be shared; the best round of each is compared).
 
-    python benchmarks/bench_training.py [--iterations 20] [--patch 64] [--batch 2] [--workers 1]
+    python benchmarks/bench_training.py [--iterations 20] [--patch 64] [--batch 2] [--workers 1] [--threads 1]
 """
 
 from __future__ import annotations
