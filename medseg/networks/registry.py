@@ -132,7 +132,7 @@ def check_patch_size(name_or_net: str | nn.Module, patch_size: Sequence[int], **
         ``patch_size`` as a tuple of ints.
     """
     if isinstance(name_or_net, nn.Module) and hasattr(name_or_net, "check_patch_size"):
-        return name_or_net.check_patch_size(patch_size)  # type: ignore[no-any-return]
+        return name_or_net.check_patch_size(patch_size)  # type: ignore[operator,no-any-return]
     if isinstance(name_or_net, str) and name_or_net in SPECS and SPECS[name_or_net].task == "classification":
         with torch.device("meta"):
             net = build_network(name_or_net, **options)

@@ -174,7 +174,7 @@ def prepare_case(case: Case, preprocess: Preprocess | None, folder: Path) -> Cac
             np.save(fh, lab)
         locs = _locations(lab, np.random.default_rng(0))
         with atomic_path(folder / "locations.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **locs)
+            np.savez(fh, **locs)  # type: ignore[arg-type]
     meta = {
         "case_id": case.case_id,
         "affine": np.asarray(image.affine).tolist(),

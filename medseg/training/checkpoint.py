@@ -121,7 +121,7 @@ def save_checkpoint(
     training_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save ``network`` and its description atomically (temp file, then rename). Returns the path."""
-    module = network.module if hasattr(network, "module") else network  # unwrap DDP
+    module: nn.Module = network.module if hasattr(network, "module") else network  # type: ignore[assignment]  # unwrap DDP
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     payload = {
         "format": FORMAT,

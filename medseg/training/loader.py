@@ -64,7 +64,7 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         self.augment = augment
         self.cases = list(cases)
         self.dims = len(patch_size)
-        self.patch3 = (*(int(p) for p in patch_size), 1)[:3]
+        self.patch3: tuple[int, int, int] = (*(int(p) for p in patch_size), 1)[:3]  # type: ignore[assignment]
         self.batch_size = int(batch_size)
         self.seed, self.rank, self.start_epoch, self.task = seed, rank, start_epoch, task
         n_fg = round(self.batch_size * foreground_ratio)

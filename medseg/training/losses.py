@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ LOSSES = ("dice_ce", "dice", "ce", "dice_focal", "focal", "tversky")
 def _segmentation_loss(name: str) -> nn.Module:
     from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
 
-    common = {"to_onehot_y": True, "softmax": True, "batch": True, "smooth_nr": 1e-5, "smooth_dr": 1e-5}
+    common: dict[str, Any] = {"to_onehot_y": True, "softmax": True, "batch": True, "smooth_nr": 1e-5, "smooth_dr": 1e-5}
     if name == "dice_ce":
         return DiceCELoss(**common)
     if name == "dice":

@@ -220,7 +220,7 @@ class Trainer:
         network = build_network(self.network_name, **options).to(device)
         optimizer = build_optimizer(s.optimizer, network.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
         scheduler = build_scheduler(s.lr_schedule, optimizer, s.max_epochs)
-        state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "since_best": 0, "metrics": {}}
+        state: dict[str, Any] = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "since_best": 0, "metrics": {}}
         last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
         rows: list[dict[str, Any]] = []
         if resume and last_path.exists():
@@ -269,7 +269,7 @@ class Trainer:
             unit="it",
             dynamic_ncols=True,
         )
-        meta = {
+        meta: dict[str, Any] = {
             "network_name": self.network_name,
             "network_options": options,
             "config": {**self.config, "training": s.to_dict()},
