@@ -211,12 +211,12 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         lines += [
             f"### Batch throughput: {b['cases']} cases of {tuple(b['shape'])} (bench_batch.py)",
             "",
-            "| executor | seconds | cases/hour | speed-up | identical outputs |",
+            "| executor | seconds | cases/hour | speed-up | agreement with in-process |",
             "|---|---:|---:|---:|---|",
         ]
         for name, r in b["results"].items():
             lines.append(
-                f"| {name} | {r['seconds']:.1f} | {r['cases_per_hour']:.0f} | {r['speedup']:.2f} | {r['identical']} |"
+                f"| {name} | {r['seconds']:.1f} | {r['cases_per_hour']:.0f} | {r['speedup']:.2f} | {r.get('voxel_agreement', r.get('identical', '-'))} |"
             )
         lines.append("")
     n = results.get("nnunet")
@@ -238,6 +238,7 @@ def main() -> None:
     ap.add_argument("--nnunet-mirror", action="store_true", help="nnU-Net also with test-time mirroring (8× slower)")
     ap.add_argument("--out", type=Path, default=OUT, help="work folder (inputs, predictions, logs)")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="Markdown file to update")
+    ap.add_argument("--report-only", action="store_true", help="re-write the tables from OUT/results.json, no runs")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
@@ -254,6 +255,11 @@ def main() -> None:
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
+    if args.report_only:
+        results = json.loads((args.out / "results.json").read_text())
+        args.patch, args.quick, args.device = results["patch"], results["quick"], results["device"]
+        report(results, results["sections"], results["command"], args)
+        return
     t0 = time.perf_counter()
     image = write_ct_case(args.out / f"ct_{size[0]}x{size[1]}x{size[2]}.nii.gz", size)
     weights = args.out / "unet.pt"
@@ -273,10 +279,15 @@ def main() -> None:
             results[name] = section_nnunet(args, image, weights, logs)
     results["load_after"] = load_average()
     results["wall_s"] = time.perf_counter() - t0
+    results.update(sections=sections, patch=args.patch, quick=args.quick, device=args.device)
+    results["command"] = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
+    report(results, sections, results["command"], args)
 
+
+def report(results: dict[str, Any], sections: list[str], command: str, args: argparse.Namespace) -> None:
+    """Print the tables and update the results file."""
     mach = results["machine"]
-    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = [
         f"Command: `{command.strip()}` — commit {mach['commit']}, {mach['date']}, run took {results['wall_s']:.0f} s.",
         f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory']}, GPU {mach['gpu']}, {mach['os']}; "
