@@ -254,6 +254,11 @@ def report(res: dict[str, Any], command: str) -> str:
     if "agreement" in res:
         agree = ", ".join(f"{k} {v:.4f}" for k, v in res["agreement"].items())
         lines += ["", f"medseg vs MONAI inference, same medseg-trained weights, Dice per organ: {agree}."]
+    for cmd in res.get("previous_runs", []):
+        lines += [
+            "",
+            f"Results of methods not re-run above come from the earlier run `{cmd}` (same data, same budget).",
+        ]
     for name, err in res.get("failed", {}).items():
         lines += ["", f"{name}: did not complete — {err}"]
     return "\n".join(lines)
@@ -268,6 +273,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="phantom size factor (smaller: faster)")
     ap.add_argument("--methods", default="medseg,monai", help="comma list of medseg, monai, nnunet")
     ap.add_argument("--nnunet", action="store_true", help="add nnU-Net v2")
+    ap.add_argument("--nnunet-tta", action=argparse.BooleanOptionalAction, default=True, help="nnU-Net mirroring")
+    ap.add_argument("--keep-previous", action="store_true", help="keep other methods' results from OUT/accuracy.json")
     ap.add_argument("--out", type=Path, default=OUT / "accuracy")
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = ap.parse_args()
@@ -285,6 +292,14 @@ def main() -> None:
         "methods": {},
         "failed": {},
     }
+    previous = out / "accuracy.json"
+    if args.keep_previous and previous.exists():
+        # Methods not run this time keep their results from the previous run (same data and budget).
+        old = json.loads(previous.read_text())
+        res["methods"] = {k: v for k, v in old["methods"].items() if k not in methods}
+        res["previous_runs"] = [*old.get("previous_runs", []), old.get("command", "?")]
+        if "agreement" in old and "medseg" not in methods:
+            res["agreement"] = old["agreement"]
     for name in methods:
         pred_dir = out / f"pred_{name}"
         pred_dir.mkdir(parents=True, exist_ok=True)
@@ -300,7 +315,7 @@ def main() -> None:
             paths = predict_monai(net, tests, pred_dir, args.patch)
         elif name == "nnunet":
             try:
-                stats, paths = run_nnunet(out, train, tests, args.budget_s, pred_dir)
+                stats, paths = run_nnunet(out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
             except (RuntimeError, OSError) as exc:
                 res["failed"]["nnunet"] = str(exc)
                 continue
@@ -309,14 +324,17 @@ def main() -> None:
         res["methods"][name] = {"train": stats, "metrics": evaluate(paths, tests)}
     res["load_after"] = load_average()
     res["wall_s"] = time.perf_counter() - t0
-    (out / "accuracy.json").write_text(json.dumps(res, indent=1))
     command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res["command"] = command.strip()
+    (out / "accuracy.json").write_text(json.dumps(res, indent=1))
     text = report(res, command.strip())
     print(text)
     update_section(args.results, "accuracy", text)
 
 
-def run_nnunet(out: Path, train: Path, tests: list, budget_s: float, pred_dir: Path) -> tuple[dict, dict[str, Path]]:
+def run_nnunet(
+    out: Path, train: Path, tests: list, budget_s: float, pred_dir: Path, tta: bool = True
+) -> tuple[dict, dict[str, Path]]:
     """Plan, train under the budget and predict the test cases with nnU-Net v2 (its own venv)."""
     import shutil
 
@@ -350,6 +368,7 @@ def run_nnunet(out: Path, train: Path, tests: list, budget_s: float, pred_dir: P
             "checkpoint_final.pth",
             "-device",
             "cpu",
+            *([] if tta else ["--disable_tta"]),
         ],
         base,
         logs / "nnunet_predict.log",

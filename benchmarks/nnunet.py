@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -289,13 +290,14 @@ def benchmark(args: Any, image: Path, weights: Path, logs: Path) -> dict[str, An
         }
     inputs = base / "input"
     inputs.mkdir(parents=True, exist_ok=True)
-    link = inputs / "ct_0000.nii.gz"
-    if not link.exists():
-        link.symlink_to(image)
+    for old in inputs.glob("*_0000.nii.gz"):
+        old.unlink()  # a previous run's input (another --size)
+    (inputs / "ct_0000.nii.gz").symlink_to(image)
     patch = res["train"]["patch_size"]
     res["predict"] = {}
     for mirror in (False, True) if args.nnunet_mirror else (False,):
         key = "mirror" if mirror else "no_mirror"
+        shutil.rmtree(base / f"pred_{key}", ignore_errors=True)
         res["predict"][key] = predict(
             base, dataset_id, inputs, base / f"pred_{key}", logs / f"nnunet_predict_{key}.log", mirror
         )
