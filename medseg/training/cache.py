@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,23 +153,52 @@ def _locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
     return out
 
 
-def prepare_case(case: Case, preprocess: Preprocess | None, folder: Path) -> CachedCase:
-    """Read, pre-process and store one case in ``folder`` (files written atomically)."""
+def check_label_values(case: Case, label: Volume, allowed: Collection[int] | None) -> None:
+    """Refuse non-integer, negative or undeclared label values (names the file and the values)."""
+    values = label.numpy()
+    if values.dtype.kind == "f":
+        frac = values[values != np.round(values)]
+        if frac.size:
+            raise InputError(
+                f"case '{case.case_id}': label {case.label} holds non-integer values (e.g. {float(frac.flat[0]):g}); "
+                "label maps must hold integer class values"
+            )
+    found = np.unique(values).astype(np.int64)
+    if found.size and found[0] < 0:
+        raise InputError(f"case '{case.case_id}': label {case.label} has negative values ({found[found < 0].tolist()})")
+    if allowed is not None:
+        unknown = sorted(set(found.tolist()) - set(allowed))
+        if unknown:
+            raise InputError(
+                f"case '{case.case_id}': label {case.label} holds values {unknown} that are not among the declared "
+                f"labels {sorted(allowed)}; add them to dataset.json or remap the label file"
+            )
+
+
+def prepare_case(
+    case: Case, preprocess: Preprocess | None, folder: Path, allowed: Collection[int] | None = None
+) -> CachedCase:
+    """Read, check, pre-process and store one case in ``folder`` (files written atomically).
+
+    Args:
+        allowed: the declared label values (with 0); other values raise before anything is written.
+    """
     image, label = read_case(case)
+    if label is not None:
+        check_label_values(case, label, allowed)
     if preprocess is not None:
         image = preprocess(image)
     img = np.ascontiguousarray(image.numpy(), dtype=np.float32)
     if not np.isfinite(img).all():
         raise InputError(f"case '{case.case_id}': the pre-processed image has NaN/inf voxels ({case.images[0]})")
+    lab = None
+    if label is not None:
+        lab = label_on_grid(label, image)
+        lab = np.ascontiguousarray(lab, dtype=np.uint8 if lab.max() < 256 else np.int16)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "image.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, img)
-    if label is not None:
-        lab = label_on_grid(label, image)
-        if lab.min() < 0:
-            raise InputError(f"case '{case.case_id}': label {case.label} has negative values")
-        dtype = np.uint8 if lab.max() < 256 else np.int16
-        lab = np.ascontiguousarray(lab, dtype=dtype)
+    if lab is not None:
         with atomic_path(folder / "label.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, lab)
         locs = _locations(lab, np.random.default_rng(0))
@@ -226,6 +255,7 @@ def prepare_dataset(
     key = preprocess_key if preprocess_key is not None else callable_key(preprocess)
     stats = stats if stats is not None else CacheStats()
     root = Path(cache_dir)
+    allowed = set(dataset.labels) if isinstance(dataset, Dataset) and dataset.labels else None
     out: list[CachedCase] = []
     errors: list[str] = []
     for case in cases:
@@ -236,7 +266,7 @@ def prepare_dataset(
             stats.hits += 1
             continue
         try:
-            out.append(prepare_case(case, preprocess, folder))
+            out.append(prepare_case(case, preprocess, folder, allowed))
         except GeometryError as exc:
             errors.append(str(exc))
             continue

@@ -8,6 +8,7 @@ predict with no other file.
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,10 +167,14 @@ def load_checkpoint(
         raise CheckpointError(f"{p}: no such checkpoint file")
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign/corrupt files
+    except pickle.UnpicklingError as exc:  # weights_only refused a Python object: never load it
         raise CheckpointError(
-            f"{p}: not a readable medseg checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+            f"{p}: not a readable medseg checkpoint (it holds Python objects other than tensors and plain data, "
+            "which are refused for safety); give a file saved by medseg training"
         ) from exc
+    except Exception as exc:  # torch raises many types for foreign/corrupt files
+        first = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{p}: not a readable medseg checkpoint ({type(exc).__name__}: {first})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{p}: not a medseg checkpoint (no '{FORMAT}' marker); give a file saved by medseg training"
@@ -177,6 +182,11 @@ def load_checkpoint(
     if int(data.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"{p}: checkpoint format {data['format_version']} is newer than this medseg reads ({FORMAT_VERSION}); upgrade medseg"
+        )
+    missing = [k for k in ("network_name", "network_options", "state_dict") if k not in data]
+    if missing:
+        raise CheckpointError(
+            f"{p}: medseg checkpoint without {', '.join(missing)}; the file is incomplete, save it again"
         )
     ckpt = Checkpoint(
         network_name=data["network_name"],

@@ -146,7 +146,6 @@ def test_checkpoint_weights_for_another_network(tmp_path: Path) -> None:
     expect_error(lambda: load_checkpoint(path).build_network(), CheckpointError, "weights do not fit", name=path)
 
 
-@pytest.mark.xfail(strict=True, reason="load_checkpoint: a medseg-marked file without 'network_name' raises KeyError")
 def test_checkpoint_with_marker_but_missing_fields(tmp_path: Path) -> None:
     path = tmp_path / "partial.pt"
     torch.save({"format": "medseg-checkpoint", "format_version": 1, "state_dict": {}}, path)
@@ -208,7 +207,6 @@ def test_negative_labels(tmp_path: Path) -> None:
     assert not list(cache.rglob("meta.json")), "a failed case must not look complete in the cache"
 
 
-@pytest.mark.xfail(strict=True, reason="training cache: label values missing from dataset.json labels are accepted")
 def test_labels_outside_the_label_list(tmp_path: Path) -> None:
     root = _nnunet(tmp_path / "ds", _label(values=(0, 3)))
     cache = tmp_path / "cache"
@@ -216,7 +214,6 @@ def test_labels_outside_the_label_list(tmp_path: Path) -> None:
     assert_empty(cache)
 
 
-@pytest.mark.xfail(strict=True, reason="training cache: float label maps (1.5) are truncated to integers silently")
 def test_float_labels(tmp_path: Path) -> None:
     lab = _label().astype(np.float32) * 1.5
     root = _nnunet(tmp_path / "ds", lab)

@@ -110,11 +110,6 @@ def test_checkpoint_with_pickled_callable_is_refused_unexecuted(tmp_path: Path) 
     assert not marker.exists(), "the checkpoint's payload was executed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_checkpoint copies torch's multi-line UnpicklingError (ANSI codes, advice to load untrusted files "
-    "with weights_only=False) into the CheckpointError",
-)
 def test_refused_checkpoint_message_is_one_line_without_unsafe_advice(tmp_path: Path) -> None:
     path, _ = _evil_checkpoint(tmp_path)
     with pytest.raises(CheckpointError) as info:
