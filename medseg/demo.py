@@ -142,7 +142,7 @@ def run_demo(
     for row in report.rows:
         if row.status == "failed":
             raise InputError(f"demo case {row.case_id} failed: {row.error}")
-        res.outputs[row.case_id] = {k: Path(v) for k, v in row.outputs.items()}
+        res.outputs[row.case_id] = {k: out / "predictions" / v for k, v in row.outputs.items()}
     for case_id, outputs in res.outputs.items():
         mask_path = next(p for p in outputs.values() if p.name.endswith(".nii.gz"))
         pred = medseg.read(mask_path)
