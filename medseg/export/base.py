@@ -14,6 +14,7 @@ warns (without failing) when the mask is empty.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import re
 import warnings
@@ -199,7 +200,9 @@ class Exporter(abc.ABC):
 
     def options(self) -> dict[str, Any]:
         """The exporter's options (its dataclass fields) as a dict."""
-        return {k: getattr(self, k) for k in getattr(self, "__dataclass_fields__", {})}
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def build_exporters(specs: Sequence[str | Mapping[str, Any] | Exporter]) -> list[Exporter]:
