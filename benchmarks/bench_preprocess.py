@@ -5,8 +5,6 @@ NIfTI; each contender runs in its own subprocess (so peak RSS is its own) and ti
 ``load → RAS → 1.5 mm isotropic (linear) → window [-1000, 1000] HU → [0, 1]``:
 
 * medseg: ``medseg.io.read`` → ``Reorient`` → ``Resample`` → ``ScaleIntensity``
-* medseg-file-order: the same steps after a NIfTI read that keeps the file's (Fortran)
-  voxel order instead of transposing to C order (shows what the read costs)
 * MONAI: ``LoadImaged`` → ``Orientationd`` → ``Spacingd`` → ``ScaleIntensityRanged``
 
 The two libraries place the 1.5 mm grid differently (medseg keeps the image's outer
@@ -71,24 +69,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _read_file_order(path: str):
-    """NIfTI read that keeps the file's (Fortran) voxel order: one sequential copy, no transpose."""
-    import nibabel as nib
-
-    from medseg.core import Volume
-
-    img = nib.load(path)
-    data = np.array(np.asanyarray(img.dataobj), order="K")
-    return Volume(data[None], img.affine, meta={"source": path})
-
-
 def _worker_medseg(args: argparse.Namespace) -> dict:
     import torch
 
     import medseg.io
     from medseg.transforms import Reorient, Resample, ScaleIntensity
 
-    read = _read_file_order if args.worker == "medseg-file-order" else medseg.io.read
+    read = medseg.io.read
 
     steps = [Reorient("RAS"), Resample(spacing=args.target), ScaleIntensity(low=WINDOW[0], high=WINDOW[1])]
     base = _rss_mb()
@@ -175,7 +162,6 @@ def _worker_check(args: argparse.Namespace) -> dict:
 
 WORKERS = {
     "medseg": _worker_medseg,
-    "medseg-file-order": _worker_medseg,
     "monai": _worker_monai,
     "check": _worker_check,
 }
@@ -251,7 +237,6 @@ def main() -> None:
         results = {
             "monai": _run_worker("monai", args, path, ["--save", save]),
             "medseg": _run_worker("medseg", args, path, []),
-            "medseg-file-order": _run_worker("medseg-file-order", args, path, []),
         }
         check = _run_worker("check", args, path, ["--reference", save])
 
@@ -268,14 +253,13 @@ def main() -> None:
             + (f"  GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "")
         )
     print()
-    for name in ("medseg", "medseg-file-order"):
+    for name in ("medseg",):
         r = results[name]
         speedup = statistics.median(results["monai"]["times"]) / statistics.median(r["times"])
         cpu_ratio = statistics.median(results["monai"]["cpu"]) / statistics.median(r["cpu"])
         stages = ", ".join(f"{k} {v:.3f}" for k, v in r["stages"].items())
         print(f"{name}: stages (median s) {stages}")
         print(f"{name}: speed-up over MONAI (load + preprocess) {speedup:.1f}× wall time, {cpu_ratio:.1f}× CPU time")
-    print("(medseg-file-order: the same steps after a NIfTI read that keeps the file's voxel order)")
     rel = check["max_abs_diff"] / max(check["value_range"], 1e-12)
     print(
         f"same output on MONAI's grid: max |medseg - MONAI| = {check['max_abs_diff']:.2e} "
