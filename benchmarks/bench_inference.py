@@ -56,7 +56,8 @@ def run_medseg(size, patch, k, out_dir: Path) -> dict:
     from medseg.postprocess import keep_largest_component
 
     vol = phantom(size)
-    net = network(k)
+    # the network as medseg's Predictor prepares it: channels-last 3D weights on the CPU
+    net = network(k).to(memory_format=torch.channels_last_3d)
     t0 = time.perf_counter()
     pre = build_step("resample", spacing=(TARGET,) * 3)(vol)
     t1 = time.perf_counter()

@@ -160,7 +160,9 @@ class Predictor:
             if getattr(step, "stage", "postprocess") != "postprocess":
                 raise ConfigError(f"Predictor: '{step.name}' is a {step.stage} step, not a post-processing step")
         self.device = resolve_device(device)
-        self.networks = [n.to(self.device).eval() for n in nets]
+        # channels-last 3D weights take oneDNN's faster convolutions on the CPU (same results to ~1e-6)
+        fmt = torch.channels_last_3d if dims == 3 and self.device.type == "cpu" else torch.preserve_format
+        self.networks = [n.to(self.device, memory_format=fmt).eval() for n in nets]
         self.preprocess = preprocess
         self.patch_size = patch
         self.spatial_dims = dims

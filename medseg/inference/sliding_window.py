@@ -130,6 +130,8 @@ def sliding_window_inference(
     flips = mirror_combinations(mirror_axes)
     use_amp = amp and compute.type == "cuda"
     window_buf = torch.empty((batch_size, image.shape[1], *patch), dtype=image.dtype, device=compute)
+    if len(patch) == 3 and channels_last(network):  # windows in the weights' layout: oneDNN's fast path
+        window_buf = window_buf.contiguous(memory_format=torch.channels_last_3d)
 
     out: torch.Tensor | None = None
     norm: torch.Tensor | None = None
@@ -184,3 +186,14 @@ def sliding_window_inference(
     if any(pad_lo) or any(pad_hi):
         out = out[(slice(None), slice(None), *(slice(lo, lo + s) for lo, s in zip(pad_lo, size)))]
     return out
+
+
+def channels_last(network: nn.Module) -> bool:
+    """True when the network's 3D convolution weights are stored channels-last."""
+    for p in network.parameters():
+        if p.dim() != 5:
+            continue
+        last, plain = p.is_contiguous(memory_format=torch.channels_last_3d), p.is_contiguous()
+        if last != plain:  # one input channel or 1×1×1 kernels fit both layouts: look further
+            return last
+    return False

@@ -112,3 +112,20 @@ def test_cuda_amp_close_to_fp32() -> None:
     b = sliding_window_inference(x, net, patch_size=(16, 16, 16), amp=True)
     assert a.device.type == "cuda"
     torch.testing.assert_close(a, b, atol=5e-2, rtol=0)
+
+
+def test_channels_last_network_gives_the_same_logits():
+    import copy
+
+    from monai.networks.nets import UNet
+
+    from medseg.inference.sliding_window import channels_last
+
+    torch.manual_seed(3)
+    net = UNet(3, 1, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1).eval()
+    fast = copy.deepcopy(net).to(memory_format=torch.channels_last_3d)
+    assert not channels_last(net) and channels_last(fast)
+    image = torch.randn(1, 1, 40, 36, 28)
+    ref = sliding_window_inference(image, net, patch_size=(24, 24, 24), batch_size=3)
+    out = sliding_window_inference(image, fast, patch_size=(24, 24, 24), batch_size=3)
+    assert torch.allclose(out, ref, atol=1e-5)
