@@ -349,30 +349,7 @@ def run_nnunet(
         shutil.copytree(train, raw)
     stats = nnunet.plan_and_train(base, dataset_id, budget_s, logs / "nnunet_train.log")
     inputs = out / "data" / "test" / "images"
-    nnunet.run(
-        [
-            str(nnunet.venv_bin("nnUNetv2_predict")),
-            "-i",
-            str(inputs),
-            "-o",
-            str(pred_dir),
-            "-d",
-            str(dataset_id),
-            "-c",
-            "3d_fullres",
-            "-f",
-            "all",
-            "-tr",
-            "nnUNetTrainerBudget",
-            "-chk",
-            "checkpoint_final.pth",
-            "-device",
-            "cpu",
-            *([] if tta else ["--disable_tta"]),
-        ],
-        base,
-        logs / "nnunet_predict.log",
-    )
+    nnunet.predict(base, dataset_id, inputs, pred_dir, logs / "nnunet_predict.log", mirror=tta)
     return stats, {cid: pred_dir / f"{cid}.nii.gz" for cid, _, _ in tests}
 
 

@@ -22,7 +22,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import peak_rss_mib
 
 WINDOW = (-1000.0, 1000.0)
 
@@ -46,20 +48,6 @@ def _rss_mb() -> float:
     """Current resident memory of this process, MiB."""
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process, MiB.
-
-    ``VmHWM`` belongs to the address space, so it starts afresh at ``exec``; getrusage's
-    ``ru_maxrss`` would include the parent's footprint at fork time.
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _sync(device: str) -> None:
@@ -214,7 +202,7 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         result = WORKERS[args.worker](args)
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result["peak_rss_mb"] = peak_rss_mib()
         print(json.dumps(result))
         return
 
