@@ -9,25 +9,23 @@ measured step between slices, so gantry tilt gives an honest sheared affine.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import struct
-import threading
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from medseg.core import geometry
 from medseg.core.volume import Volume
 from medseg.errors import DicomError, InputWarning
 from medseg.io.checks import check_allocation
+from medseg.io.dicom_pixels import PYDICOM_ERRORS
+from medseg.io.dicom_pixels import decode as _decode
+from medseg.io.dicom_pixels import pydicom_warnings as _pydicom_warnings
 
 #: SOP classes that carry no image to segment, with a readable name for errors.
 NON_IMAGE_SOP_CLASSES = {
@@ -37,22 +35,6 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.104.1": "an Encapsulated PDF",
     "1.2.840.10008.5.1.4.1.1.481.5": "an RT Plan",
 }
-#: What pydicom raises for malformed files and tag values (it converts values lazily, on access).
-PYDICOM_ERRORS = (
-    InvalidDicomError,
-    OSError,
-    EOFError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    KeyError,
-    IndexError,
-    OverflowError,
-    struct.error,
-    BytesLengthException,  # a value's length does not fit its VR
-    RuntimeError,
-    NotImplementedError,  # an unknown VR (e.g. a damaged byte in a tag header)
-)
 #: Tags read by :func:`find_series`/:func:`read_dicom`; decoded up front so bad values fail per file.
 _USED_TAGS = (
     "SeriesInstanceUID",
@@ -72,7 +54,6 @@ _USED_TAGS = (
     "SpacingBetweenSlices",
 )
 _INT_TAGS = ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames")
-CODEC_HINT = "install the codec extra: pip install 'medseg[dicom-codecs]' (pylibjpeg, python-gdcm)"
 
 
 @dataclass(frozen=True)
@@ -139,45 +120,6 @@ def _dicom_files(paths: Sequence[Path]) -> list[Path]:
         else:
             files.append(p)
     return [f for f in files if is_dicom_file(f)]
-
-
-class _PydicomLogFilter(logging.Filter):
-    """Drops pydicom's log records while this thread is inside :func:`_pydicom_warnings`."""
-
-    state = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(self.state, "active", False)
-
-
-logging.getLogger("pydicom").addFilter(_PydicomLogFilter())
-
-
-@contextlib.contextmanager
-def _pydicom_warnings(f: Path) -> Iterator[None]:
-    """Re-issue pydicom's complaints about odd tag values as one InputWarning naming ``f``.
-
-    pydicom both warns and logs each complaint; the log lines are dropped meanwhile (in this
-    thread only) so the CLI prints one message per problem.
-    """
-    state = _PydicomLogFilter.state
-    previous = getattr(state, "active", False)
-    state.active = True
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield
-    finally:
-        state.active = previous
-    odd = []
-    for w in caught:
-        if issubclass(w.category, InputWarning):
-            warnings.warn(w.message, w.category, stacklevel=4)
-        else:
-            odd.append(str(w.message).split(". Please see")[0])
-    if odd:
-        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
-        warnings.warn(f"{f}: non-standard DICOM values: {odd[0]}{more}", InputWarning, stacklevel=4)
 
 
 def _check_header(ds: pydicom.Dataset) -> None:
@@ -585,24 +527,3 @@ def _pixels(where: str, frames: list[_Frame], samples: int) -> np.ndarray:
         lo, hi = int(out.min()), int(out.max())
         return np.ascontiguousarray(out.astype(np.int16) if lo >= -32768 and hi <= 32767 else out)
     return np.ascontiguousarray(stack.astype(np.float32) * slopes.astype(np.float32) + inters.astype(np.float32))
-
-
-def _decode(f: Path) -> np.ndarray:
-    try:
-        with _pydicom_warnings(f):
-            ds = pydicom.dcmread(f)
-    except PYDICOM_ERRORS as exc:
-        raise DicomError(f"{f}: cannot read the file ({exc})") from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DicomError(f"{f}: has no pixel data (header-only or stripped file); re-export the series")
-    try:
-        with _pydicom_warnings(f):
-            return np.asarray(ds.pixel_array)
-    except BytesLengthException as exc:
-        raise DicomError(f"{f}: pixel data is corrupt or inconsistent with the header ({exc})") from exc
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
-        ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        name = getattr(ts, "name", str(ts))
-        raise DicomError(f"{f}: cannot decode pixel data compressed as '{name}' ({ts}); {CODEC_HINT}") from exc
-    except PYDICOM_ERRORS as exc:
-        raise DicomError(f"{f}: pixel data is corrupt or inconsistent with the header ({exc})") from exc
