@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medseg.core.memory import reuse_freed_memory
 from medseg.errors import ConfigError, InputError
 from medseg.inference.windows import Blend, importance_map, window_starts
 
@@ -76,6 +77,7 @@ def _batches(
 
 
 @torch.no_grad()
+@reuse_freed_memory()
 def sliding_window_inference(
     image: torch.Tensor,
     network: nn.Module,
@@ -92,6 +94,8 @@ def sliding_window_inference(
 
     Same window placement, padding and Gaussian weights as MONAI's
     ``sliding_window_inference(mode="gaussian", sigma_scale=0.125)``, so results agree.
+    Runs inside :func:`medseg.core.memory.reuse_freed_memory`: the network's activations
+    reuse the heap from one batch to the next instead of being re-mapped by the kernel.
 
     Args:
         image: ``(B, C, X, Y, Z)`` (or ``(B, C, X, Y)`` for 2D) tensor on any device; it

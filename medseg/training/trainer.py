@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from medseg.core.memory import reuse_freed_memory
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import write_text_atomic
@@ -139,6 +140,7 @@ class Trainer:
         return {v: ("background" if v == 0 else f"label_{v}") for v in range(max(values) + 1)}
 
     # ---- main entry -------------------------------------------------------------------------
+    @reuse_freed_memory()
     def fit(
         self,
         dataset: Dataset | str | os.PathLike[str],
