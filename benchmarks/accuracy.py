@@ -44,7 +44,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LABELS, OUT, ROOT, dice, load_average, machine, update_section, write_nnunet_dataset
+from benchmarks.common import (
+    HU_WINDOW,
+    LABELS,
+    OUT,
+    ROOT,
+    TARGET_SPACING,
+    dice,
+    load_average,
+    machine,
+    update_section,
+    write_nnunet_dataset,
+)
 
 ORGAN_LABELS = [k for k in LABELS if k]
 
@@ -209,9 +220,15 @@ def agreement(pipeline: Any, checkpoint: Path, tests: list, out: Path, patch: in
     from medseg.io import read, write
 
     net = pipeline.predictor([checkpoint], device="cpu").networks[0]
+    # the MONAI pipeline's steps, resampled on MONAI Spacing's grid (first voxel centre kept)
     predictor = Predictor(
         net,
-        preprocess=pipeline.preprocess,
+        preprocess=[
+            build_step("reorient", axcodes="RAS"),
+            build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear", grid="first_voxel"),
+            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+        ],
         patch_size=(patch,) * 3,
         device="cpu",
         postprocess=[build_step("keep_largest_component", per_label=True, connectivity=26)],

@@ -127,6 +127,7 @@ def compare_sliding_window(size, patch, k) -> dict:
     with torch.no_grad():
         net(x[..., : patch[0], : patch[1], : patch[2]])  # warm-up
     res: dict = {"shape": list(x.shape[2:])}
+
     def monai_run() -> torch.Tensor:
         return monai_swi(x, patch, 4, net, overlap=0.5, mode="gaussian", sigma_scale=0.125)
 

@@ -60,10 +60,12 @@ def run_medseg(
     device: str,
     mirror: bool,
     features: list[int] | None = None,
+    grid: str = "extent",
 ) -> dict:
     """medseg: :class:`medseg.inference.Predictor` with the pipeline's steps; stages timed around its methods.
 
     ``features``: use medseg's U-Net with these stage widths instead of the shared weights.
+    ``grid``: the resample grid convention (``"first_voxel"`` is MONAI ``Spacing``'s).
     """
     import medseg.postprocess
     import medseg.transforms  # noqa: F401  (register the steps)
@@ -77,7 +79,7 @@ def run_medseg(
         net,
         preprocess=[
             build_step("reorient", axcodes="RAS"),
-            build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear"),
+            build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear", grid=grid),
             build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
             build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
         ],
@@ -209,6 +211,9 @@ def main() -> None:
     ap.add_argument("--mirror", action="store_true", help="medseg only: test-time mirroring on 3 axes")
     ap.add_argument("--features", help="medseg only: its U-Net with these stage widths, e.g. 32,64,128,256")
     ap.add_argument(
+        "--grid", choices=["extent", "first_voxel"], default="extent", help="medseg only: resample grid convention"
+    )
+    ap.add_argument(
         "--profile", type=Path, help="write the top cProfile entries (own and cumulative time) to this file"
     )
     args = ap.parse_args()
@@ -222,7 +227,7 @@ def main() -> None:
     patch = (args.patch,) * 3
     if args.method == "medseg":
         features = [int(f) for f in args.features.split(",")] if args.features else None
-        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror, features)
+        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror, features, args.grid)
     elif args.mirror:
         raise SystemExit("MONAI's sliding_window_inference has no mirroring; run without --mirror")
     else:

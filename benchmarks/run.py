@@ -60,13 +60,16 @@ def section_e2e(args: argparse.Namespace, image: Path, weights: Path, logs: Path
     from medseg.io import read
 
     res: dict[str, Any] = {}
-    for method in ("medseg", "monai"):
+    # medseg_first_voxel: medseg on MONAI Spacing's grid, for the same-weights agreement check
+    for method in ("medseg", "monai", "medseg_first_voxel"):
         out = args.out / f"pred_{method}.nii.gz"
+        grid = ["--grid", "first_voxel"] if method == "medseg_first_voxel" else []
         res[method] = run_child(
             HERE / "e2e.py",
             [
+                *grid,
                 "--method",
-                method,
+                method.split("_")[0],
                 "--image",
                 str(image),
                 "--weights",
@@ -87,8 +90,9 @@ def section_e2e(args: argparse.Namespace, image: Path, weights: Path, logs: Path
         "medseg": bool(m.grid.matches(src.grid, atol=1e-4)),
         "monai": bool(o.grid.matches(src.grid, atol=1e-4)),
     }
-    mm, oo = m.numpy()[0], o.numpy()[0]
+    mm, oo, ff = m.numpy()[0], o.numpy()[0], read(res["medseg_first_voxel"]["output"]).numpy()[0]
     res["agreement_dice"] = {LABELS[k]: dice(mm, oo, k) for k in LABELS if k and mm.shape == oo.shape}
+    res["agreement_dice_first_voxel"] = {LABELS[k]: dice(ff, oo, k) for k in LABELS if k and ff.shape == oo.shape}
     return res
 
 
@@ -176,8 +180,15 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             f"On the input grid: medseg {e['same_grid']['medseg']}, MONAI {e['same_grid']['monai']}. "
             f"Dice medseg vs MONAI labels (random-weight network): {agree}.",
-            "",
         ]
+        if "agreement_dice_first_voxel" in e:
+            f = e["medseg_first_voxel"]
+            agree = ", ".join(f"{k} {v:.4f}" for k, v in e["agreement_dice_first_voxel"].items())
+            lines.append(
+                f'medseg with `resample(grid="first_voxel")` (MONAI `Spacing`\'s grid {tuple(f["grid"])}; total '
+                f"{fmt(f['total_s'])} s): Dice vs MONAI labels {agree}."
+            )
+        lines.append("")
     s = results.get("stages")
     if s:
         lines += [

@@ -7,6 +7,11 @@ the last, is kept. The new spacing is exactly the one asked for; the new shape i
 spacing difference along each axis, so output voxel ``i`` samples input position
 ``(i + 0.5) * r - 0.5`` with ``r = new_spacing / spacing``. Directions are unchanged
 (oblique stays oblique), so the work is separable and uses no grid_sample.
+
+``grid="first_voxel"`` is MONAI ``Spacing``'s convention instead: the first voxel centre
+stays where it is and the shape is ``round((shape - 1) * spacing / new_spacing) + 1``, so
+output voxel ``i`` samples input position ``i * r`` (edge values beyond the last voxel).
+A pipeline ported from MONAI gets the same tensor, hence the same predictions.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from medseg.transforms.functional.resample import (
 from medseg.transforms.grid_state import grid_state, resample_back
 
 Interpolation = Literal["nearest", "linear", "cubic"]
+GridConvention = Literal["extent", "first_voxel"]
 LabelInterpolation = Literal["nearest", "linear"]
 
 
@@ -67,6 +73,8 @@ class Resample(Step):
             the finest, resample across that axis with ``anisotropic_mode`` and in-plane
             with ``mode``.
         anisotropic_mode: interpolation across the coarse axis (nnU-Net: nearest).
+        grid: ``"extent"`` keeps the outer extent (SimpleITK, nnU-Net); ``"first_voxel"``
+            keeps the first voxel centre (MONAI ``Spacing``), see the module docstring.
     """
 
     spacing: float | tuple[float, float, float] | None = None
@@ -75,6 +83,7 @@ class Resample(Step):
     label_mode: LabelInterpolation = "nearest"
     anisotropic: bool = False
     anisotropic_mode: Interpolation = "nearest"
+    grid: GridConvention = "extent"
 
     def __post_init__(self) -> None:
         if (self.spacing is None) == (self.shape is None):
@@ -92,21 +101,24 @@ class Resample(Step):
         _check_mode(self.mode, MODES, "mode")
         _check_mode(self.label_mode, ("nearest", "linear"), "label_mode")
         _check_mode(self.anisotropic_mode, MODES, "anisotropic_mode")
+        _check_mode(self.grid, ("extent", "first_voxel"), "grid")
 
     def target(self, volume: Volume) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
         """``(shape, affine, ratio)`` of the output grid for ``volume``; ``ratio`` = new / old spacing."""
         n = np.array(volume.spatial_shape, dtype=np.float64)
         sp = np.array(volume.spacing, dtype=np.float64)
+        # "extent" counts voxels edge to edge, "first_voxel" centre to centre
+        edges = n if self.grid == "extent" else n - 1.0
         if self.spacing is not None:
             new_sp = np.where(n == 1, sp, np.asarray(self.spacing, dtype=np.float64))
-            shape = np.maximum(1, np.round(n * sp / new_sp)).astype(int)
+            shape = np.maximum(1, np.round(edges * sp / new_sp) + (n - edges)).astype(int)
         else:
             shape = np.asarray(self.shape, dtype=int)
-            new_sp = n * sp / shape
+            new_sp = np.where(shape - (n - edges) > 0, edges * sp / np.maximum(shape - (n - edges), 1), sp)
         ratio = new_sp / sp
         voxel_map = np.eye(4)
         voxel_map[:3, :3] = np.diag(ratio)
-        voxel_map[:3, 3] = (ratio - 1.0) / 2.0
+        voxel_map[:3, 3] = (ratio - 1.0) / 2.0 if self.grid == "extent" else 0.0
         return tuple(int(s) for s in shape), volume.affine @ voxel_map, ratio  # type: ignore[return-value]
 
     def axis_modes(self, volume: Volume, mode: Mode) -> tuple[Mode, Mode, Mode]:
@@ -121,7 +133,7 @@ class Resample(Step):
     def __call__(self, volume: Volume) -> Volume:
         shape, affine, ratio = self.target(volume)
         x = as_tensor(volume.array)
-        offset = (ratio - 1.0) / 2.0
+        offset = (ratio - 1.0) / 2.0 if self.grid == "extent" else np.zeros(3)
         if volume.kind == "label" and self.label_mode == "nearest":
             out = resample_separable(x, shape, ratio, offset, ("nearest",) * 3)
         elif volume.kind == "label":

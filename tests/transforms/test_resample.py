@@ -234,3 +234,32 @@ def test_whole_chain_round_trip_lands_on_original_grid(make_volume):
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-12)
     labels = invert(out.replace(array=logits.argmax(0, keepdim=True).to(torch.uint8), kind="label"), out.history)
     assert labels.grid.matches(vol.grid, atol=1e-12)
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 1.5), (0.7, 1.3, 2.2)])
+def test_first_voxel_grid_matches_monai_spacing(make_volume, spacing):
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    vol = make_volume(shape=(2, 21, 18, 11), affine="anisotropic")
+    out = Resample(spacing=spacing, grid="first_voxel")(vol)
+    ref = Spacing(pixdim=spacing, mode="bilinear")(
+        MetaTensor(torch.from_numpy(vol.numpy().astype(np.float32)), affine=torch.tensor(vol.affine))
+    )
+    assert out.spatial_shape == tuple(ref.shape[1:])
+    np.testing.assert_allclose(out.affine, ref.affine.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-4 * float(np.abs(vol.numpy()).max()))
+    back = invert(out, out.history)
+    assert back.grid.matches(vol.grid, atol=1e-9)
+
+
+def test_first_voxel_grid_shape_option(make_volume):
+    vol = make_volume(shape=(1, 21, 18, 11), affine="ras")
+    out = Resample(shape=(11, 35, 1), grid="first_voxel")(vol)
+    assert out.spatial_shape == (11, 35, 1)
+    np.testing.assert_allclose(out.affine[:3, 3], vol.affine[:3, 3])  # first voxel centre stays
+    np.testing.assert_allclose(
+        out.spacing[:2], [v * (n - 1) / (m - 1) for v, n, m in zip(vol.spacing, (21, 18), (11, 35))]
+    )
+    with pytest.raises(ConfigError, match="grid must be one of"):
+        Resample(spacing=1.0, grid="corner")  # type: ignore[arg-type]
