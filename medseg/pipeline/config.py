@@ -179,6 +179,8 @@ def validate_dataclass(where: str, path: str, cls: type, options: dict[str, Any]
         raise pydantic_errors(where, exc, prefix=tuple(_split(path))) from exc
     except (ConfigError, ValueError, TypeError) as exc:
         msg = str(exc)
+        if isinstance(exc, ConfigError) and msg.startswith(f"{where}: {path}."):
+            raise  # already names the option
         msg = msg.split(": ", 1)[-1] if isinstance(exc, ConfigError) and msg.startswith("step ") else msg
         raise ConfigError(f"{where}: {path}: {msg}") from exc
 
