@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cc3d
@@ -57,6 +58,21 @@ def keep_largest_component(labels: np.ndarray, *, per_label: bool = True, connec
     return out
 
 
+def _only(labels: np.ndarray, selected: tuple[int, ...] | None, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` applied to the voxels of the ``selected`` labels; every other label passes through."""
+    if selected is None:
+        return fn(labels)
+    chosen = np.isin(labels, selected)
+    return np.where(chosen, fn(np.where(chosen, labels, 0)), labels)
+
+
+def _label_tuple(step: Step, values: tuple[int, ...] | None) -> None:
+    if values is not None:
+        object.__setattr__(step, "labels", tuple(int(v) for v in values))
+        if not step.labels or min(step.labels) < 1:  # type: ignore[attr-defined]
+            raise ConfigError(f"{step.name}: labels must be non-empty label values ≥ 1, got {values!r}")
+
+
 def remove_small_components(
     labels: np.ndarray, *, min_size_voxels: float, per_label: bool = True, connectivity: int = 26
 ) -> np.ndarray:
@@ -88,17 +104,25 @@ class KeepLargestComponent(Step):
     Attributes:
         per_label: one component per label (True) or one for the whole foreground.
         connectivity: 6 (faces), 18 (edges) or 26 (corners).
+        labels: the labels this applies to (None: all); others pass through unchanged,
+            e.g. organs that are one piece but not lesions, which may be several.
     """
 
     per_label: bool = True
     connectivity: int = 26
+    labels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_connectivity(self.connectivity)
+        _label_tuple(self, self.labels)
 
     def __call__(self, volume: Volume) -> Volume:
         labels = label_array(volume, self.name)
-        out = keep_largest_component(labels, per_label=self.per_label, connectivity=self.connectivity)
+        out = _only(
+            labels,
+            self.labels,
+            lambda lab: keep_largest_component(lab, per_label=self.per_label, connectivity=self.connectivity),
+        )
         return with_labels(volume, out, self.entry(removed_voxels=int(np.count_nonzero(labels != out))))
 
 
@@ -111,21 +135,29 @@ class RemoveSmallComponents(Step):
         min_size_mm3: smallest component kept, in mm³.
         per_label: components of each label separately, or of all foreground together.
         connectivity: 6, 18 or 26.
+        labels: the labels this applies to (None: all); others pass through unchanged,
+            e.g. to keep small lesions while cleaning organ masks.
     """
 
     min_size_mm3: float = 10.0
     per_label: bool = True
     connectivity: int = 26
+    labels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_connectivity(self.connectivity)
+        _label_tuple(self, self.labels)
         if not self.min_size_mm3 >= 0:
             raise ConfigError(f"remove_small_components: min_size_mm3 must be >= 0, got {self.min_size_mm3!r}")
 
     def __call__(self, volume: Volume) -> Volume:
         labels = label_array(volume, self.name)
         min_voxels = self.min_size_mm3 / volume.voxel_volume_mm3 - 1e-9  # tolerate rounding of mm³
-        out = remove_small_components(
-            labels, min_size_voxels=min_voxels, per_label=self.per_label, connectivity=self.connectivity
+        out = _only(
+            labels,
+            self.labels,
+            lambda lab: remove_small_components(
+                lab, min_size_voxels=min_voxels, per_label=self.per_label, connectivity=self.connectivity
+            ),
         )
         return with_labels(volume, out, self.entry(removed_voxels=int(np.count_nonzero(labels != out))))

@@ -69,6 +69,21 @@ def test_remove_small_components_in_mm3() -> None:
     np.testing.assert_array_equal(remove_small_components(a, min_size_voxels=19), keep_largest_component(a))
 
 
+def test_component_steps_restricted_to_labels() -> None:
+    vol = Volume(scene()[None], make_affine((1.0, 1.0, 1.0)), kind="label")
+    largest = build_step("keep_largest_component", labels=[1])(vol).numpy()[0]
+    assert np.count_nonzero(largest == 1) == 1000  # label 1 cleaned
+    np.testing.assert_array_equal(largest == 2, scene() == 2)  # label 2 untouched: 27 + 8 + 1 voxels
+    small = build_step("remove_small_components", min_size_mm3=20.0, labels=[2])(vol).numpy()[0]
+    np.testing.assert_array_equal(small == 1, scene() == 1)
+    assert np.count_nonzero(small == 2) == 27
+    fg = build_step("keep_largest_component", per_label=False, labels=[2])(vol).numpy()[0]
+    assert np.count_nonzero(fg == 2) == 27 and np.count_nonzero(fg == 1) == 1018
+    for bad in ([], [0, 1]):
+        with pytest.raises(ConfigError, match="labels must be non-empty label values"):
+            build_step("keep_largest_component", labels=bad)
+
+
 def test_fill_holes_3d_and_2d() -> None:
     a = np.zeros((12, 12, 12), np.uint8)
     a[2:9, 2:9, 2:9] = 1
