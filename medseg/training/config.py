@@ -42,6 +42,8 @@ class TrainingConfig:
         class_balanced: pick the foreground class uniformly before the voxel.
         augment: augmentation options (None: no augmentation).
         early_stopping: stop after this many validations without improvement (None: never).
+        max_time_s: wall-clock budget in seconds, counted from the first training step;
+            training stops after the epoch that reaches it (None: no budget).
         val_overlap: sliding-window overlap during validation.
         val_batch_size: windows per forward pass during validation.
         tensorboard: also log to TensorBoard (when installed).
@@ -73,6 +75,7 @@ class TrainingConfig:
     early_stopping: int | None = None
     val_overlap: float = 0.5
     val_batch_size: int = 4
+    max_time_s: float | None = None
     tensorboard: bool = False
     progress: bool = True
     cache_dir: Path | None = None
@@ -104,6 +107,8 @@ class TrainingConfig:
             raise ConfigError(f"training.foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"training.lr must be positive, got {self.lr}")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ConfigError(f"training.max_time_s must be positive seconds, got {self.max_time_s}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> TrainingConfig:

@@ -280,6 +280,7 @@ class Trainer:
         }
         stopped_early = False
         epoch = start_epoch
+        started = time.perf_counter()
         try:
             for epoch in range(start_epoch, s.max_epochs):
                 t0 = time.perf_counter()
@@ -331,6 +332,9 @@ class Trainer:
                         else:
                             state["since_best"] = int(state["since_best"]) + 1
                         stop = s.early_stopping is not None and int(state["since_best"]) >= s.early_stopping
+                    if s.max_time_s is not None and time.perf_counter() - started >= s.max_time_s:
+                        log.info("training: time budget of %.0f s reached after epoch %d", s.max_time_s, epoch + 1)
+                        stop = True
                     row.update(time_s=time.perf_counter() - t0, data_wait_s=wait)
                     training_state = {
                         "optimizer": optimizer.state_dict(),

@@ -93,6 +93,16 @@ def test_early_stopping(dataset: Path, tmp_path: Path) -> None:
     assert result.stopped_early and result.epochs == 2
 
 
+def test_time_budget_stops_after_the_epoch_that_reaches_it(dataset: Path, tmp_path: Path) -> None:
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=6, iterations_per_epoch=1,
+                max_time_s=1e-3, **FAST)  # fmt: skip
+    result = t.fit(dataset)
+    assert result.stopped_early and result.epochs == 1
+    assert len(result.log_csv.read_text().splitlines()) == 2
+    with pytest.raises(ConfigError, match="max_time_s must be positive"):
+        Trainer("unet", NET, out_dir=tmp_path, max_time_s=0)
+
+
 def test_2d_network_trains_on_slices(dataset: Path, tmp_path: Path) -> None:
     t = Trainer("unet", {"n_stages": 3, "base_channels": 4}, out_dir=tmp_path, patch_size=(16, 16), max_epochs=1,
                 iterations_per_epoch=2, **FAST)  # fmt: skip
