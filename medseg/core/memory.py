@@ -4,10 +4,11 @@ glibc hands every block above its mmap threshold (at most 32 MiB) straight back 
 kernel when it is freed. A 3D network allocates activations of tens to hundreds of MiB
 on every forward pass, so each window maps, zero-fills and unmaps them again: measured on
 2 cores, these page faults took about half of the sliding-window wall time (system time
-≈ user time). Inside :func:`reuse_freed_memory` large blocks come from the heap and stay
-there for the next window or iteration; on exit glibc's own upper thresholds are restored
-and the free memory is returned with ``malloc_trim``. Peak memory is unchanged: the same
-blocks are reused instead of re-mapped. Elsewhere than glibc (macOS, Windows, musl) this
+≈ user time). Inside :func:`reuse_freed_memory` blocks up to 256 MiB come from the heap
+and stay there for the next window or iteration; on exit glibc's own upper thresholds are
+restored and the free memory is returned with ``malloc_trim``. Larger blocks (stitched
+outputs, whole volumes) are still mapped on their own, so they cannot fragment the heap
+and raise the peak. Elsewhere than glibc (macOS, Windows, musl) this
 is a no-op; PyTorch's CPU tuning guide reaches the same effect with jemalloc/tcmalloc.
 """
 
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-#: While inside: every allocation comes from the heap, which is never trimmed.
-_INSIDE = {_M_MMAP_THRESHOLD: 2**31 - 1, _M_TRIM_THRESHOLD: 2**31 - 1}
+#: While inside: activations up to 256 MiB come from the heap, which is never trimmed.
+_INSIDE = {_M_MMAP_THRESHOLD: 256 * 2**20, _M_TRIM_THRESHOLD: 2**31 - 1}
 #: On exit: the values glibc's dynamic thresholds grow to on 64-bit (32 MiB; trim twice that).
 _OUTSIDE = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 64 * 2**20}
 

@@ -14,26 +14,31 @@ from medseg.inference import sliding_window_inference
 glibc_only = pytest.mark.skipif(memory._libc is None, reason="mallopt is glibc-only")
 
 
-def _page_faults(repeats: int = 4, mib: int = 64) -> int:
-    """Minor page faults of allocating, touching and freeing ``mib`` MiB ``repeats`` times."""
+def _page_faults(network: torch.nn.Module, repeats: int = 3) -> int:
+    """Minor page faults of ``repeats`` forward passes (activations of 113 MB each)."""
+    x = torch.ones(2, 1, 96, 96, 96)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(repeats):
-        block = torch.ones(mib * 2**20 // 4)  # (numpy asks for huge pages, which hides the effect)
-        del block
+    with torch.inference_mode():
+        for _ in range(repeats):
+            network(x)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 @glibc_only
-def test_freed_blocks_are_reused_inside_and_returned_outside() -> None:
-    outside = _page_faults()
+def test_activations_are_reused_inside_and_returned_outside() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 16, 3, padding=1), torch.nn.InstanceNorm3d(16), torch.nn.ReLU(), torch.nn.Conv3d(16, 2, 1)
+    ).eval()
+    _page_faults(net, 1)
+    outside = _page_faults(net)
     with reuse_freed_memory():
-        _page_faults(1)  # the first block grows the heap once
-        inside = _page_faults()
-    after = _page_faults()
-    pages = 4 * 64 * 2**20 // resource.getpagesize()
-    assert outside > pages // 2  # every 64 MiB block is mapped afresh by default
-    assert inside < outside // 10
-    assert after > pages // 2  # thresholds restored on exit
+        _page_faults(net, 1)  # the first pass grows the heap once
+        inside = _page_faults(net)
+    after = _page_faults(net)
+    activation_pages = 3 * 2 * 16 * 96**3 * 4 // resource.getpagesize()
+    assert outside > activation_pages  # every activation is mapped afresh by default
+    assert inside < outside // 20
+    assert after > activation_pages  # thresholds restored on exit
 
 
 @glibc_only
