@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import medseg.transforms.resample  # noqa: F401  (registers the "resample" step)
+from benchmarks.common import peak_rss_mib
 
 SPACING = (0.8, 0.8, 2.5)
 TARGET = 1.5
@@ -156,7 +158,8 @@ def compare_sliding_window(size, patch, k) -> dict:
 def child(method: str, size, patch, k) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = (run_medseg if method == "medseg" else run_monai)(size, patch, k, Path(tmp))
-    res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: ru_maxrss would include the parent's resident memory inherited at fork
+    res["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(res))
 
 
