@@ -149,6 +149,14 @@ def run_child(script: Path, args: Sequence[str], log: Path | None = None, timeou
     return json.loads(lines[-1])
 
 
+def run_e2e(
+    method: str, image: Path, weights: Path, out: Path, patch: int, log: Path, extra: Sequence[str] = ()
+) -> dict:
+    """``benchmarks/e2e.py`` for one contender (``medseg`` or ``monai``) in its own process."""
+    args = ["--method", method, "--image", str(image), "--weights", str(weights), "--out", str(out)]
+    return run_child(ROOT / "benchmarks" / "e2e.py", [*args, "--patch", str(patch), *extra], log=log)
+
+
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     """Dice of ``label`` between two label arrays (1.0 when absent from both)."""
     x, y = a == label, b == label

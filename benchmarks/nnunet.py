@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import OUT, ROOT, run_child
+from benchmarks.common import OUT, ROOT, run_child, run_e2e
 
 VENV = OUT / "nnunet-venv"
 NNUNET_VERSION = "2.8.1"
@@ -308,42 +308,13 @@ def benchmark(args: Any, image: Path, weights: Path, logs: Path) -> dict[str, An
         )
     # medseg with nnU-Net's smallest patch edge: about the same window count on the 1.5 mm grid.
     out = args.out / "pred_medseg_nnpatch.nii.gz"
-    res["medseg"] = run_child(
-        ROOT / "benchmarks" / "e2e.py",
-        [
-            "--method",
-            "medseg",
-            "--image",
-            str(image),
-            "--weights",
-            str(weights),
-            "--out",
-            str(out),
-            "--patch",
-            str(min(patch)),
-        ],
-        log=logs / "nnunet_medseg.log",
-    )
+    res["medseg"] = run_e2e("medseg", image, weights, out, min(patch), logs / "nnunet_medseg.log")
     features = res["train"].get("features_per_stage")
     if features:
         # medseg's own U-Net with nnU-Net's stage widths: about the same network cost per window.
-        res["medseg_nnunet_like"] = run_child(
-            ROOT / "benchmarks" / "e2e.py",
-            [
-                "--method",
-                "medseg",
-                "--image",
-                str(image),
-                "--weights",
-                str(weights),
-                "--out",
-                str(out),
-                "--patch",
-                str(min(patch)),
-                "--features",
-                ",".join(str(f) for f in features),
-            ],
-            log=logs / "nnunet_medseg_like.log",
+        widths = ["--features", ",".join(str(f) for f in features)]
+        res["medseg_nnunet_like"] = run_e2e(
+            "medseg", image, weights, out, min(patch), logs / "nnunet_medseg_like.log", widths
         )
     res["windows_nnunet"] = window_count(res["medseg"]["grid"], patch)
     return res

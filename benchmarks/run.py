@@ -46,6 +46,7 @@ from benchmarks.common import (
     parse_size,
     ratio,
     run_child,
+    run_e2e,
     update_section,
     write_ct_case,
     write_nnunet_dataset,
@@ -64,24 +65,14 @@ def section_e2e(args: argparse.Namespace, image: Path, weights: Path, logs: Path
     for method in ("medseg", "monai", "medseg_first_voxel"):
         out = args.out / f"pred_{method}.nii.gz"
         grid = ["--grid", "first_voxel"] if method == "medseg_first_voxel" else []
-        res[method] = run_child(
-            HERE / "e2e.py",
-            [
-                *grid,
-                "--method",
-                method.split("_")[0],
-                "--image",
-                str(image),
-                "--weights",
-                str(weights),
-                "--out",
-                str(out),
-                "--patch",
-                str(args.patch),
-                "--device",
-                args.device,
-            ],
-            log=logs / f"e2e_{method}.log",
+        res[method] = run_e2e(
+            method.split("_")[0],
+            image,
+            weights,
+            out,
+            args.patch,
+            logs / f"e2e_{method}.log",
+            [*grid, "--device", args.device],
         )
         res[method]["output"] = str(out)
     src = read(image)

@@ -107,14 +107,14 @@ class Resample(Step):
         """``(shape, affine, ratio)`` of the output grid for ``volume``; ``ratio`` = new / old spacing."""
         n = np.array(volume.spatial_shape, dtype=np.float64)
         sp = np.array(volume.spacing, dtype=np.float64)
-        # "extent" counts voxels edge to edge, "first_voxel" centre to centre
-        edges = n if self.grid == "extent" else n - 1.0
+        # "extent" measures the image edge to edge; "first_voxel" centre to centre, one voxel fewer
+        centres = 0.0 if self.grid == "extent" else 1.0
         if self.spacing is not None:
             new_sp = np.where(n == 1, sp, np.asarray(self.spacing, dtype=np.float64))
-            shape = np.maximum(1, np.round(edges * sp / new_sp) + (n - edges)).astype(int)
+            shape = np.maximum(1, np.round((n - centres) * sp / new_sp) + centres).astype(int)
         else:
             shape = np.asarray(self.shape, dtype=int)
-            new_sp = np.where(shape - (n - edges) > 0, edges * sp / np.maximum(shape - (n - edges), 1), sp)
+            new_sp = np.where(shape > centres, (n - centres) * sp / np.maximum(shape - centres, 1), sp)
         ratio = new_sp / sp
         voxel_map = np.eye(4)
         voxel_map[:3, :3] = np.diag(ratio)

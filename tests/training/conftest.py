@@ -10,6 +10,7 @@ import pytest
 
 from medseg.data import ct_phantom
 from medseg.io import write
+from tests.networks.conftest import _one_thread  # noqa: F401  (autouse: one intra-op thread here too)
 
 LABELS = {"background": 0, "liver": 1, "spleen": 2}
 
@@ -33,14 +34,3 @@ def write_nnunet(root: Path, n_cases: int = 4, shape=(32, 32, 32), spacing=(2.0,
 @pytest.fixture
 def nnunet_dataset(tmp_path: Path) -> Path:
     return write_nnunet(tmp_path / "Dataset001_Phantom")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread avoids oversubscribing the 2 CI cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
