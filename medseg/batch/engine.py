@@ -103,7 +103,7 @@ def run_batch(
         raise ConfigError(f"a scheduler is only used with executor='dask', not '{executor}'")
     _check_unique(cases)
     selected = select_part(cases, num_parts, part_id)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # save() joins its names to it: a relative path would be joined twice
     _check_not_input_folder(selected, out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,19 @@ def test_resume_skips_done_cases_and_changed_config_reruns(tmp_path: Path) -> No
     assert forced.succeeded == 3
 
 
+def test_relative_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cases(tmp_path / "in", 2)
+    monkeypatch.chdir(tmp_path)
+
+    class PlainJoin(ThresholdProcessor):  # joins names to out_dir, as the pipeline's exporters do
+        def save(self, case: Case, result, out_dir: Path) -> dict[str, Path]:
+            return {"label": medseg.write(result, out_dir / f"{case.case_id}.nii.gz")}
+
+    report = run_batch(discover_cases(Path("in")), PlainJoin(), Path("runs") / "out", progress=False)
+    assert report.succeeded == 2
+    assert (tmp_path / "runs" / "out" / "case_000.nii.gz").is_file()
+
+
 def test_corrupt_provenance_means_not_done(tmp_path: Path) -> None:
     src = tmp_path / "in"
     write_cases(src, 1)
