@@ -1,23 +1,26 @@
 """Accuracy side by side: medseg's default pipeline, a plain MONAI recipe and nnU-Net v2, same CPU budget.
 
-    python benchmarks/accuracy.py --budget-s 300            # medseg + MONAI
-    python benchmarks/accuracy.py --budget-s 300 --nnunet   # + nnU-Net v2 (its own venv)
+    python benchmarks/accuracy.py --budget-s 300                          # medseg + MONAI, phantoms
+    python benchmarks/accuracy.py --budget-s 300 --nnunet                 # + nnU-Net v2 (its own venv)
+    python benchmarks/accuracy.py --task colin27 --budget-s 300 --nnunet  # the real MR task
 
-Data: seeded multi-organ CT phantoms (``medseg.data.ct_phantom``: liver, spleen, left kidney,
-liver lesion) with varied size, spacing (1.2–2.0 mm in-plane, 2.0–3.0 mm slices),
-orientation (RAS, LPS, oblique), organ size (±15 %), organ contrast (±15 HU) and noise
-(10–35 HU). Training cases use seeds 1000+i, held-out test cases 2000+i.
+Tasks (``--task``):
 
-The real labelled cases of ``sample_data/`` (a lung CT with a nodule, a brain MR with a
-lesion) are single cases whose labels are not among the phantom organs: a network trained
-on phantoms cannot segment them, and one case can be neither split nor cross-validated, so
-they are not part of this study.
+- ``phantom``: seeded multi-organ CT phantoms (``medseg.data.ct_phantom``: liver, spleen,
+  left kidney, liver lesion) with varied size, spacing (1.2–2.0 mm in-plane, 2.0–3.0 mm
+  slices), orientation (RAS, LPS, oblique), organ size (±15 %), organ contrast (±15 HU) and
+  noise (10–35 HU). Training cases use seeds 1000+i, held-out test cases 2000+i.
+- ``colin27``: the real labelled T1 MR of ``sample_data/colin27`` (brain, cerebellum, deep
+  grey nuclei from its brain mask and AAL atlas); training cases are re-gridded copies of the
+  left hemisphere, held-out test cases of the right one (``benchmarks/real_cases.py``, which
+  also says why pyradiomics' single-lesion cases cannot be used).
 
 Methods (each trains for ``--budget-s`` seconds of wall clock on the CPU, then predicts
 the test cases with its own default inference):
 
 - medseg: ``pipelines/ct_organs.yaml`` (5-stage U-Net, Dice+CE, SGD, default augmentation,
-  mirroring at test time, post-processing), training and inference patch ``--patch``; the number of
+  mirroring at test time, post-processing; for ``colin27`` with the task's labels, z-score
+  and 2 mm), training and inference patch ``--patch``; the number of
   epochs is set from a short calibration run so the learning-rate schedule spans the
   budget, and ``training.max_time_s`` stops the loop when the budget is spent.
 - MONAI: the tutorial recipe (``benchmarks/monai_recipe.py``) with MONAI's ``UNet``
@@ -26,7 +29,8 @@ the test cases with its own default inference):
   (``nnUNetTrainerBudget``), ``nnUNetv2_predict`` with its default mirroring.
 
 Reports per-label Dice and HD95 (mm) on the test cases, and checks that medseg and MONAI
-inference with the same (medseg-trained) weights agree (Dice per label).
+inference with the same (medseg-trained) weights agree (Dice per label), once with medseg on
+its ``first_voxel`` grid and once on exactly the grid MONAI's ``Spacing`` chose.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
-    HU_WINDOW,
     LABELS,
     OUT,
     ROOT,
@@ -54,11 +58,54 @@ from benchmarks.common import (
     dice,
     load_average,
     machine,
+    medseg_intensity_steps,
     update_section,
     write_nnunet_dataset,
 )
+from benchmarks.real_cases import COLIN_LABELS, write_case
 
-ORGAN_LABELS = [k for k in LABELS if k]
+
+@dataclass(frozen=True)
+class Task:
+    """What the three methods are asked to segment, and how each pre-processes it."""
+
+    name: str
+    labels: dict[int, str]  # 0 = background
+    channel: str  # nnU-Net's channel name: "CT" selects its CT normalisation, others z-score
+    intensity: str  # "ct" (HU window) or "zscore", for medseg and MONAI
+    spacing: float  # medseg's and MONAI's target spacing (mm, isotropic)
+    cleaned: tuple[int, ...]  # labels medseg reduces to their largest component
+    monai_cleaned: tuple[int, ...]  # the same for the MONAI recipe's KeepLargestConnectedComponent
+    data: str  # one line for the report
+
+    @property
+    def foreground(self) -> list[int]:
+        return [k for k in self.labels if k]
+
+
+TASKS = {
+    "phantom": Task(
+        "phantom",
+        LABELS,
+        "CT",
+        "ct",
+        TARGET_SPACING,
+        (1, 2, 3),
+        (1, 2, 3, 4),  # the tutorial's default: every label (one lesion per phantom)
+        "phantom CTs (varied size, spacing, orientation, organ size/contrast, noise)",
+    ),
+    "colin27": Task(
+        "colin27",
+        COLIN_LABELS,
+        "T1",
+        "zscore",
+        2.0,
+        (1, 2),
+        (1, 2),  # deep grey nuclei are several structures
+        "re-gridded hemispheres of the real Colin27 T1 MR, training cases from the left hemisphere, "
+        "held-out cases from the right one (rotation ≤ 10°, spacing 1.2–2.2 mm, gain, offset, noise)",
+    ),
+}
 
 
 def phantom_case(seed: int, scale: float = 1.0) -> tuple[Any, Any]:
@@ -98,33 +145,80 @@ def phantom_case(seed: int, scale: float = 1.0) -> tuple[Any, Any]:
     )
 
 
-def make_data(root: Path, n_train: int, n_test: int, scale: float) -> tuple[Path, list[tuple[str, Path, Path]]]:
-    """nnU-Net-layout training set under ``root/train`` and test cases under ``root/test``."""
+def make_data(
+    root: Path, task: Task, n_train: int, n_test: int, scale: float
+) -> tuple[Path, list[tuple[str, Path, Path]]]:
+    """nnU-Net-layout training set under ``root/train`` and test cases under ``root/test``.
+
+    Files already there are reused (every case is deterministic for its seed).
+    """
     from medseg.io import write
 
     train = root / "train"
+    prefix = {"phantom": "ph", "colin27": "cl"}[task.name]
+    train_ids = [f"{prefix}_{1000 + i}" for i in range(n_train)]
     if not (train / "dataset.json").exists():
-        write_nnunet_dataset(train, [(f"ph_{1000 + i}", *phantom_case(1000 + i, scale)) for i in range(n_train)])
+        if task.name == "phantom":
+            cases = [(cid, *phantom_case(1000 + i, scale)) for i, cid in enumerate(train_ids)]
+        else:
+            for i, cid in enumerate(train_ids):
+                write_case(
+                    1000 + i, "left", train / "imagesTr" / f"{cid}_0000.nii.gz", train / "labelsTr" / f"{cid}.nii.gz"
+                )
+            cases = [(cid, None, None) for cid in train_ids]
+        write_nnunet_dataset(train, cases, labels=task.labels, channel=task.channel)
     tests = []
     (root / "test" / "images").mkdir(parents=True, exist_ok=True)
     (root / "test" / "labels").mkdir(parents=True, exist_ok=True)
     for i in range(n_test):
-        cid = f"ts_{2000 + i}"
+        cid = f"{'ts' if task.name == 'phantom' else 'cr'}_{2000 + i}"
         img, lab = root / "test" / "images" / f"{cid}_0000.nii.gz", root / "test" / "labels" / f"{cid}.nii.gz"
         if not lab.exists():
-            image, label = phantom_case(2000 + i, scale)
-            write(image, img)
-            write(label, lab)
+            if task.name == "phantom":
+                image, label = phantom_case(2000 + i, scale)
+                write(image, img)
+                write(label, lab)
+            else:
+                write_case(2000 + i, "right", img, lab)
         tests.append((cid, img, lab))
     return train, tests
 
 
 # ---- medseg ---------------------------------------------------------------------------------------
-def train_medseg(train: Path, work: Path, budget_s: float, patch: int) -> tuple[Any, Path, dict]:
-    """Calibrate seconds per iteration, then train ``ct_organs.yaml`` for about ``budget_s``."""
+def medseg_pipeline(task: Task) -> Any:
+    """``pipelines/ct_organs.yaml``; for other tasks with their labels, intensity and spacing."""
     from medseg.pipeline import Pipeline
 
-    pipeline = Pipeline.from_yaml(ROOT / "pipelines" / "ct_organs.yaml")
+    source = ROOT / "pipelines" / "ct_organs.yaml"
+    pipeline = Pipeline.from_yaml(source)
+    if task.name == "phantom":
+        return pipeline
+    config = pipeline.to_dict()
+    config["name"] = f"{config['name']}-as-{task.name}"
+    config["input"] = {
+        "modality": "MR",
+        "channels": [task.channel],
+        "labels": {k: v for k, v in task.labels.items() if k},
+    }
+    intensity = {"zscore": [{"zscore": {"over": "image"}}]}[task.intensity]
+    config["preprocess"] = [
+        {"reorient": {"axcodes": "RAS"}},
+        {"resample": {"spacing": [task.spacing] * 3, "mode": "linear", "anisotropic": True}},
+        *intensity,
+    ]
+    config["postprocess"] = [
+        {"keep_largest_component": {"per_label": True, "connectivity": 26, "labels": list(task.cleaned)}},
+        {"remove_small_components": {"min_size_mm3": 50.0, "labels": list(task.cleaned)}},
+        {"fill_holes": {"mode": "3d"}},
+    ]
+    return Pipeline.from_dict(config, source=source)
+
+
+def train_medseg(task: Task, train: Path, work: Path, budget_s: float, patch: int) -> tuple[Any, Path, dict]:
+    """Calibrate seconds per iteration, then train the task's pipeline for about ``budget_s``."""
+    from medseg.pipeline import Pipeline
+
+    pipeline = medseg_pipeline(task)
     common = {
         "patch_size": (patch,) * 3,
         "device": "cpu",
@@ -144,7 +238,7 @@ def train_medseg(train: Path, work: Path, budget_s: float, patch: int) -> tuple[
     )
     seconds = time.perf_counter() - t0
     # infer with the training patch, as MONAI's recipe and nnU-Net do: a larger window than the
-    # small phantoms would be mostly zero padding, which the instance norms never saw in training
+    # small cases would be mostly zero padding, which the instance norms never saw in training
     config = pipeline.to_dict()
     config["inference"]["patch_size"] = [patch] * 3
     pipeline = Pipeline.from_dict(config, source=pipeline.source)
@@ -163,40 +257,57 @@ def predict_medseg(pipeline: Any, checkpoint: Path, tests: list, out: Path) -> d
 
 
 # ---- MONAI ----------------------------------------------------------------------------------------
-def monai_network() -> torch.nn.Module:
+def monai_network(n_classes: int) -> torch.nn.Module:
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
-    return UNet(3, 1, len(LABELS), channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    return UNet(3, 1, n_classes, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
 
 
-def train_monai(train: Path, budget_s: float, patch: int) -> tuple[torch.nn.Module, dict]:
+def train_monai(task: Task, train: Path, budget_s: float, patch: int) -> tuple[torch.nn.Module, dict]:
     from benchmarks.monai_recipe import train as monai_train
 
     cases = [(p, train / "labelsTr" / p.name.replace("_0000", "")) for p in sorted((train / "imagesTr").glob("*"))]
-    net = monai_network()
+    net = monai_network(len(task.labels))
     t0 = time.perf_counter()
-    stats = monai_train(net, cases, patch_size=(patch,) * 3, budget_s=budget_s)
+    stats = monai_train(
+        net, cases, patch_size=(patch,) * 3, budget_s=budget_s, spacing=task.spacing, intensity=task.intensity
+    )
     return net, {"train_s": time.perf_counter() - t0, "iterations": stats["iterations"]}
 
 
-def predict_monai(net: torch.nn.Module, tests: list, out: Path, patch: int) -> dict[str, Path]:
-    from benchmarks.e2e import run_monai
-
+def predict_monai(task: Task, net: torch.nn.Module, tests: list, out: Path, patch: int) -> dict[str, Path]:
     paths = {}
     for cid, img, _ in tests:
         paths[cid] = out / f"{cid}.nii.gz"
-        run_monai(img, net, paths[cid], (patch,) * 3, "cpu")
+        run_monai_task(task, img, net, paths[cid], patch)
     return paths
 
 
+def run_monai_task(task: Task, image: Path, net: torch.nn.Module, out: Path, patch: int) -> dict:
+    """The MONAI inference pipeline of ``benchmarks/e2e.py`` with the task's settings."""
+    from benchmarks.e2e import run_monai
+
+    return run_monai(
+        image,
+        net,
+        out,
+        (patch,) * 3,
+        "cpu",
+        len(task.labels),
+        spacing=task.spacing,
+        intensity=task.intensity,
+        keep_largest=list(task.monai_cleaned),
+    )
+
+
 # ---- evaluation -----------------------------------------------------------------------------------
-def evaluate(paths: dict[str, Path], tests: list) -> dict[str, dict[str, float]]:
-    """Mean Dice and HD95 (mm) per organ over the test cases."""
+def evaluate(task: Task, paths: dict[str, Path], tests: list) -> dict[str, dict[str, float]]:
+    """Mean Dice and HD95 (mm) per label over the test cases."""
     from medseg.io import read
     from medseg.metrics import evaluate_case
 
-    rows: dict[int, list[dict]] = {k: [] for k in ORGAN_LABELS}
+    rows: dict[int, list[dict]] = {k: [] for k in task.foreground}
     for cid, _, lab in tests:
         ref = read(lab)
         pred = read(paths[cid])
@@ -204,72 +315,111 @@ def evaluate(paths: dict[str, Path], tests: list) -> dict[str, dict[str, float]]
             raise RuntimeError(
                 f"{paths[cid]}: shape {pred.spatial_shape} differs from the reference {ref.spatial_shape}"
             )
-        for row in evaluate_case(pred.numpy()[0], ref.numpy()[0], labels=ORGAN_LABELS, spacing=ref.spacing):
+        for row in evaluate_case(pred.numpy()[0], ref.numpy()[0], labels=task.foreground, spacing=ref.spacing):
             rows[int(row["label"])].append(row)
     out = {}
     for k, rs in rows.items():
         hd = [r["hausdorff95_mm"] for r in rs if np.isfinite(r["hausdorff95_mm"])]
-        out[LABELS[k]] = {
+        out[task.labels[k]] = {
             "dice": float(np.mean([r["dice"] for r in rs])),
             "hd95_mm": float(np.mean(hd)) if hd else float("nan"),
             "hd95_missing": len(rs) - len(hd),
         }
     out["mean"] = {
-        "dice": float(np.mean([out[LABELS[k]]["dice"] for k in ORGAN_LABELS])),
-        "hd95_mm": float(np.nanmean([out[LABELS[k]]["hd95_mm"] for k in ORGAN_LABELS])),
+        "dice": float(np.mean([out[task.labels[k]]["dice"] for k in task.foreground])),
+        "hd95_mm": float(np.nanmean([out[task.labels[k]]["hd95_mm"] for k in task.foreground])),
     }
     return out
 
 
-def agreement(pipeline: Any, checkpoint: Path, tests: list, out: Path, patch: int) -> dict[str, float]:
-    """Same medseg-trained weights through medseg's Predictor and MONAI's pipeline: Dice per organ."""
-    from benchmarks.e2e import run_monai
+def monai_grid(image: Path, spacing: float) -> Any:
+    """The grid MONAI's ``Orientation("RAS")`` + ``Spacing`` choose for ``image`` (a medseg ``Grid``)."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+
+    from medseg.core import Grid
+
+    data = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
+        ]
+    )({"image": str(image)})
+    shape = tuple(int(s) for s in data["image"].shape[1:])
+    return Grid(shape, np.asarray(data["image"].affine, dtype=np.float64))  # type: ignore[arg-type]
+
+
+def agreement(task: Task, pipeline: Any, checkpoint: Path, tests: list, out: Path, patch: int) -> dict[str, Any]:
+    """Same medseg-trained weights through medseg's Predictor and MONAI's pipeline.
+
+    medseg runs twice: resampled with ``grid="first_voxel"`` (MONAI ``Spacing``'s rule when a
+    corner of the input is the grid's minimum) and with ``resample_to`` exactly the grid
+    MONAI chose (it centres the grid when no corner qualifies, e.g. for oblique inputs).
+
+    Returns:
+        ``{"first_voxel": {label: mean Dice}, "monai_grid": {...}, "differing_voxels":
+        {variant: [per case]}, "voxels": [foreground voxels of MONAI's map per case]}``.
+    """
     from medseg.core import build_step
     from medseg.inference import Predictor
     from medseg.io import read, write
 
     net = pipeline.predictor([checkpoint], device="cpu").networks[0]
-    # the MONAI pipeline's steps, resampled on MONAI Spacing's grid (first voxel centre kept)
-    predictor = Predictor(
-        net,
-        preprocess=[
-            build_step("reorient", axcodes="RAS"),
-            build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear", grid="first_voxel"),
-            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
-            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
-        ],
-        patch_size=(patch,) * 3,
-        device="cpu",
-        postprocess=[build_step("keep_largest_component", per_label=True, connectivity=26)],
-    )
-    scores: dict[int, list[float]] = {k: [] for k in ORGAN_LABELS}
+
+    def predictor(resample: Any) -> Predictor:
+        return Predictor(
+            net,
+            preprocess=[build_step("reorient", axcodes="RAS"), resample, *medseg_intensity_steps(task.intensity)],
+            patch_size=(patch,) * 3,
+            device="cpu",
+            postprocess=[
+                build_step("keep_largest_component", per_label=True, connectivity=26, labels=list(task.monai_cleaned))
+            ],
+        )
+
+    first_voxel = predictor(build_step("resample", spacing=(task.spacing,) * 3, mode="linear", grid="first_voxel"))
+    variants = ("first_voxel", "monai_grid")
+    scores: dict[str, dict[int, list[float]]] = {v: {k: [] for k in task.foreground} for v in variants}
+    differing: dict[str, list[int]] = {v: [] for v in variants}
+    voxels = []
     for cid, img, _ in tests:
-        m = predictor.predict(img)
-        write(m, out / f"{cid}_medseg.nii.gz")
-        run_monai(img, net, out / f"{cid}_monai.nii.gz", (patch,) * 3, "cpu")
-        o = read(out / f"{cid}_monai.nii.gz")
-        for k in ORGAN_LABELS:
-            scores[k].append(dice(m.numpy()[0], o.numpy()[0], k))
-    return {LABELS[k]: float(np.mean(v)) for k, v in scores.items()}
+        run_monai_task(task, img, net, out / f"{cid}_monai.nii.gz", patch)
+        theirs = read(out / f"{cid}_monai.nii.gz").numpy()[0]
+        voxels.append(int((theirs > 0).sum()))
+        # MONAI's Spacing pads with the border values ("border"); resample_to does the same with fill=None
+        exact = predictor(build_step("resample_to", reference=monai_grid(img, task.spacing), mode="linear", fill=None))
+        for variant, pred in (("first_voxel", first_voxel), ("monai_grid", exact)):
+            mine = pred.predict(img)
+            write(mine, out / f"{cid}_medseg_{variant}.nii.gz")
+            ours = mine.numpy()[0]
+            differing[variant].append(int((ours != theirs).sum()))
+            for k in task.foreground:
+                scores[variant][k].append(dice(ours, theirs, k))
+    res: dict[str, Any] = {v: {task.labels[k]: float(np.mean(d)) for k, d in scores[v].items()} for v in variants}
+    res["differing_voxels"] = differing
+    res["voxels"] = voxels
+    return res
 
 
-def report(res: dict[str, Any], command: str) -> str:
+def report(task: Task, res: dict[str, Any], command: str) -> str:
     mach = res["machine"]
+    fg = task.foreground
     lines = [
         f"Command: `{command}` — commit {mach['commit']}, {mach['date']}, run took {res['wall_s']:.0f} s.",
         f"Machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, MONAI {mach['monai']}; load average "
         f"before/after {res['load_before']} / {res['load_after']}.",
-        f"Data: {res['n_train']} training and {res['n_test']} held-out phantom CTs (varied size, spacing, orientation, "
-        f"organ size/contrast, noise); training budget {res['budget_s']:.0f} s per method on the CPU, patch {res['patch']}³.",
+        f"Data: {res['n_train']} training and {res['n_test']} held-out cases, {task.data}; training budget "
+        f"{res['budget_s']:.0f} s per method on the CPU, patch {res['patch']}³.",
         "",
         "| method | train [s] | iterations | "
-        + " | ".join(f"{LABELS[k]} Dice / HD95" for k in ORGAN_LABELS)
+        + " | ".join(f"{task.labels[k]} Dice / HD95" for k in fg)
         + " | mean Dice |",
-        "|---|---:|---:|" + "---:|" * (len(ORGAN_LABELS) + 1),
+        "|---|---:|---:|" + "---:|" * (len(fg) + 1),
     ]
     for name, r in res["methods"].items():
         cells = [
-            f"{r['metrics'][LABELS[k]]['dice']:.3f} / {r['metrics'][LABELS[k]]['hd95_mm']:.1f}" for k in ORGAN_LABELS
+            f"{r['metrics'][task.labels[k]]['dice']:.3f} / {r['metrics'][task.labels[k]]['hd95_mm']:.1f}" for k in fg
         ]
         it = r["train"].get("iterations")
         lines.append(
@@ -277,9 +427,21 @@ def report(res: dict[str, Any], command: str) -> str:
             + " | ".join(cells)
             + f" | {r['metrics']['mean']['dice']:.3f} |"
         )
-    if "agreement" in res:
-        agree = ", ".join(f"{k} {v:.4f}" for k, v in res["agreement"].items())
-        lines += ["", f"medseg vs MONAI inference, same medseg-trained weights, Dice per organ: {agree}."]
+    agree = res.get("agreement")
+    if agree:
+        lines += [
+            "",
+            "medseg vs MONAI inference, same medseg-trained weights, mean Dice per label over the test cases:",
+        ]
+        for variant, what in (
+            ("first_voxel", "medseg on its `first_voxel` grid"),
+            ("monai_grid", "medseg `resample_to` MONAI's grid"),
+        ):
+            if variant in agree:
+                dices = ", ".join(f"{k} {v:.4f}" for k, v in agree[variant].items())
+                diff = agree.get("differing_voxels", {}).get(variant)
+                counts = f"; differing voxels per case {diff} of {agree.get('voxels')} foreground" if diff else ""
+                lines.append(f"- {what}: {dices}{counts}.")
     for cmd in res.get("previous_runs", []):
         lines += [
             "",
@@ -292,6 +454,7 @@ def report(res: dict[str, Any], command: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(TASKS), default="phantom", help="what to segment (see above)")
     ap.add_argument("--budget-s", type=float, default=300.0, help="training wall-clock budget per method (s)")
     ap.add_argument("--n-train", type=int, default=8)
     ap.add_argument("--n-test", type=int, default=4)
@@ -301,16 +464,21 @@ def main() -> None:
     ap.add_argument("--nnunet", action="store_true", help="add nnU-Net v2")
     ap.add_argument("--nnunet-tta", action=argparse.BooleanOptionalAction, default=True, help="nnU-Net mirroring")
     ap.add_argument("--keep-previous", action="store_true", help="keep other methods' results from OUT/accuracy.json")
-    ap.add_argument("--out", type=Path, default=OUT / "accuracy")
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default benchmarks/out/accuracy[_TASK])")
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = ap.parse_args()
+    task = TASKS[args.task]
     methods = [m for m in args.methods.split(",") if m] + (["nnunet"] if args.nnunet else [])
+    unknown = sorted(set(methods) - {"medseg", "monai", "nnunet"})
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, monai, nnunet")
     t0 = time.perf_counter()
-    out = args.out.resolve()
-    train, tests = make_data(out / "data", args.n_train, args.n_test, args.scale)
+    out = (args.out or OUT / ("accuracy" if task.name == "phantom" else f"accuracy_{task.name}")).resolve()
+    train, tests = make_data(out / "data", task, args.n_train, args.n_test, args.scale)
     res: dict[str, Any] = {
         "machine": machine(),
         "load_before": load_average(),
+        "task": task.name,
         "budget_s": args.budget_s,
         "n_train": args.n_train,
         "n_test": args.n_test,
@@ -331,35 +499,33 @@ def main() -> None:
         pred_dir.mkdir(parents=True, exist_ok=True)
         print(f"[{time.perf_counter() - t0:7.1f} s] {name} ...", file=sys.stderr, flush=True)
         if name == "medseg":
-            pipeline, ckpt, stats = train_medseg(train, out / "medseg", args.budget_s, args.patch)
+            pipeline, ckpt, stats = train_medseg(task, train, out / "medseg", args.budget_s, args.patch)
             paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
             agree_dir = out / "agreement"
             agree_dir.mkdir(exist_ok=True)
-            res["agreement"] = agreement(pipeline, ckpt, tests, agree_dir, args.patch)
+            res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
         elif name == "monai":
-            net, stats = train_monai(train, args.budget_s, args.patch)
-            paths = predict_monai(net, tests, pred_dir, args.patch)
-        elif name == "nnunet":
+            net, stats = train_monai(task, train, args.budget_s, args.patch)
+            paths = predict_monai(task, net, tests, pred_dir, args.patch)
+        else:
             try:
-                stats, paths = run_nnunet(out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
+                stats, paths = run_nnunet(task, out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
             except (RuntimeError, OSError) as exc:
                 res["failed"]["nnunet"] = str(exc)
                 continue
-        else:
-            raise SystemExit(f"--methods: unknown {name!r}; choose from medseg, monai, nnunet")
-        res["methods"][name] = {"train": stats, "metrics": evaluate(paths, tests)}
+        res["methods"][name] = {"train": stats, "metrics": evaluate(task, paths, tests)}
     res["load_after"] = load_average()
     res["wall_s"] = time.perf_counter() - t0
     command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res["command"] = command.strip()
     (out / "accuracy.json").write_text(json.dumps(res, indent=1))
-    text = report(res, command.strip())
+    text = report(task, res, command.strip())
     print(text)
-    update_section(args.results, "accuracy", text)
+    update_section(args.results, "accuracy" if task.name == "phantom" else f"accuracy-{task.name}", text)
 
 
 def run_nnunet(
-    out: Path, train: Path, tests: list, budget_s: float, pred_dir: Path, tta: bool = True
+    task: Task, out: Path, train: Path, tests: list, budget_s: float, pred_dir: Path, tta: bool = True
 ) -> tuple[dict, dict[str, Path]]:
     """Plan, train under the budget and predict the test cases with nnU-Net v2 (its own venv)."""
     import shutil
@@ -369,8 +535,8 @@ def run_nnunet(
     base = out / "nnunet"
     logs = out / "logs"
     nnunet.ensure_venv(logs / "nnunet_install.log")
-    dataset_id = 502
-    raw = base / "raw" / f"Dataset{dataset_id}_Phantoms"
+    dataset_id, dataset_name = {"phantom": (502, "Phantoms"), "colin27": (503, "Colin27")}[task.name]
+    raw = base / "raw" / f"Dataset{dataset_id}_{dataset_name}"
     if not raw.exists():
         shutil.copytree(train, raw)
     stats = nnunet.plan_and_train(base, dataset_id, budget_s, logs / "nnunet_train.log")

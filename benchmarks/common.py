@@ -33,6 +33,9 @@ TARGET_SPACING = 1.5
 HU_WINDOW = (-160.0, 240.0)
 #: Label values of ``medseg.data.ct_phantom`` (0 = background).
 LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidney_left", 4: "lesion"}
+#: Intensity normalisations the benchmarks know: ``"ct"`` (:data:`HU_WINDOW` → [0, 1]) or
+#: ``"zscore"`` (whole image to mean 0, standard deviation 1; MR).
+INTENSITIES = ("ct", "zscore")
 UNET_CHANNELS = (8, 16, 32, 64)
 UNET_STRIDES = (2, 2, 2)
 
@@ -214,15 +217,44 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def medseg_intensity_steps(kind: str) -> list:
+    """medseg pre-processing steps for intensity normalisation ``kind`` (see :data:`INTENSITIES`)."""
+    from medseg.core import build_step
+
+    if kind == "ct":
+        return [
+            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+        ]
+    if kind == "zscore":
+        return [build_step("zscore", over="image")]
+    raise ValueError(f"intensity {kind!r}: choose from {INTENSITIES}")
+
+
+def monai_intensity_transform(kind: str) -> Any:
+    """The MONAI dictionary transform (key ``image``) doing what :func:`medseg_intensity_steps` does."""
+    from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
+
+    if kind == "ct":
+        return ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True)
+    if kind == "zscore":
+        return NormalizeIntensityd("image")
+    raise ValueError(f"intensity {kind!r}: choose from {INTENSITIES}")
+
+
 def write_nnunet_dataset(
     root: Path,
     cases: Sequence[tuple[str, Any, Any]],
     labels: dict[int, str] | None = None,
+    channel: str = "CT",
 ) -> Path:
-    """Write ``(case_id, image Volume, label Volume)`` cases in the nnU-Net raw layout.
+    """Write ``(case_id, image, label)`` cases in the nnU-Net raw layout.
 
     ``root/imagesTr/{id}_0000.nii.gz``, ``root/labelsTr/{id}.nii.gz`` and ``dataset.json``
-    (channel ``CT``, file ending ``.nii.gz``); medseg's ``load_dataset`` and nnU-Net read it.
+    (``channel`` names the one input channel: nnU-Net normalises ``CT`` with its CT scheme,
+    anything else with a z-score; file ending ``.nii.gz``); medseg's ``load_dataset`` and
+    nnU-Net read it. ``image`` and ``label`` are Volumes, or files already written in place
+    (``None``).
     """
     from medseg.io import write, write_text_atomic
 
@@ -230,10 +262,12 @@ def write_nnunet_dataset(
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case_id, image, label in cases:
-        write(image, root / "imagesTr" / f"{case_id}_0000.nii.gz")
-        write(label, root / "labelsTr" / f"{case_id}.nii.gz")
+        if image is not None:
+            write(image, root / "imagesTr" / f"{case_id}_0000.nii.gz")
+        if label is not None:
+            write(label, root / "labelsTr" / f"{case_id}.nii.gz")
     meta = {
-        "channel_names": {"0": "CT"},
+        "channel_names": {"0": channel},
         "labels": {name: value for value, name in sorted(labels.items())},
         "numTraining": len(cases),
         "file_ending": ".nii.gz",

@@ -25,7 +25,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HU_WINDOW, LABELS, TARGET_SPACING, Timer, child_result, load_unet
+from benchmarks.common import (
+    LABELS,
+    TARGET_SPACING,
+    Timer,
+    child_result,
+    load_unet,
+    medseg_intensity_steps,
+    monai_intensity_transform,
+)
 
 
 def window_count(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float = 0.5) -> int:
@@ -80,8 +88,7 @@ def run_medseg(
         preprocess=[
             build_step("reorient", axcodes="RAS"),
             build_step("resample", spacing=(TARGET_SPACING,) * 3, mode="linear", grid=grid),
-            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
-            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
+            *medseg_intensity_steps("ct"),
         ],
         patch_size=patch,
         overlap=0.5,
@@ -124,9 +131,21 @@ def run_medseg(
 
 
 def run_monai(
-    image: Path, net: torch.nn.Module, out: Path, patch: tuple[int, ...], device: str, n_classes: int = len(LABELS)
+    image: Path,
+    net: torch.nn.Module,
+    out: Path,
+    patch: tuple[int, ...],
+    device: str,
+    n_classes: int = len(LABELS),
+    *,
+    spacing: float = TARGET_SPACING,
+    intensity: str = "ct",
+    keep_largest: list[int] | None = None,
 ) -> dict:
-    """MONAI: the dictionary-transform pipeline of its tutorials, ``Invertd`` back to the input grid."""
+    """MONAI: the dictionary-transform pipeline of its tutorials, ``Invertd`` back to the input grid.
+
+    ``keep_largest``: labels reduced to their largest component (default: every label).
+    """
     from monai.inferers import sliding_window_inference
     from monai.transforms import (
         Activationsd,
@@ -138,7 +157,6 @@ def run_monai(
         LoadImaged,
         Orientationd,
         SaveImaged,
-        ScaleIntensityRanged,
         Spacingd,
     )
 
@@ -150,8 +168,8 @@ def run_monai(
             LoadImaged("image"),
             EnsureChannelFirstd("image"),
             Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=(TARGET_SPACING,) * 3, mode="bilinear"),
-            ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True),
+            Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
+            monai_intensity_transform(intensity),
         ]
     )
     post = Compose(
@@ -160,7 +178,10 @@ def run_monai(
             Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True),
             AsDiscreted("pred", argmax=True),
             KeepLargestConnectedComponentd(
-                "pred", applied_labels=list(range(1, n_classes)), independent=True, connectivity=3
+                "pred",
+                applied_labels=list(range(1, n_classes)) if keep_largest is None else keep_largest,
+                independent=True,
+                connectivity=3,
             ),
             SaveImaged(
                 "pred",

@@ -1,7 +1,7 @@
 """The plain MONAI training recipe the benchmarks compare against (its tutorials' 3D U-Net loop).
 
 Dictionary transforms with a ``CacheDataset``: load → channel first → RAS → 1.5 mm →
-HU window → positive/negative patch sampling (1:2, as medseg's foreground ratio 0.33) →
+HU window (or z-score for MR) → positive/negative patch sampling (1:2, as medseg's foreground ratio 0.33) →
 flips, 90° rotations, intensity scale/shift; Dice + cross-entropy; SGD (Nesterov,
 momentum 0.99, lr 0.01) with a poly schedule over the planned iterations.
 """
@@ -14,20 +14,22 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import HU_WINDOW, TARGET_SPACING
+from benchmarks.common import TARGET_SPACING, monai_intensity_transform
 
 
-def preprocess_transforms(keys: Sequence[str] = ("image", "label")) -> list:
-    """Load and pre-process ``keys`` (labels with nearest neighbour)."""
-    from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+def preprocess_transforms(
+    keys: Sequence[str] = ("image", "label"), spacing: float = TARGET_SPACING, intensity: str = "ct"
+) -> list:
+    """Load and pre-process ``keys`` (labels with nearest neighbour) to ``spacing`` mm."""
+    from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     return [
         LoadImaged(list(keys)),
         EnsureChannelFirstd(list(keys)),
         Orientationd(list(keys), axcodes="RAS"),
-        Spacingd(list(keys), pixdim=(TARGET_SPACING,) * 3, mode=modes),
-        ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True),
+        Spacingd(list(keys), pixdim=(spacing,) * 3, mode=modes),
+        monai_intensity_transform(intensity),
     ]
 
 
@@ -40,6 +42,8 @@ def train(
     iterations: int | None = None,
     budget_s: float | None = None,
     seed: int = 0,
+    spacing: float = TARGET_SPACING,
+    intensity: str = "ct",
 ) -> dict[str, float]:
     """Train ``network`` in place on ``(image, label)`` files for ``iterations`` or ``budget_s`` seconds.
 
@@ -62,7 +66,7 @@ def train(
     set_determinism(seed)
     transforms = Compose(
         [
-            *preprocess_transforms(),
+            *preprocess_transforms(spacing=spacing, intensity=intensity),
             RandCropByPosNegLabeld(
                 ["image", "label"], "label", spatial_size=list(patch_size), pos=1, neg=2, num_samples=batch_size
             ),

@@ -1,0 +1,131 @@
+"""The accuracy study's pieces: the real Colin27 cases, the task pipelines, and medseg on MONAI's grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from benchmarks.accuracy import TASKS, medseg_pipeline, monai_grid, phantom_case
+from benchmarks.common import medseg_intensity_steps, monai_intensity_transform, write_nnunet_dataset
+from benchmarks.real_cases import COLIN_LABELS, hemisphere, write_case
+
+
+@pytest.fixture(scope="module")
+def colin_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("colin")
+    cases = {}
+    for side, seed in (("left", 1000), ("right", 2000)):
+        cases[side] = (root / f"{side}_0000.nii.gz", root / f"{side}.nii.gz")
+        write_case(seed, side, *cases[side])
+    return cases
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_colin_case_stays_in_its_hemisphere(colin_cases: dict, side: str) -> None:
+    image_path, label_path = colin_cases[side]
+    image, label = nib.load(image_path), nib.load(label_path)
+    assert image.shape == label.shape
+    np.testing.assert_allclose(image.affine, label.affine, atol=1e-5)
+    assert not np.allclose(image.affine[:3, :3], np.diag(np.diag(image.affine[:3, :3])))  # rotated
+    labels = np.asarray(label.dataobj)
+    assert set(np.unique(labels)) == set(COLIN_LABELS)
+    world_x = nib.affines.apply_affine(label.affine, np.argwhere(labels > 0))[:, 0]
+    # the mid-sagittal plane (x = 0) belongs to neither side: nothing of the other hemisphere leaks in
+    if side == "left":
+        assert world_x.max() < 0.0
+    else:
+        assert world_x.min() > 0.0
+    assert np.isfinite(np.asarray(image.dataobj)).all()
+
+
+def test_colin_case_geometry_agrees_between_readers(colin_cases: dict) -> None:
+    """SimpleITK (LPS) and nibabel (RAS) read the same grid for the written cases."""
+    image_path, _ = colin_cases["right"]
+    img = sitk.ReadImage(str(image_path))
+    direction = np.array(img.GetDirection()).reshape(3, 3) * np.array(img.GetSpacing())
+    lps = np.diag([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(lps @ direction, nib.load(image_path).affine[:3, :3], atol=1e-4)
+    np.testing.assert_allclose(lps @ np.array(img.GetOrigin()), nib.load(image_path).affine[:3, 3], atol=1e-3)
+
+
+def test_colin_case_is_deterministic(tmp_path: Path, colin_cases: dict) -> None:
+    write_case(2000, "right", tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
+    for mine, ref in (
+        (tmp_path / "img.nii.gz", colin_cases["right"][0]),
+        (tmp_path / "lab.nii.gz", colin_cases["right"][1]),
+    ):
+        np.testing.assert_array_equal(np.asarray(nib.load(mine).dataobj), np.asarray(nib.load(ref).dataobj))
+
+
+def test_hemispheres_split_the_labels() -> None:
+    left, right = hemisphere("left"), hemisphere("right")
+    assert left[0].shape[0] + right[0].shape[0] == 181 - 1  # the midline column is in neither
+    for k in (2, 3):  # cerebellum and deep grey nuclei on both sides
+        assert (left[1] == k).sum() > 1000 and (right[1] == k).sum() > 1000
+    with pytest.raises(ValueError, match="side"):
+        hemisphere("middle")
+
+
+def test_task_pipeline_uses_the_task_labels_and_intensity() -> None:
+    config = medseg_pipeline(TASKS["colin27"]).to_dict()
+    assert {int(k): v for k, v in config["input"]["labels"].items()} == {1: "brain", 2: "cerebellum", 3: "deep_grey"}
+    names = [next(iter(step)) for step in config["preprocess"]]
+    assert names == ["reorient", "resample", "zscore"]
+    # only brain and cerebellum are reduced to one component: deep grey nuclei are several structures
+    cleaned = [step for step in config["postprocess"] if "keep_largest_component" in step]
+    assert cleaned[0]["keep_largest_component"]["labels"] == [1, 2]
+    assert "lesion" in medseg_pipeline(TASKS["phantom"]).to_dict()["input"]["labels"].values()
+
+
+@pytest.mark.parametrize("kind", ["ct", "zscore"])
+def test_intensity_steps_match_monai(kind: str) -> None:
+    from medseg.core import Volume
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(40.0, 200.0, (1, 12, 10, 8)).astype(np.float32)
+    vol = Volume(torch.from_numpy(x), np.eye(4))
+    for step in medseg_intensity_steps(kind):
+        vol = step(vol)
+    theirs = monai_intensity_transform(kind)({"image": torch.from_numpy(x)})["image"]
+    np.testing.assert_allclose(vol.numpy(), np.asarray(theirs), atol=1e-5)
+
+
+def test_medseg_on_monai_grid_matches_monai_spacing_for_an_oblique_case(tmp_path: Path) -> None:
+    """``resample_to`` MONAI's chosen grid reproduces MONAI ``Orientation`` + ``Spacing`` voxel for voxel."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+
+    from medseg.core import build_step
+    from medseg.io import read, write
+
+    image, _ = phantom_case(1001, scale=0.3)  # seed % 3 == 2: an oblique grid
+    assert not np.allclose(image.affine[:3, :3], np.diag(np.diag(image.affine[:3, :3])))
+    path = tmp_path / "oblique.nii.gz"
+    write(image, path)
+    grid = monai_grid(path, 2.0)
+    theirs = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=(2.0,) * 3, mode="bilinear"),
+        ]
+    )({"image": str(path)})["image"]
+    mine = build_step("reorient", axcodes="RAS")(read(path))
+    mine = build_step("resample_to", reference=grid, mode="linear", fill=None)(mine)
+    assert mine.spatial_shape == tuple(theirs.shape[1:])
+    np.testing.assert_allclose(mine.affine, np.asarray(theirs.affine), atol=1e-4)
+    diff = np.abs(mine.numpy() - np.asarray(theirs))
+    assert diff.max() < 1e-5 * float(np.abs(np.asarray(theirs)).max())  # float32 rounding only
+
+
+def test_nnunet_dataset_names_the_channel(tmp_path: Path) -> None:
+    write_nnunet_dataset(tmp_path, [("c1", None, None)], labels=COLIN_LABELS, channel="T1")
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1"}
+    assert meta["labels"] == {"background": 0, "brain": 1, "cerebellum": 2, "deep_grey": 3}
