@@ -442,11 +442,11 @@ def report(task: Task, res: dict[str, Any], command: str) -> str:
                 diff = agree.get("differing_voxels", {}).get(variant)
                 counts = f"; differing voxels per case {diff} of {agree.get('voxels')} foreground" if diff else ""
                 lines.append(f"- {what}: {dices}{counts}.")
-    for cmd in res.get("previous_runs", []):
-        lines += [
-            "",
-            f"Results of methods not re-run above come from the earlier run `{cmd}` (same data, same budget).",
-        ]
+    earlier = {name: r.get("command") for name, r in res["methods"].items() if r.get("command") != command}
+    if earlier:
+        runs = "; ".join(f"`{cmd}`" for cmd in res.get("previous_runs", []))
+        lines += ["", "Rows not re-run by this command (same data, same budget):"]
+        lines += [f"- {name}: `{cmd}`" if cmd else f"- {name}: one of {runs}" for name, cmd in earlier.items()]
     for name, err in res.get("failed", {}).items():
         lines += ["", f"{name}: did not complete — {err}"]
     return "\n".join(lines)
@@ -473,6 +473,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, monai, nnunet")
     t0 = time.perf_counter()
+    command = ("python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
     out = (args.out or OUT / ("accuracy" if task.name == "phantom" else f"accuracy_{task.name}")).resolve()
     train, tests = make_data(out / "data", task, args.n_train, args.n_test, args.scale)
     res: dict[str, Any] = {
@@ -513,13 +514,12 @@ def main() -> None:
             except (RuntimeError, OSError) as exc:
                 res["failed"]["nnunet"] = str(exc)
                 continue
-        res["methods"][name] = {"train": stats, "metrics": evaluate(task, paths, tests)}
+        res["methods"][name] = {"train": stats, "metrics": evaluate(task, paths, tests), "command": command}
     res["load_after"] = load_average()
     res["wall_s"] = time.perf_counter() - t0
-    command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res["command"] = command.strip()
+    res["command"] = command
     (out / "accuracy.json").write_text(json.dumps(res, indent=1))
-    text = report(task, res, command.strip())
+    text = report(task, res, command)
     print(text)
     update_section(args.results, "accuracy" if task.name == "phantom" else f"accuracy-{task.name}", text)
 
