@@ -51,6 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
+    INTENSITY_STEPS,
     LABELS,
     OUT,
     ROOT,
@@ -77,6 +78,8 @@ class Task:
     cleaned: tuple[int, ...]  # labels medseg reduces to their largest component
     monai_cleaned: tuple[int, ...]  # the same for the MONAI recipe's KeepLargestConnectedComponent
     data: str  # one line for the report
+    ids: tuple[str, str]  # case id prefixes of the training and the test cases
+    nnunet_dataset: tuple[int, str]  # nnU-Net dataset number and name
 
     @property
     def foreground(self) -> list[int]:
@@ -93,6 +96,8 @@ TASKS = {
         (1, 2, 3),
         (1, 2, 3, 4),  # the tutorial's default: every label (one lesion per phantom)
         "phantom CTs (varied size, spacing, orientation, organ size/contrast, noise)",
+        ("ph", "ts"),
+        (502, "Phantoms"),
     ),
     "colin27": Task(
         "colin27",
@@ -104,6 +109,8 @@ TASKS = {
         (1, 2),  # deep grey nuclei are several structures
         "re-gridded hemispheres of the real Colin27 T1 MR, training cases from the left hemisphere, "
         "held-out cases from the right one (rotation ≤ 10°, spacing 1.2–2.2 mm, gain, offset, noise)",
+        ("cl", "cr"),
+        (503, "Colin27"),
     ),
 }
 
@@ -155,8 +162,7 @@ def make_data(
     from medseg.io import write
 
     train = root / "train"
-    prefix = {"phantom": "ph", "colin27": "cl"}[task.name]
-    train_ids = [f"{prefix}_{1000 + i}" for i in range(n_train)]
+    train_ids = [f"{task.ids[0]}_{1000 + i}" for i in range(n_train)]
     if not (train / "dataset.json").exists():
         if task.name == "phantom":
             cases = [(cid, *phantom_case(1000 + i, scale)) for i, cid in enumerate(train_ids)]
@@ -171,7 +177,7 @@ def make_data(
     (root / "test" / "images").mkdir(parents=True, exist_ok=True)
     (root / "test" / "labels").mkdir(parents=True, exist_ok=True)
     for i in range(n_test):
-        cid = f"{'ts' if task.name == 'phantom' else 'cr'}_{2000 + i}"
+        cid = f"{task.ids[1]}_{2000 + i}"
         img, lab = root / "test" / "images" / f"{cid}_0000.nii.gz", root / "test" / "labels" / f"{cid}.nii.gz"
         if not lab.exists():
             if task.name == "phantom":
@@ -200,11 +206,10 @@ def medseg_pipeline(task: Task) -> Any:
         "channels": [task.channel],
         "labels": {k: v for k, v in task.labels.items() if k},
     }
-    intensity = {"zscore": [{"zscore": {"over": "image"}}]}[task.intensity]
     config["preprocess"] = [
         {"reorient": {"axcodes": "RAS"}},
         {"resample": {"spacing": [task.spacing] * 3, "mode": "linear", "anisotropic": True}},
-        *intensity,
+        *INTENSITY_STEPS[task.intensity],
     ]
     config["postprocess"] = [
         {"keep_largest_component": {"per_label": True, "connectivity": 26, "labels": list(task.cleaned)}},
@@ -332,36 +337,18 @@ def evaluate(task: Task, paths: dict[str, Path], tests: list) -> dict[str, dict[
     return out
 
 
-def monai_grid(image: Path, spacing: float) -> Any:
-    """The grid MONAI's ``Orientation("RAS")`` + ``Spacing`` choose for ``image`` (a medseg ``Grid``)."""
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
-
-    from medseg.core import Grid
-
-    data = Compose(
-        [
-            LoadImaged("image"),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
-        ]
-    )({"image": str(image)})
-    shape = tuple(int(s) for s in data["image"].shape[1:])
-    return Grid(shape, np.asarray(data["image"].affine, dtype=np.float64))  # type: ignore[arg-type]
-
-
 def agreement(task: Task, pipeline: Any, checkpoint: Path, tests: list, out: Path, patch: int) -> dict[str, Any]:
     """Same medseg-trained weights through medseg's Predictor and MONAI's pipeline.
 
     medseg runs twice: resampled with ``grid="first_voxel"`` (MONAI ``Spacing``'s rule when a
     corner of the input is the grid's minimum) and with ``resample_to`` exactly the grid
-    MONAI chose (it centres the grid when no corner qualifies, e.g. for oblique inputs).
+    MONAI's run chose (it centres the grid when no corner qualifies, e.g. for oblique inputs).
 
     Returns:
         ``{"first_voxel": {label: mean Dice}, "monai_grid": {...}, "differing_voxels":
         {variant: [per case]}, "voxels": [foreground voxels of MONAI's map per case]}``.
     """
-    from medseg.core import build_step
+    from medseg.core import Grid, build_step
     from medseg.inference import Predictor
     from medseg.io import read, write
 
@@ -384,11 +371,12 @@ def agreement(task: Task, pipeline: Any, checkpoint: Path, tests: list, out: Pat
     differing: dict[str, list[int]] = {v: [] for v in variants}
     voxels = []
     for cid, img, _ in tests:
-        run_monai_task(task, img, net, out / f"{cid}_monai.nii.gz", patch)
+        monai_run = run_monai_task(task, img, net, out / f"{cid}_monai.nii.gz", patch)
         theirs = read(out / f"{cid}_monai.nii.gz").numpy()[0]
         voxels.append(int((theirs > 0).sum()))
+        grid = Grid(tuple(monai_run["grid"]), np.asarray(monai_run["affine"]))
         # MONAI's Spacing pads with the border values ("border"); resample_to does the same with fill=None
-        exact = predictor(build_step("resample_to", reference=monai_grid(img, task.spacing), mode="linear", fill=None))
+        exact = predictor(build_step("resample_to", reference=grid, mode="linear", fill=None))
         for variant, pred in (("first_voxel", first_voxel), ("monai_grid", exact)):
             mine = pred.predict(img)
             write(mine, out / f"{cid}_medseg_{variant}.nii.gz")
@@ -535,7 +523,7 @@ def run_nnunet(
     base = out / "nnunet"
     logs = out / "logs"
     nnunet.ensure_venv(logs / "nnunet_install.log")
-    dataset_id, dataset_name = {"phantom": (502, "Phantoms"), "colin27": (503, "Colin27")}[task.name]
+    dataset_id, dataset_name = task.nnunet_dataset
     raw = base / "raw" / f"Dataset{dataset_id}_{dataset_name}"
     if not raw.exists():
         shutil.copytree(train, raw)

@@ -33,9 +33,15 @@ TARGET_SPACING = 1.5
 HU_WINDOW = (-160.0, 240.0)
 #: Label values of ``medseg.data.ct_phantom`` (0 = background).
 LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidney_left", 4: "lesion"}
-#: Intensity normalisations the benchmarks know: ``"ct"`` (:data:`HU_WINDOW` → [0, 1]) or
-#: ``"zscore"`` (whole image to mean 0, standard deviation 1; MR).
-INTENSITIES = ("ct", "zscore")
+#: Intensity normalisations the benchmarks know, as medseg pipeline ``preprocess`` entries:
+#: ``"ct"`` (:data:`HU_WINDOW` → [0, 1]) or ``"zscore"`` (whole image to mean 0, sd 1; MR).
+INTENSITY_STEPS: dict[str, list[dict[str, dict[str, Any]]]] = {
+    "ct": [
+        {"clip": {"low": HU_WINDOW[0], "high": HU_WINDOW[1]}},
+        {"scale_intensity": {"low": HU_WINDOW[0], "high": HU_WINDOW[1]}},
+    ],
+    "zscore": [{"zscore": {"over": "image"}}],
+}
 UNET_CHANNELS = (8, 16, 32, 64)
 UNET_STRIDES = (2, 2, 2)
 
@@ -218,17 +224,12 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def medseg_intensity_steps(kind: str) -> list:
-    """medseg pre-processing steps for intensity normalisation ``kind`` (see :data:`INTENSITIES`)."""
+    """medseg pre-processing steps for intensity normalisation ``kind`` (see :data:`INTENSITY_STEPS`)."""
     from medseg.core import build_step
 
-    if kind == "ct":
-        return [
-            build_step("clip", low=HU_WINDOW[0], high=HU_WINDOW[1]),
-            build_step("scale_intensity", low=HU_WINDOW[0], high=HU_WINDOW[1]),
-        ]
-    if kind == "zscore":
-        return [build_step("zscore", over="image")]
-    raise ValueError(f"intensity {kind!r}: choose from {INTENSITIES}")
+    if kind not in INTENSITY_STEPS:
+        raise ValueError(f"intensity {kind!r}: choose from {sorted(INTENSITY_STEPS)}")
+    return [build_step(name, **options) for entry in INTENSITY_STEPS[kind] for name, options in entry.items()]
 
 
 def monai_intensity_transform(kind: str) -> Any:
@@ -239,7 +240,7 @@ def monai_intensity_transform(kind: str) -> Any:
         return ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True)
     if kind == "zscore":
         return NormalizeIntensityd("image")
-    raise ValueError(f"intensity {kind!r}: choose from {INTENSITIES}")
+    raise ValueError(f"intensity {kind!r}: choose from {sorted(INTENSITY_STEPS)}")
 
 
 def write_nnunet_dataset(

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,7 +33,6 @@ from benchmarks.common import (
     child_result,
     load_unet,
     medseg_intensity_steps,
-    monai_intensity_transform,
 )
 
 
@@ -151,27 +151,17 @@ def run_monai(
         Activationsd,
         AsDiscreted,
         Compose,
-        EnsureChannelFirstd,
         Invertd,
         KeepLargestConnectedComponentd,
-        LoadImaged,
-        Orientationd,
         SaveImaged,
-        Spacingd,
     )
+
+    from benchmarks.monai_recipe import preprocess_transforms
 
     net = net.eval().to(device)
     timer = Timer(device)
     save_dir = out.parent / f"{out.name.split('.')[0]}_monai_save"
-    pre = Compose(
-        [
-            LoadImaged("image"),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
-            monai_intensity_transform(intensity),
-        ]
-    )
+    pre = Compose(preprocess_transforms(("image",), spacing, intensity))
     post = Compose(
         [
             Activationsd("pred", softmax=True),
@@ -198,6 +188,7 @@ def run_monai(
     with timer("load_preprocess"):
         data = pre({"image": str(image)})
     grid = list(data["image"].shape[1:])
+    affine = np.asarray(data["image"].affine, dtype=np.float64).tolist()
     with timer("network"), torch.no_grad():
         data["pred"] = sliding_window_inference(
             data["image"][None].to(device), patch, 4, net, overlap=0.5, mode="gaussian", sigma_scale=0.125
@@ -217,6 +208,7 @@ def run_monai(
         "post_s": s["post"],
         "total_s": total,
         "grid": grid,
+        "affine": affine,
         "windows": window_count(tuple(grid), patch),
     }
 

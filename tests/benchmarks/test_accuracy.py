@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from benchmarks.accuracy import TASKS, medseg_pipeline, monai_grid, phantom_case
+from benchmarks.accuracy import TASKS, medseg_pipeline, phantom_case
 from benchmarks.common import medseg_intensity_steps, monai_intensity_transform, write_nnunet_dataset
 from benchmarks.real_cases import COLIN_LABELS, hemisphere, write_case
 
@@ -100,14 +100,13 @@ def test_medseg_on_monai_grid_matches_monai_spacing_for_an_oblique_case(tmp_path
     """``resample_to`` MONAI's chosen grid reproduces MONAI ``Orientation`` + ``Spacing`` voxel for voxel."""
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
-    from medseg.core import build_step
+    from medseg.core import Grid, build_step
     from medseg.io import read, write
 
     image, _ = phantom_case(1001, scale=0.3)  # seed % 3 == 2: an oblique grid
     assert not np.allclose(image.affine[:3, :3], np.diag(np.diag(image.affine[:3, :3])))
     path = tmp_path / "oblique.nii.gz"
     write(image, path)
-    grid = monai_grid(path, 2.0)
     theirs = Compose(
         [
             LoadImaged("image"),
@@ -116,6 +115,7 @@ def test_medseg_on_monai_grid_matches_monai_spacing_for_an_oblique_case(tmp_path
             Spacingd("image", pixdim=(2.0,) * 3, mode="bilinear"),
         ]
     )({"image": str(path)})["image"]
+    grid = Grid(tuple(theirs.shape[1:]), np.asarray(theirs.affine, dtype=np.float64))  # as accuracy.agreement
     mine = build_step("reorient", axcodes="RAS")(read(path))
     mine = build_step("resample_to", reference=grid, mode="linear", fill=None)(mine)
     assert mine.spatial_shape == tuple(theirs.shape[1:])
