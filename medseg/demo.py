@@ -105,7 +105,7 @@ def run_demo(
     from medseg.batch import Case, run_batch
     from medseg.metrics import dice
     from medseg.pipeline import Pipeline
-    from medseg.pipeline.predict import PipelineProcessor
+    from medseg.pipeline.processor import PipelineProcessor
 
     sample = sample or REPO / "sample_data"
     if not (sample / "colin27" / "ch2.nii.gz").is_file():

@@ -13,8 +13,8 @@ Typical use::
 
 from __future__ import annotations
 
-from medseg.batch.cases import Case, check_case_id, discover_cases, output_path, sanitize_case_id
-from medseg.batch.engine import EXECUTORS, Executor, batch_command, run_batch, select_part
+from medseg.batch.cases import Case, CaseList, check_case_id, discover_cases, output_path, sanitize_case_id, skip_reason
+from medseg.batch.engine import EXECUTORS, Executor, run_batch, select_part
 from medseg.batch.fingerprint import case_fingerprint, hash_file, hash_input
 from medseg.batch.processor import CaseProcessor
 from medseg.batch.provenance import is_done, provenance_path, read_provenance
@@ -24,10 +24,10 @@ __all__ = [
     "EXECUTORS",
     "BatchReport",
     "Case",
+    "CaseList",
     "CaseProcessor",
     "CaseResult",
     "Executor",
-    "batch_command",
     "case_fingerprint",
     "check_case_id",
     "discover_cases",
@@ -40,4 +40,5 @@ __all__ = [
     "run_batch",
     "sanitize_case_id",
     "select_part",
+    "skip_reason",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +11,8 @@ from typing import Any
 from medseg.errors import InputError, OutputError
 from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file
+from medseg.io.naming import check_case_id, sanitize_case_id, split_channel
 
-#: ``NAME_0000`` (nnU-Net / MSD channel naming: four-digit channel index after the case name).
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _REFERENCE_COLUMNS = ("reference", "label")
 
 
@@ -37,7 +34,7 @@ class Case:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_case_id(self.case_id)
+        check_case_id(self.case_id)  # an id that cannot name outputs fails here, before any work
         if not self.images:
             raise InputError(f"case '{self.case_id}': no input image given")
 
@@ -45,32 +42,6 @@ class Case:
     def inputs(self) -> tuple[Path, ...]:
         """Every input path of the case: images, then the reference when there is one."""
         return self.images + ((self.reference,) if self.reference is not None else ())
-
-
-def sanitize_case_id(name: str) -> str:
-    """Map a file or folder name to a case id: characters outside ``[A-Za-z0-9._-]`` become ``_``.
-
-    Raises:
-        InputError: the name is empty, or is ``.``/``..`` (which would name a folder, not a file).
-    """
-    cid = _UNSAFE.sub("_", name.strip())
-    if cid in ("", ".", ".."):
-        raise InputError(f"'{name}' cannot be used as a case id; rename the input so its name has letters or digits")
-    return cid
-
-
-def check_case_id(case_id: str) -> None:
-    """Refuse a case id that is not a plain, safe file name.
-
-    Raises:
-        OutputError: the id contains a path separator or characters outside ``[A-Za-z0-9._-]``,
-            is absolute, or is ``.``/``..`` — it could write outside the output folder.
-    """
-    if not isinstance(case_id, str) or case_id in ("", ".", "..") or _UNSAFE.search(case_id):
-        raise OutputError(
-            f"case id {case_id!r} is not a safe file name: use only letters, digits, '.', '_' and '-' "
-            "(no '/', '..' or absolute paths), so outputs stay inside the output folder"
-        )
 
 
 def output_path(out_dir: str | Path, name: str) -> Path:
@@ -91,8 +62,21 @@ def output_path(out_dir: str | Path, name: str) -> Path:
     return target
 
 
-def discover_cases(source: str | Path, *, series: str | None = None) -> list[Case]:
-    """The cases of a folder or a CSV manifest, sorted by case id.
+class CaseList(list):  # type: ignore[type-arg]
+    """The cases of a source (a ``list`` of :class:`Case`), plus the files that were not taken.
+
+    Attributes:
+        skipped: ``(path, reason)`` for every file of the source that is not part of a case
+            (text files, unreadable files, ...), reported in the run's report.
+    """
+
+    def __init__(self, cases: Iterable[Case] = (), skipped: Iterable[tuple[Path, str]] = ()) -> None:
+        super().__init__(cases)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+
+
+def discover_cases(source: str | Path, *, series: str | None = None) -> CaseList:
+    """The cases of an image file, a folder or a CSV manifest, sorted by case id.
 
     Folder rules:
         - an image file (NIfTI, NRRD, MHA, PNG, ...) is one case named after the file;
@@ -100,7 +84,10 @@ def discover_cases(source: str | Path, *, series: str | None = None) -> list[Cas
           channels in index order (nnU-Net naming); a missing index is an error;
         - a sub-folder holding DICOM files (at any depth) is one case named after the sub-folder;
         - a folder that directly holds DICOM files is itself one case.
-        Hidden files (``.name``) and other files are ignored.
+        Hidden files (``.name``) are ignored; every other file that is not part of a case is
+        listed in :attr:`CaseList.skipped` with the reason.
+
+    A single image or DICOM file is one case named after the file (channel suffix removed).
 
     Manifest (``.csv``): a header with ``case_id`` and ``image`` columns, then any further
     ``image*`` columns (more channels, in column order), an optional ``reference`` (or
@@ -108,7 +95,7 @@ def discover_cases(source: str | Path, *, series: str | None = None) -> list[Cas
     relative to the manifest's folder.
 
     Args:
-        source: a folder or a ``.csv`` manifest.
+        source: an image file, a DICOM file, a folder or a ``.csv`` manifest.
         series: SeriesInstanceUID to read from DICOM cases that hold several series
             (stored as ``extra["series_uid"]``).
 
@@ -118,37 +105,64 @@ def discover_cases(source: str | Path, *, series: str | None = None) -> list[Cas
     """
     src = Path(source)
     if not src.exists():
-        raise InputError(f"{src}: no such file or folder; give a folder of cases or a .csv manifest")
+        raise InputError(f"{src}: no such file or folder; give an image, a folder of cases or a .csv manifest")
     if src.is_file():
-        if src.suffix.lower() != ".csv":
-            raise InputError(f"{src}: a batch source is a folder of cases or a .csv manifest, not a single file")
-        return _from_manifest(src)
+        if src.suffix.lower() == ".csv":
+            return CaseList(_from_manifest(src))
+        return CaseList([_single_file(src, series)])
     return _from_folder(src, series)
+
+
+def _single_file(path: Path, series: str | None) -> Case:
+    suffix = image_suffix(path)
+    if not suffix and not is_dicom_file(path):
+        raise InputError(f"{path}: {skip_reason(path)}; give an image file, a DICOM file or folder, or a .csv manifest")
+    stem = path.name[: -len(suffix)] if suffix else path.stem
+    return Case(sanitize_case_id(split_channel(stem)[0]), (path,), extra=_extra(series))
+
+
+def skip_reason(path: Path) -> str:
+    """Why ``path`` is not an input medseg reads (one phrase, for reports)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00":
+        return (
+            "looks like DICOM without the 128-byte preamble ('DICM' at byte 128), which medseg does not guess; "
+            "re-save it with a preamble (e.g. dcmconv or pydicom's save_as(..., enforce_file_format=True))"
+        )
+    return f"not an image medseg reads (suffix '{''.join(path.suffixes) or 'none'}', no DICOM preamble)"
 
 
 def _extra(series: str | None) -> dict[str, Any]:
     return {"series_uid": series} if series else {}
 
 
-def _from_folder(folder: Path, series: str | None) -> list[Case]:
+def _from_folder(folder: Path, series: str | None) -> CaseList:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if any(p.is_file() and is_dicom_file(p) for p in entries):
-        return [Case(sanitize_case_id(folder.name), (folder,), extra=_extra(series))]
+        return CaseList([Case(sanitize_case_id(folder.name), (folder,), extra=_extra(series))])
     found: list[tuple[str, str, Case]] = []  # (id, source description, case)
     channels: dict[str, dict[int, Path]] = {}
+    skipped: list[tuple[Path, str]] = []
     for p in entries:
         if p.is_dir():
             if any(f.is_file() and not f.name.startswith(".") and is_dicom_file(f) for f in sorted(p.rglob("*"))):
                 cid = sanitize_case_id(p.name)
                 found.append((cid, f"{p.name}/", Case(cid, (p,), extra=_extra(series))))
+            else:
+                skipped.append((p, "a folder without DICOM files"))
             continue
         suffix = image_suffix(p)
         if not suffix:
+            skipped.append((p, skip_reason(p)))
             continue
         stem = p.name[: -len(suffix)]
-        m = _CHANNEL.match(stem)
-        if m:
-            channels.setdefault(m["case"], {})[int(m["channel"])] = p
+        name, channel = split_channel(stem)
+        if channel is not None:
+            channels.setdefault(name, {})[channel] = p
         else:
             cid = sanitize_case_id(stem)
             found.append((cid, p.name, Case(cid, (p,))))
@@ -165,11 +179,12 @@ def _from_folder(folder: Path, series: str | None) -> list[Case]:
         files = tuple(by_index[i] for i in indices)
         found.append((cid, ", ".join(f.name for f in files), Case(cid, files)))
     if not found:
+        listed = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
         raise InputError(
             f"{folder}: no cases found; expected image files (.nii.gz, .nrrd, ...), NAME_0000.nii.gz channel "
-            "files, or one DICOM series per sub-folder"
+            "files, or one DICOM series per sub-folder" + (f" (skipped {listed})" if listed else "")
         )
-    return _unique(found, folder)
+    return CaseList(_unique(found, folder), skipped)
 
 
 def _unique(found: Iterable[tuple[str, str, Case]], source: Path) -> list[Case]:

@@ -66,7 +66,8 @@ def run_batch(
     outputs. A case that raises is recorded as failed and the batch goes on.
 
     Args:
-        cases: the cases (e.g. from :func:`discover_cases`); ids must be unique.
+        cases: the cases (e.g. from :func:`discover_cases`); ids must be unique. The files a
+            :class:`CaseList` skipped are listed in the report.
         processor: the work per case (:class:`CaseProcessor`).
         out_dir: output folder (created); outputs, sidecars and the report go there.
         executor: ``inprocess`` (one case at a time), ``overlap`` (load/save of other cases
@@ -146,6 +147,7 @@ def run_batch(
         seconds=time.perf_counter() - t0,
         started=started,
         part=(part_id, num_parts),
+        skipped_inputs=[(str(p), why) for p, why in getattr(cases, "skipped", [])],
     )
     report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
     logger.info("%s", report.summary())
@@ -174,52 +176,3 @@ def _check_not_input_folder(cases: Sequence[Case], out: Path) -> None:
                     f"{out}: the output folder holds the input {p.name} of case '{case.case_id}'; outputs could "
                     "overwrite inputs and be taken for cases next time: choose another output folder"
                 )
-
-
-def batch_command(
-    source: str | Path,
-    processor: CaseProcessor,
-    out_dir: str | Path,
-    *,
-    series: str | None = None,
-    executor: Executor = "inprocess",
-    workers: int | None = None,
-    scheduler: str | None = None,
-    force: bool = False,
-    num_parts: int = 1,
-    part_id: int = 0,
-    prefetch: int = 2,
-    quiet: bool = False,
-    verbose: bool = False,
-) -> int:
-    """What ``medseg predict -i SOURCE -o OUT`` does with a folder or manifest; returns the exit status.
-
-    Discovers the cases of ``source`` (:func:`discover_cases`), runs :func:`run_batch` and
-    prints the one-line summary and the report's path on stderr (unless ``quiet``).
-
-    Returns:
-        0 when no case failed, 1 otherwise.
-
-    Raises:
-        MedsegError: the source, options or output folder are unusable (before any case runs).
-    """
-    from medseg.batch.cases import discover_cases
-
-    cases = discover_cases(Path(source), series=series)
-    report = run_batch(
-        cases,
-        processor,
-        out_dir,
-        executor=executor,
-        workers=workers,
-        scheduler=scheduler,
-        force=force,
-        num_parts=num_parts,
-        part_id=part_id,
-        prefetch=prefetch,
-        progress=not quiet,
-        verbose=verbose,
-    )
-    if not quiet:
-        print(f"{report.summary()}; report: {report.files['html']}", file=sys.stderr)
-    return report.exit_code

@@ -50,6 +50,7 @@ class BatchReport:
         seconds: wall time of the whole run, s.
         started: ISO 8601 UTC start time.
         part: ``(part_id, num_parts)``.
+        skipped_inputs: ``(path, reason)`` of every input file that is not part of a case.
     """
 
     rows: list[CaseResult]
@@ -57,6 +58,7 @@ class BatchReport:
     seconds: float = 0.0
     started: str = ""
     part: tuple[int, int] = (0, 1)
+    skipped_inputs: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
     def count(self, status: Status) -> int:
@@ -84,11 +86,20 @@ class BatchReport:
         """Failed cases counted by error type (``InputError``, ``out of memory``, ...)."""
         return dict(Counter(r.error.split(":", 1)[0] for r in self.rows if r.status == "failed").most_common())
 
+    @property
+    def warned(self) -> list[CaseResult]:
+        """The cases that raised warnings (empty or full masks, constant inputs, ...)."""
+        return [r for r in self.rows if r.warnings]
+
     def summary(self) -> str:
-        """One line, e.g. ``10 cases: 7 succeeded, 2 skipped, 1 failed (InputError: 1) in 12.3 s``."""
+        """One line, e.g. ``10 cases: 7 succeeded, 2 skipped, 1 failed (InputError: 1), 2 with warnings in 12.3 s``."""
         line = f"{len(self.rows)} cases: {self.succeeded} succeeded, {self.skipped} skipped, {self.failed} failed"
         if self.failed:
             line += " (" + ", ".join(f"{k}: {v}" for k, v in self.failure_reasons().items()) + ")"
+        if self.warned:
+            line += f", {len(self.warned)} with warnings"
+        if self.skipped_inputs:
+            line += f", {len(self.skipped_inputs)} input file(s) not read"
         return f"{line} in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +116,9 @@ class BatchReport:
                 "started": self.started,
                 "part_id": self.part[0],
                 "num_parts": self.part[1],
+                "with_warnings": len(self.warned),
             },
+            "skipped_inputs": [{"path": p, "reason": why} for p, why in self.skipped_inputs],
             "cases": [{**asdict(r), "warnings": list(r.warnings), "seconds": round(r.seconds, 3)} for r in self.rows],
         }
 
@@ -141,13 +154,25 @@ class BatchReport:
             if failed
             else "<p>No failures.</p>"
         )
-        warned = sum(bool(r.warnings) for r in self.rows)
+        warned = self.warned
+        warn_rows = "".join(
+            f"<tr><td>{e(r.case_id)}</td><td>{'<br>'.join(e(w) for w in r.warnings)}</td></tr>" for r in warned
+        )
+        warn_table = (
+            f"<h2>Warnings</h2><table><tr><th>case</th><th>warning</th></tr>{warn_rows}</table>" if warned else ""
+        )
+        skip_rows = "".join(f"<tr><td>{e(p)}</td><td>{e(why)}</td></tr>" for p, why in self.skipped_inputs)
+        skip_table = (
+            f"<h2>Input files not read</h2><table><tr><th>file</th><th>reason</th></tr>{skip_rows}</table>"
+            if self.skipped_inputs
+            else ""
+        )
         return (
             "<!doctype html><html><head><meta charset='utf-8'><title>medseg batch report</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
             f"<h1>medseg batch report</h1><p>{e(self.summary())}</p>"
             f"<p>Executor: {e(self.executor)}; part {self.part[0] + 1} of {self.part[1]}; started {e(self.started)}; "
-            f"{warned} case(s) with warnings. Details per case in report.csv and report.json.</p>"
-            f"<table>{counts}</table>{fail_table}</body></html>\n"
+            f"{len(warned)} case(s) with warnings. Details per case in report.csv and report.json.</p>"
+            f"<table>{counts}</table>{fail_table}{warn_table}{skip_table}</body></html>\n"
         )

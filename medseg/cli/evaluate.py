@@ -9,7 +9,6 @@ import typer
 
 from medseg.cli.main import app
 from medseg.errors import ConfigError
-from medseg.metrics.report import evaluate_folders, write_report
 
 
 def parse_labels(labels: str | None) -> list[int] | None:
@@ -36,6 +35,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Dice, IoU, precision/recall, HD95, ASSD, surface Dice and volume differences per case and label."""
+    from medseg.metrics.report import evaluate_folders, write_report
+
     if tolerance_mm < 0:
         raise ConfigError(f"--tolerance-mm must be >= 0, got {tolerance_mm}")
     rows = evaluate_folders(pred, gt, labels=parse_labels(labels), tolerance_mm=tolerance_mm)

@@ -4,50 +4,47 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from medseg.cli.main import app
-from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError, did_you_mean
-from medseg.io import image_suffix, read
-from medseg.io.dicom import is_dicom_file
 
-#: CLI format name → exporter name.
-FORMATS = {
-    "nifti": "nifti",
-    "nrrd": "nrrd",
-    "seg.nrrd": "seg_nrrd",
-    "dicom-seg": "dicom_seg",
-    "stl": "stl",
-    "obj": "obj",
-    "ply": "ply",
-    "png": "png",
-    "html": "html",
-    "stats": "stats",
-}
+if TYPE_CHECKING:
+    from medseg.core.volume import Volume
 
 
 def parse_formats(values: list[str]) -> list[str]:
-    """Exporter names from ``--format`` values (repeatable and/or comma-separated), in order, unique."""
+    """Exporter names from ``--format`` values (repeatable and/or comma-separated), in order, unique.
+
+    Both spellings are accepted everywhere (``seg.nrrd`` or ``seg_nrrd``, ``dicom-seg`` or ``dicom_seg``);
+    see :func:`medseg.export.exporter_name`.
+    """
+    from medseg.export import EXPORTERS, exporter_name, exporter_names
+
     out: list[str] = []
     for value in values:
-        for name in (v.strip().lower() for v in value.split(",")):
+        for name in (v.strip() for v in value.split(",")):
             if not name:
                 continue
-            exporter = FORMATS.get(name) or (name if name in FORMATS.values() else None)
+            exporter = exporter_name(name)
             if exporter is None:
-                raise ConfigError(f"--format: unknown format '{name}'{did_you_mean(name, FORMATS)}")
+                raise ConfigError(
+                    f"--format: unknown format '{name}'{did_you_mean(name, EXPORTERS.names())}; "
+                    f"available: {', '.join(exporter_names())}"
+                )
             if exporter not in out:
                 out.append(exporter)
     if not out:
-        raise ConfigError(f"--format: give at least one of {', '.join(FORMATS)}")
+        raise ConfigError(f"--format: give at least one of {', '.join(exporter_names())}")
     return out
 
 
 def default_case_id(mask: Path) -> str:
     """The mask's file name without its image suffix (``ct_001.nii.gz`` → ``ct_001``)."""
+    from medseg.io import image_suffix
+
     name = mask.name
     suffix = ".seg.nrrd" if name.lower().endswith(".seg.nrrd") else image_suffix(mask)
     return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else mask.stem
@@ -55,6 +52,8 @@ def default_case_id(mask: Path) -> str:
 
 def read_mask(mask: Path, reference: Volume | None) -> Volume:
     """Read the mask as a label volume; a DICOM SEG file is placed on the reference grid."""
+    from medseg.io import image_suffix, is_dicom_file, read
+
     if mask.is_file() and is_dicom_file(mask) and image_suffix(mask) == "":
         import pydicom
 
@@ -76,7 +75,11 @@ def export(
         None, "--reference", "-r", help="The image the mask was made on: image file or DICOM folder."
     ),
     formats: list[str] = typer.Option(
-        ..., "--format", "-f", help=f"Output format, repeatable or comma-separated: {', '.join(FORMATS)}."
+        ...,
+        "--format",
+        "-f",
+        help="Output format, repeatable or comma-separated: nifti, nrrd, seg.nrrd, dicom-seg, stl, obj, ply, png, "
+        "html, stats (snake_case spellings such as seg_nrrd work too).",
     ),
     out: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     labels: Path | None = typer.Option(None, "--labels", help='JSON label names, e.g. {"1": "liver"}.'),
@@ -89,6 +92,7 @@ def export(
 ) -> None:
     """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG) and reports."""
     from medseg.export import export_all, load_labels
+    from medseg.io import read
 
     names = parse_formats(formats)
     if not mask.exists():

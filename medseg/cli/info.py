@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 
 from medseg.cli.main import app
 from medseg.errors import InputError, MedsegError
-from medseg.io import find_series, read
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def describe(path: Path) -> list[dict[str, Any]]:
     """One record per volume/series at ``path``: shape, spacing, orientation, range, dtype, modality."""
+    from medseg.io import find_series, read
+
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -57,6 +60,8 @@ def describe(path: Path) -> list[dict[str, Any]]:
 
 
 def _stats(a: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
     finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
     return {
         "dtype": str(a.dtype),

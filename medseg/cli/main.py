@@ -1,7 +1,9 @@
 """The ``medseg`` command: one typer app; each command lives in its own module.
 
-Errors a user can cause (:class:`medseg.errors.MedsegError`) are printed as one
-line on stderr with exit status 1, never as a traceback.
+Errors a user can cause (:class:`medseg.errors.MedsegError`, and usage errors such as an
+unknown command or option) are printed as one line on stderr, never as a traceback:
+exit status 1 for medseg's errors, 2 for usage errors (as click does). Command modules
+import their heavy dependencies inside the command, so ``medseg --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -33,19 +35,36 @@ def _root(
 
 
 def _register() -> None:
-    from medseg.cli import info  # noqa: F401  (commands register themselves on import)
+    """Import the command modules; each adds its command to :data:`app`."""
+    from medseg.cli import demo, evaluate, export, info, predict, train, validate  # noqa: F401
 
-    for name in ("validate", "train", "predict", "evaluate", "export", "demo"):
-        try:
-            __import__(f"medseg.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"medseg.cli.{name}":
-                raise
+
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Usage-error classes: typer's own (it vendors click from 0.2x on) and click's when installed."""
+    types: list[type[BaseException]] = []
+    if hasattr(typer, "TyperException"):
+        types.append(typer.TyperException)
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _usage_line(exc: BaseException) -> str:
+    """One line for a usage error: the message (with typer's did-you-mean) and where help is."""
+    message = getattr(exc, "format_message", lambda: str(exc))()
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "medseg"
+    return f"error: {' '.join(str(message).split())} (see '{path} --help')"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     _register()
+    usage_errors = _usage_error_types()
     try:
         code = app(args=argv, standalone_mode=False)
     except MedsegError as exc:
@@ -59,12 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path the user gave cannot be read or written
         typer.secho(f"error: {exc.filename or ''}: {exc.strerror or exc}", fg=typer.colors.RED, err=True)
         return 1
+    except usage_errors as exc:  # unknown command or option, missing argument, bad value
+        typer.secho(_usage_line(exc), fg=typer.colors.RED, err=True)
+        return int(getattr(exc, "exit_code", 2) or 2)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):  # usage errors arrive here in non-standalone mode
-            exc.show()
-            return exc.exit_code
         if os.environ.get("MEDSEG_TRACEBACK"):
             raise
         typer.secho(

@@ -2,39 +2,33 @@
 
 Every run goes through the batch engine, so one case and ten thousand behave the same:
 outputs are written atomically, each case gets a provenance sidecar, finished cases
-are skipped on a re-run, and a failing case never stops the others.
+are skipped on a re-run, and a failing case never stops the others. Every option is
+checked before the first case starts.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medseg.cli.main import app
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medseg.batch import BatchReport
+    from medseg.pipeline import Pipeline
+
+#: Shown in ``--help``; a test checks it names every registered exporter.
+EXPORT_HELP = (
+    "Exporters, repeatable or comma-separated (default: the pipeline's export list): nifti, nrrd, seg.nrrd, "
+    "dicom-seg, stl, obj, ply, png, html, stats (snake_case spellings such as seg_nrrd work too)."
+)
 
 
-def inputs_to_cases(source: Path, series: str | None = None) -> list:
-    """Cases for ``-i``: one image file, a DICOM file/folder, a folder of cases or a CSV manifest."""
-    from medseg.batch import Case, discover_cases, sanitize_case_id
-    from medseg.io import image_suffix, is_dicom_file
-
-    if not source.exists():
-        raise InputError(f"{source}: no such file or folder")
-    if source.is_file() and source.suffix.lower() != ".csv":
-        if not image_suffix(source) and not is_dicom_file(source):
-            raise InputError(f"{source}: not an image file, DICOM file, folder or .csv manifest")
-        stem = source.name[: -len(image_suffix(source))] if image_suffix(source) else source.stem
-        stem = re.sub(r"_\d{4}$", "", stem)
-        extra = {"series_uid": series} if series else {}
-        return [Case(sanitize_case_id(stem), (source,), extra=extra)]
-    return discover_cases(source, series=series)
-
-
-def load_pipeline_and_checkpoints(target: Path, checkpoints: list[Path] | None):
+def load_pipeline_and_checkpoints(target: Path, checkpoints: list[Path] | None) -> tuple[Pipeline, list[Path]]:
     """``target`` is a pipeline YAML (checkpoints from it or ``--checkpoint``) or a checkpoint file."""
     from medseg.pipeline import Pipeline
 
@@ -54,6 +48,13 @@ def load_pipeline_and_checkpoints(target: Path, checkpoints: list[Path] | None):
     return pipeline, list(checkpoints) if checkpoints else pipeline.checkpoint_paths()
 
 
+def split_list(values: list[str] | None) -> list[str] | None:
+    """``["nifti,stl", "png"]`` → ``["nifti", "stl", "png"]`` (None stays None)."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
 @app.command()
 def predict(
     target: Path = typer.Argument(..., help="Pipeline file (YAML) or a checkpoint (.pt) carrying its pipeline."),
@@ -62,12 +63,12 @@ def predict(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     checkpoint: list[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint(s); several = fold ensemble."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:1 (gpu = cuda), mps."),
     tta: bool = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: the pipeline's)."
     ),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series."),
-    export: list[str] = typer.Option(None, "--export", "-e", help="Exporters (default: the pipeline's export list)."),
+    export: list[str] = typer.Option(None, "--export", "-e", help=EXPORT_HELP),
     executor: str = typer.Option("inprocess", "--executor", help="inprocess, overlap (prefetch next cases) or dask."),
     workers: int = typer.Option(None, "--workers", help="Loader threads (overlap) or Dask LocalCluster workers."),
     scheduler: str = typer.Option(None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786."),
@@ -79,24 +80,36 @@ def predict(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="One line per finished case."),
 ) -> None:
     """Segment every case of INPUT with the pipeline; write masks and exports to OUTPUT."""
-    from medseg.batch import run_batch
-    from medseg.pipeline.predict import PipelineProcessor
+    from medseg.batch import EXECUTORS, discover_cases, run_batch, select_part
+    from medseg.core.device import resolve_device
+    from medseg.errors import did_you_mean
+    from medseg.pipeline.processor import PipelineProcessor
 
-    if executor not in ("inprocess", "overlap", "dask"):
-        raise ConfigError(f"--executor must be inprocess, overlap or dask, got '{executor}'")
+    # every option is checked here, before any case runs
+    if executor not in EXECUTORS:
+        raise ConfigError(
+            f"--executor: unknown '{executor}'{did_you_mean(executor, EXECUTORS)}; use {', '.join(EXECUTORS)}"
+        )
+    select_part([], num_parts, part_id)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if device != "auto":
+        resolve_device(device, option="--device")
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
-    cases = inputs_to_cases(input, series)
-    processor = PipelineProcessor(pipeline, ckpts, device=device, tta=tta, series_uid=series, exporters=export or None)
+    cases = discover_cases(input, series=series)
+    processor = PipelineProcessor(
+        pipeline, ckpts, device=device, tta=tta, series_uid=series, exporters=split_list(export)
+    )
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)
     report = run_batch(
         cases,
         processor,
         output,
-        executor=executor,
+        executor=executor,  # type: ignore[arg-type]
         workers=workers,
         scheduler=scheduler,
-        force=force,  # type: ignore[arg-type]
+        force=force,
         num_parts=num_parts,
         part_id=part_id,
         progress=not quiet,
@@ -105,11 +118,23 @@ def predict(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
-        typer.echo(
-            f"{report.succeeded} succeeded, {report.skipped} skipped, {report.failed} failed "
-            f"in {report.seconds:.1f} s → {output}"
-        )
-        for row in report.rows:
-            if row.status == "failed":
-                typer.secho(f"  {row.case_id}: {row.error}", fg=typer.colors.RED, err=True)
+        print_summary(report, output)
     raise typer.Exit(report.exit_code)
+
+
+def print_summary(report: BatchReport, output: Path) -> None:
+    """The run's summary line, then failures, per-case warnings and input files not read (stderr)."""
+    typer.echo(
+        f"{report.succeeded} succeeded, {report.skipped} skipped, {report.failed} failed "
+        f"in {report.seconds:.1f} s → {output}"
+    )
+    for row in report.rows:
+        if row.status == "failed":
+            typer.secho(f"  {row.case_id}: {row.error}", fg=typer.colors.RED, err=True)
+    for row in report.warned:
+        for warning in row.warnings:
+            typer.secho(f"  warning: {row.case_id}: {warning}", fg=typer.colors.YELLOW, err=True)
+    for path, why in report.skipped_inputs:
+        typer.secho(f"  not read: {path}: {why}", fg=typer.colors.YELLOW, err=True)
+    if report.warned or report.skipped_inputs or report.failed:
+        typer.echo(f"  details: {report.files.get('html', output / 'report.html')}")

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import nibabel as nib
 import numpy as np
 
 from medseg.errors import GeometryError
 
 #: Multiply an LPS affine on the left to get the RAS affine (and vice versa).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Two grids whose affines differ by at most this (mm) are the same grid: far below any voxel, far above
+#: the float32 rounding of affines stored in NIfTI/NRRD headers. Every "same grid?" check uses it.
+GRID_TOLERANCE_MM = 1e-3
 
 
 def as_affine(affine: object) -> np.ndarray:
@@ -50,7 +52,9 @@ def direction(affine: np.ndarray) -> np.ndarray:
 
 def orientation(affine: np.ndarray) -> str:
     """Axis codes such as ``"RAS"`` or ``"LPS"``: where each array axis points (nearest)."""
-    return "".join(nib.aff2axcodes(affine))
+    from nibabel.orientations import aff2axcodes  # imported here: nibabel is slow to import
+
+    return "".join(aff2axcodes(affine))
 
 
 def is_sheared(affine: np.ndarray, tol: float = 1e-4) -> bool:
@@ -77,7 +81,39 @@ def grids_match(
     affine_a: np.ndarray,
     shape_b: Sequence[int],
     affine_b: np.ndarray,
-    atol: float = 1e-4,
+    atol: float = GRID_TOLERANCE_MM,
 ) -> bool:
     """True when two grids have the same spatial shape and affines within ``atol`` mm."""
     return tuple(shape_a) == tuple(shape_b) and bool(np.allclose(affine_a, affine_b, atol=atol))
+
+
+def grid_difference(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray) -> str:
+    """What differs between grid A and grid B, in words: shape, spacing (mm), origin (mm), direction (degrees).
+
+    Only the properties that differ are named, e.g. ``"origin (0.0, 0.0, 0.0) vs (0.0, 0.0, 2.5) mm"``.
+    """
+    parts = []
+    if tuple(shape_a) != tuple(shape_b):
+        parts.append(f"shape {tuple(int(v) for v in shape_a)} vs {tuple(int(v) for v in shape_b)}")
+    sp_a, sp_b = spacing(affine_a), spacing(affine_b)
+    if not np.allclose(sp_a, sp_b, atol=GRID_TOLERANCE_MM):
+        parts.append(f"spacing {_fmt(sp_a)} vs {_fmt(sp_b)} mm")
+    if not np.allclose(affine_a[:3, 3], affine_b[:3, 3], atol=GRID_TOLERANCE_MM):
+        parts.append(
+            f"origin {_fmt(affine_a[:3, 3])} vs {_fmt(affine_b[:3, 3])} mm (RAS; "
+            f"{float(np.linalg.norm(affine_a[:3, 3] - affine_b[:3, 3])):.4g} mm apart)"
+        )
+    cos = np.clip(np.sum(direction(affine_a) * direction(affine_b), axis=0), -1.0, 1.0)
+    angle = float(np.degrees(np.arccos(cos)).max())
+    if angle > 1e-3:
+        parts.append(
+            f"direction ({orientation(affine_a)} vs {orientation(affine_b)}; axes turned by up to {angle:.3g}°)"
+        )
+    if not parts:
+        worst = float(np.abs(np.asarray(affine_a) - np.asarray(affine_b)).max())
+        parts.append(f"affines differ by up to {worst:.4g} mm")
+    return ", ".join(parts)
+
+
+def _fmt(values: Sequence[float] | np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"

@@ -2,7 +2,13 @@
 
 A registered class is usually a frozen dataclass whose fields are its options, so
 the same names serve Python (``Resample(spacing=...)``), YAML
-(``- resample: {spacing: [...]}``) and :meth:`Registry.build`.
+(``- resample: {spacing: [...]}``) and :meth:`Registry.build`. An entry may carry
+metadata (``info``) beside the object, e.g. a network's patch divisor.
+
+medseg's own entries are registered by :mod:`medseg.builtins`, which installs itself
+as the populate hook: the first lookup of a name that is not (yet) registered imports
+the built-ins once, so ``build_step("resample")`` works without importing
+``medseg.transforms`` first and this module never imports the packages above it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,26 @@ from medseg.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
+_populate_hook: Callable[[], None] | None = None
+_populating = False
+
+
+def set_populate_hook(hook: Callable[[], None] | None) -> None:
+    """Install the function that registers the built-in entries (called at most once per miss)."""
+    global _populate_hook
+    _populate_hook = hook
+
+
+def _populate() -> None:
+    global _populating
+    if _populate_hook is None or _populating:
+        return
+    _populating = True
+    try:
+        _populate_hook()
+    finally:
+        _populating = False
+
 
 class Registry(Generic[T]):
     """Name → class/function map for one kind of thing (e.g. ``"step"``, ``"network"``)."""
@@ -23,29 +49,45 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._info: dict[str, Any] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under the snake_case ``name`` (unique)."""
+    def register(self, name: str, info: Any = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under the snake_case ``name`` (unique), with optional ``info``."""
 
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
                 raise ConfigError(f"{self.kind} '{name}' is already registered by {self._items[name]!r}")
             self._items[name] = obj
+            if info is not None:
+                self._info[name] = info
             return obj
 
         return deco
 
+    def _ensure(self, name: str | None = None) -> None:
+        if name is None or name not in self._items:
+            _populate()
+
     def get(self, name: str) -> T:
         """The entry for ``name``; unknown names raise :class:`ConfigError` with did-you-mean."""
+        self._ensure(name)
         if name not in self._items:
             raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}")
         return self._items[name]
 
+    def info(self, name: str) -> Any:
+        """The metadata registered with ``name`` (None when there is none)."""
+        self.get(name)
+        return self._info.get(name)
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._ensure()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._ensure(name)
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

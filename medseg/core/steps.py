@@ -81,30 +81,9 @@ def register_step(name: str, stage: Stage = "preprocess") -> Callable[[S], S]:
     return deco
 
 
-def load_builtin_steps() -> None:
-    """Import medseg's own step modules so their steps are registered."""
-    import importlib
-
-    for module in ("medseg.transforms", "medseg.postprocess"):
-        importlib.import_module(module)
-
-
 def build_step(name: str, **options: Any) -> Step:
     """Instantiate the step registered as ``name`` with ``options`` (did-you-mean on typos)."""
-    if name not in STEPS:
-        load_builtin_steps()
     return STEPS.build(name, **options)  # type: ignore[no-any-return]
-
-
-def load_entry_point_steps() -> list[str]:
-    """Import steps that other packages register in the ``medseg.steps`` entry-point group."""
-    from importlib.metadata import entry_points
-
-    loaded = []
-    for ep in entry_points(group="medseg.steps"):
-        ep.load()
-        loaded.append(ep.name)
-    return loaded
 
 
 def invert(prediction: Volume, history: tuple[HistoryEntry, ...] | list[HistoryEntry]) -> Volume:
@@ -118,8 +97,6 @@ def invert(prediction: Volume, history: tuple[HistoryEntry, ...] | list[HistoryE
             not match what the history says.
     """
     out = prediction
-    if any(entry.step not in STEPS for entry in history):
-        load_builtin_steps()
     for entry in reversed(tuple(history)):
         cls = STEPS.get(entry.step)
         expected = entry.state.get("out_shape")

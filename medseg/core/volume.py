@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
-import torch
 
 from medseg.core import geometry
 from medseg.errors import GeometryError, InputError
 
+if TYPE_CHECKING:
+    import torch
+
 Kind = Literal["intensity", "label", "probability"]
-ArrayLike = Union[np.ndarray, torch.Tensor]  # noqa: UP007  (runtime alias, py3.10)
+ArrayLike = Union[np.ndarray, "torch.Tensor"]
 KINDS: tuple[str, ...] = ("intensity", "label", "probability")
+
+
+def is_tensor(obj: object) -> bool:
+    """True for a ``torch.Tensor``, without importing torch (a tensor exists only once torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class Grid:
     shape: tuple[int, int, int]
     affine: np.ndarray
 
-    def matches(self, other: Grid, atol: float = 1e-4) -> bool:
+    def matches(self, other: Grid, atol: float = geometry.GRID_TOLERANCE_MM) -> bool:
         """Same shape and affines equal within ``atol`` mm."""
         return geometry.grids_match(self.shape, self.affine, other.shape, other.affine, atol)
 
@@ -76,7 +85,7 @@ class Volume:
 
     def __post_init__(self) -> None:
         arr = self.array
-        if not isinstance(arr, (np.ndarray, torch.Tensor)):
+        if not (isinstance(arr, np.ndarray) or is_tensor(arr)):
             raise InputError(f"Volume.array must be a numpy array or torch tensor, got {type(arr).__name__}")
         if arr.ndim != 4:
             raise InputError(
@@ -135,7 +144,7 @@ class Volume:
     @property
     def device(self) -> str:
         """``"cpu"`` for numpy arrays, else the tensor's device as a string."""
-        return str(self.array.device) if isinstance(self.array, torch.Tensor) else "cpu"
+        return str(self.array.device) if is_tensor(self.array) else "cpu"
 
     # ---- conversions --------------------------------------------------------
     def replace(self, **changes: Any) -> Volume:
@@ -149,29 +158,34 @@ class Volume:
 
     def numpy(self) -> np.ndarray:
         """The array as a numpy array (copied from the device when it is a tensor)."""
-        if isinstance(self.array, torch.Tensor):
+        if is_tensor(self.array):
             return self.array.detach().cpu().numpy()
         return self.array
 
     def tensor(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The array as a torch tensor on ``device`` (no copy when already there)."""
         arr = self.array
-        t = arr if isinstance(arr, torch.Tensor) else _as_tensor(arr)
+        t = arr if is_tensor(arr) else _as_tensor(arr)
         return t.to(device=device if device is not None else t.device, dtype=dtype or t.dtype)
 
     def to(self, device: str | torch.device) -> Volume:
         """A copy whose array is a tensor on ``device``."""
         return self.replace(array=self.tensor(device))
 
-    def require_grid(self, other: Volume, what: str = "volume") -> None:
-        """Raise :class:`GeometryError` unless ``other`` lies on this volume's grid."""
+    def require_grid(self, other: Volume, what: str = "volume", fix: str | None = None) -> None:
+        """Raise :class:`GeometryError` unless ``other`` lies on this volume's grid.
+
+        Args:
+            other: the volume that must share this grid.
+            what: what ``other`` is, for the message (``"label"``, ``"channel 1"``, ...).
+            fix: what the user can do, where they are (default: resample it onto this grid).
+        """
         if not self.grid.matches(other.grid):
             src = self.meta.get("source") or "image"
+            diff = geometry.grid_difference(other.spatial_shape, other.affine, self.spatial_shape, self.affine)
             raise GeometryError(
-                f"{other.meta.get('source') or what}: {what} grid {other.spatial_shape} does not match "
-                f"{src} grid {self.spatial_shape} (affines differ by up to "
-                f"{float(np.abs(self.affine - other.affine).max()):.4g} mm); resample it onto the image "
-                "first (resample_to)"
+                f"{other.meta.get('source') or what}: {what} is not on the grid of {src}: {diff}; "
+                + (fix or f"resample the {what} onto the image first (e.g. with SimpleITK or the resample_to step)")
             )
 
     def __repr__(self) -> str:
@@ -185,6 +199,8 @@ class Volume:
 
 def _as_tensor(arr: np.ndarray) -> torch.Tensor:
     """A tensor sharing ``arr``'s memory when torch can (writable, non-negative strides), else a copy."""
+    import torch
+
     if arr.flags.writeable and all(st >= 0 for st in arr.strides):
         return torch.from_numpy(arr)
     return torch.from_numpy(np.array(arr, order="K", copy=True))

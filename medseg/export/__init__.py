@@ -22,6 +22,8 @@ from medseg.export.base import (
     build_exporters,
     check_case_id,
     export_all,
+    exporter_name,
+    exporter_names,
     prepare,
     register_exporter,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "check_case_id",
     "dicom_seg",
     "export_all",
+    "exporter_name",
+    "exporter_names",
     "html",
     "label_color",
     "label_table",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,15 +26,14 @@ import numpy as np
 
 from medseg.core.registry import Registry
 from medseg.core.volume import Volume
-from medseg.errors import ConfigError, InputError, InputWarning, OutputError
+from medseg.errors import ConfigError, InputError, InputWarning, OutputError, did_you_mean
 from medseg.export.labels import label_table
+from medseg.io.naming import check_case_id
 
 logger = logging.getLogger(__name__)
 
 #: Exporter classes by name (``nifti``, ``nrrd``, ``seg_nrrd``, ``dicom_seg``, ``stl``, ...).
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
-
-_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def register_exporter(name: str) -> Any:
@@ -43,19 +41,29 @@ def register_exporter(name: str) -> Any:
     return EXPORTERS.register(name)
 
 
-def check_case_id(case_id: str) -> str:
-    """Return ``case_id`` if it is a safe file-name stem, else raise :class:`OutputError`.
+def exporter_name(name: str) -> str | None:
+    """The registered exporter a user's spelling means, or None.
 
-    Allowed: letters, digits, ``.``, ``_``, ``-``; starting with a letter or digit;
-    at most 128 characters; no ``..``. So ``out_dir / f"{case_id}.nii.gz"`` always
-    stays inside ``out_dir``.
+    Every command and pipeline accepts the registered snake_case name (``seg_nrrd``,
+    ``dicom_seg``) and the spelling of its file type (``seg.nrrd``, ``dicom-seg``,
+    ``nii.gz``): case, ``-`` and ``.`` do not matter.
     """
-    if not isinstance(case_id, str) or not _CASE_ID.match(case_id) or ".." in case_id:
-        raise OutputError(
-            f"case id {case_id!r} cannot name output files: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, without '..' or path separators"
-        )
-    return case_id
+    key = str(name).strip().lower().replace("-", "_").replace(".", "_")
+    key = _SPELLINGS.get(key, key)
+    return key if key in EXPORTERS else None
+
+
+#: Spellings that are not the registered name with ``-``/``.`` turned into ``_``.
+_SPELLINGS = {"nii": "nifti", "nii_gz": "nifti", "dcm": "dicom_seg", "mesh": "stl", "preview": "png"}
+
+
+def exporter_names() -> list[str]:
+    """Names to show users: each exporter's registered name, with its file-type spelling where it differs."""
+    shown = []
+    for name in EXPORTERS.names():
+        dotted = {"seg_nrrd": "seg.nrrd", "dicom_seg": "dicom-seg"}.get(name)
+        shown.append(f"{name} ({dotted})" if dotted else name)
+    return shown
 
 
 @dataclass(frozen=True)
@@ -199,10 +207,14 @@ class Exporter(abc.ABC):
         """Write the outputs of a prepared case; returns the written files."""
 
     def options(self) -> dict[str, Any]:
-        """The exporter's options (its dataclass fields) as a dict."""
+        """The exporter's options (its dataclass fields) as plain data (tuples become lists)."""
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: _listify(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+
+
+def _listify(value: Any) -> Any:
+    return [_listify(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def build_exporters(specs: Sequence[str | Mapping[str, Any] | Exporter]) -> list[Exporter]:
@@ -215,15 +227,22 @@ def build_exporters(specs: Sequence[str | Mapping[str, Any] | Exporter]) -> list
     for i, spec in enumerate(specs):
         if isinstance(spec, Exporter):
             out.append(spec)
-        elif isinstance(spec, str):
-            out.append(EXPORTERS.build(spec))
+            continue
+        if isinstance(spec, str):
+            name, options = spec, {}
         elif isinstance(spec, Mapping) and len(spec) == 1:
             ((name, options),) = spec.items()
             if options is not None and not isinstance(options, Mapping):
                 raise ConfigError(f"export[{i}].{name}: options must be a mapping, got {options!r}")
-            out.append(EXPORTERS.build(str(name), **dict(options or {})))
         else:
             raise ConfigError(f"export[{i}]: expected an exporter name or {{name: {{options}}}}, got {spec!r}")
+        canonical = exporter_name(str(name))
+        if canonical is None:
+            raise ConfigError(
+                f"unknown exporter '{name}'{did_you_mean(str(name), EXPORTERS.names())}; "
+                f"available: {', '.join(exporter_names())}"
+            )
+        out.append(EXPORTERS.build(canonical, **dict(options or {})))
     return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.steps import Step, invert
 from medseg.core.volume import Volume
@@ -30,13 +31,6 @@ log = logging.getLogger(__name__)
 Output = Literal["labels", "probabilities"]
 #: Voxels per chunk along Z for the in-place softmax and the argmax (bounded extra memory).
 CHUNK_VOXELS = 1 << 22
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _z_chunks(shape: Sequence[int]) -> Iterator[slice]:

@@ -86,8 +86,8 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, ser
 def read_channels(paths: Sequence[str | os.PathLike[str]], *, series_uid: str | None = None) -> Volume:
     """Read one image per channel (e.g. nnU-Net ``CASE_0000``, ``CASE_0001``) as one Volume.
 
-    Every channel must lie on the first one's grid (same shape and affine within
-    1e-4 mm); the result has the channels concatenated along C and the first file's meta
+    Every channel must lie on the first one's grid (same shape, affines within
+    :data:`medseg.core.geometry.GRID_TOLERANCE_MM`); the result has the channels concatenated along C and the first file's meta
     (with ``meta["sources"]`` listing all files).
 
     Raises:
@@ -99,8 +99,8 @@ def read_channels(paths: Sequence[str | os.PathLike[str]], *, series_uid: str | 
         raise InputError("no image files given")
     vols = [read(p, series_uid=series_uid) for p in paths]
     first = vols[0]
-    for v in vols[1:]:
-        first.require_grid(v, "channel")
+    for i, v in enumerate(vols[1:], start=1):
+        first.require_grid(v, f"channel {i}", fix="resample the channels onto one grid (e.g. with SimpleITK)")
     if len(vols) == 1:
         return first
     arrays = [v.numpy() for v in vols]

@@ -27,8 +27,8 @@ NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
 
 
 @dataclass(frozen=True)
-class NetworkSpec:
-    """What the registry knows about a network besides how to build it.
+class NetworkInfo:
+    """What the registry entry of a network holds besides how to build it.
 
     Attributes:
         name: registered name.
@@ -45,9 +45,6 @@ class NetworkSpec:
     tiny_patch: Callable[[int], tuple[int, ...]] = lambda dims: (32,) * dims
 
 
-SPECS: dict[str, NetworkSpec] = {}
-
-
 def register_network(
     name: str,
     *,
@@ -56,12 +53,11 @@ def register_network(
     tiny: dict[str, Any] | None = None,
     tiny_patch: Callable[[int], tuple[int, ...]] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a network class/factory under ``name`` with its spec."""
+    """Decorator registering a network class/factory under ``name`` with its :class:`NetworkInfo`."""
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        NETWORKS.register(name)(factory)
-        SPECS[name] = NetworkSpec(name, task, divisor, dict(tiny or {}), tiny_patch or (lambda dims: (32,) * dims))
-        return factory
+        info = NetworkInfo(name, task, divisor, dict(tiny or {}), tiny_patch or (lambda dims: (32,) * dims))
+        return NETWORKS.register(name, info=info)(factory)
 
     return deco
 
@@ -71,10 +67,10 @@ def list_networks() -> list[str]:
     return NETWORKS.names()
 
 
-def network_spec(name: str) -> NetworkSpec:
-    """The :class:`NetworkSpec` of ``name`` (did-you-mean on typos)."""
-    NETWORKS.get(name)
-    return SPECS[name]
+def network_info(name: str) -> NetworkInfo:
+    """The :class:`NetworkInfo` of ``name`` (did-you-mean on typos)."""
+    info: NetworkInfo = NETWORKS.info(name)
+    return info
 
 
 def _bound_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -99,17 +95,17 @@ def build_network(name: str, **options: Any) -> nn.Module:
     Raises:
         ConfigError: unknown name or option (did-you-mean), or invalid option values.
     """
-    spec = network_spec(name)
+    info = network_info(name)
     net: nn.Module = NETWORKS.build(name, **options)
     if not hasattr(net, "check_patch_size"):
-        net.patch_divisor = spec.divisor(_bound_options(name, options))  # type: ignore[assignment]
+        net.patch_divisor = info.divisor(_bound_options(name, options))  # type: ignore[assignment]
     return net
 
 
 def patch_divisor(name_or_net: str | nn.Module, **options: Any) -> tuple[int, ...]:
     """Per-axis divisor the patch size of a network (by name + options, or built) must meet."""
     if isinstance(name_or_net, str):
-        return network_spec(name_or_net).divisor(_bound_options(name_or_net, options))
+        return network_info(name_or_net).divisor(_bound_options(name_or_net, options))
     divisor = getattr(name_or_net, "patch_divisor", None)
     if divisor is None:
         raise ConfigError(
@@ -133,7 +129,7 @@ def check_patch_size(name_or_net: str | nn.Module, patch_size: Sequence[int], **
     """
     if isinstance(name_or_net, nn.Module) and hasattr(name_or_net, "check_patch_size"):
         return name_or_net.check_patch_size(patch_size)  # type: ignore[operator,no-any-return]
-    if isinstance(name_or_net, str) and name_or_net in SPECS and SPECS[name_or_net].task == "classification":
+    if isinstance(name_or_net, str) and network_info(name_or_net).task == "classification":
         with torch.device("meta"):
             net = build_network(name_or_net, **options)
         return net.check_patch_size(patch_size)  # type: ignore[operator,no-any-return]
@@ -386,9 +382,9 @@ def monai_basic_unet(
 
 def tiny_options(name: str, spatial_dims: int) -> tuple[dict[str, Any], tuple[int, ...]]:
     """Small options and a fitting patch size for ``name`` (used by tests and examples)."""
-    spec = network_spec(name)
-    patch = spec.tiny_patch(spatial_dims)
-    options = {**spec.tiny, "spatial_dims": spatial_dims}
+    info = network_info(name)
+    patch = info.tiny_patch(spatial_dims)
+    options = {**info.tiny, "spatial_dims": spatial_dims}
     if "input_size" in options:
         options["input_size"] = patch
     return options, patch
@@ -396,12 +392,11 @@ def tiny_options(name: str, spatial_dims: int) -> tuple[dict[str, Any], tuple[in
 
 __all__ = [
     "NETWORKS",
-    "SPECS",
-    "NetworkSpec",
+    "NetworkInfo",
     "build_network",
     "check_patch_size",
     "list_networks",
-    "network_spec",
+    "network_info",
     "patch_divisor",
     "register_network",
     "tiny_options",

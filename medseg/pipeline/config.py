@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -102,6 +104,43 @@ class PipelineSpec(Section):
     export: list[Any] = Field(default_factory=list)
 
 
+class Problems:
+    """Collects every mistake of a pipeline so they are reported together, one line each."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, problem: str | ConfigError) -> None:
+        """Record a message, or every line of a :class:`ConfigError` (which may already hold several)."""
+        text = str(problem)
+        if isinstance(problem, ConfigError) and "\n" in text:
+            text = text.split("\n", 1)[1]  # drop the "N problems:" head of an earlier collection
+        self.lines.extend(line.strip() for line in text.splitlines() if line.strip())
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a :class:`ConfigError` raised inside the block instead of letting it stop validation."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.add(exc)
+
+    def error(self) -> ConfigError | None:
+        """One :class:`ConfigError`: the problem itself, or ``N problems:`` and one line each (None if none)."""
+        unique = list(dict.fromkeys(self.lines))
+        if len(unique) == 1:
+            return ConfigError(unique[0])
+        if unique:
+            return ConfigError(f"{len(unique)} problems:\n" + "\n".join(f"  {line}" for line in unique))
+        return None
+
+    def raise_if_any(self) -> None:
+        """Raise :meth:`error` when a problem was recorded."""
+        error = self.error()
+        if error is not None:
+            raise error
+
+
 SECTION_MODELS: dict[str, type[BaseModel]] = {
     "input": InputSpec,
     "network": NetworkSpec,
@@ -150,30 +189,35 @@ def pydantic_errors(
             got = err.get("input")
             got_text = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
             lines.append(f"{where}: {path}: {err['msg']}{got_text}")
-    return ConfigError("; ".join(lines))
+    problems = Problems()
+    for line in lines:
+        problems.add(line)
+    return problems.error() or ConfigError(f"{where}: invalid pipeline")
 
 
 def validate_dataclass(where: str, path: str, cls: type, options: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from ``options`` with type checking; errors name ``path``."""
+    """Build dataclass ``cls`` from ``options`` with type checking; every bad option is reported, each
+    with its ``path`` in the file."""
     from medseg.core.registry import option_names
 
     allowed = option_names(cls) or []
+    problems = Problems()
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"{where}: {path}: unknown option '{key}'{did_you_mean(key, allowed)}")
+            problems.add(f"{where}: {path}: unknown option '{key}'{did_you_mean(key, allowed)}")
+    options = {k: v for k, v in options.items() if k in allowed}
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        checked = {}
+        for key, value in options.items():
+            try:
+                checked[key] = _adapter(hints[key]).validate_python(value) if key in hints else value
+            except ValidationError as exc:
+                first = exc.errors()[0]["msg"]
+                problems.add(f"{where}: {path}.{key}: {first} (got {value!r}; expected {_type_name(hints[key])})")
+        options = checked
+    problems.raise_if_any()
     try:
-        if dataclasses.is_dataclass(cls):
-            hints = typing.get_type_hints(cls)
-            checked = {}
-            for key, value in options.items():
-                try:
-                    checked[key] = _adapter(hints[key]).validate_python(value) if key in hints else value
-                except ValidationError as exc:
-                    first = exc.errors()[0]["msg"]
-                    raise ConfigError(
-                        f"{where}: {path}.{key}: {first} (got {value!r}; expected {_type_name(hints[key])})"
-                    ) from exc
-            options = checked
         return cls(**options)
     except ValidationError as exc:
         raise pydantic_errors(where, exc, prefix=tuple(_split(path))) from exc

@@ -1,49 +1,46 @@
 """The :class:`Pipeline`: a validated pipeline file, usable from Python and the CLI.
 
-Modelled on MIScnn's pipeline object: one object knows how to pre-process, which
-network to build, how to train it, how to predict and post-process, and what to
-export. ``Pipeline.from_yaml(path)`` and ``Pipeline(...)`` in code are twins;
-``pipeline.to_yaml()`` round-trips.
+A ``Pipeline`` holds the validated configuration (sections, built steps, exporters,
+training options) and nothing else; training and prediction are functions of it
+(:mod:`medseg.pipeline.train`, :mod:`medseg.pipeline.predict`), reached from Python through
+the thin methods :meth:`Pipeline.train`, :meth:`Pipeline.predictor` and :meth:`Pipeline.predict`.
+``Pipeline.from_yaml(path)`` and ``Pipeline(...)`` in code are twins; ``pipeline.to_yaml()``
+round-trips.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from medseg.core.steps import STEPS, Step
 from medseg.core.volume import Volume
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, did_you_mean
 from medseg.pipeline.config import (
     InferenceSpec,
     InputSpec,
     NetworkSpec,
     PipelineSpec,
+    Problems,
     load_yaml,
     parse_step_list,
     pydantic_errors,
     validate_dataclass,
 )
 
-#: Modules whose import registers steps, networks and exporters.
-_REGISTERING_MODULES = ("medseg.transforms", "medseg.postprocess", "medseg.networks", "medseg.export")
+if TYPE_CHECKING:
+    import os
 
-
-def load_registries() -> None:
-    """Import the modules that register steps/networks/exporters, and entry-point steps."""
-    from medseg.core.steps import load_entry_point_steps
-
-    for name in _REGISTERING_MODULES:
-        importlib.import_module(name)
-    load_entry_point_steps()
+    from medseg.export import Exporter
+    from medseg.inference import Predictor
+    from medseg.training import Dataset, TrainingConfig, TrainResult
 
 
 class Pipeline:
@@ -51,16 +48,30 @@ class Pipeline:
 
     Build it from a file (:meth:`from_yaml`), a mapping (:meth:`from_dict`) or in code::
 
-        Pipeline(
-            name="ct-liver",
-            input={"modality": "CT", "labels": {1: "liver"}},
-            preprocess=[Reorient(), Resample(spacing=(1.5, 1.5, 1.5)), Clip(lower=-100, upper=200)],
-            network={"name": "unet", "options": {"n_stages": 4}},
-            inference={"patch_size": [96, 96, 96]},
-            postprocess=[KeepLargestComponent()],
-        )
+        >>> from medseg.pipeline import Pipeline
+        >>> from medseg.postprocess import KeepLargestComponent
+        >>> from medseg.transforms import Clip, Reorient, Resample
+        >>> pipeline = Pipeline(
+        ...     name="ct-liver",
+        ...     input={"modality": "CT", "labels": {1: "liver"}},
+        ...     preprocess=[Reorient(), Resample(spacing=(1.5, 1.5, 1.5)), Clip(low=-100, high=200)],
+        ...     network={"name": "unet", "options": {"n_stages": 4}},
+        ...     inference={"patch_size": [96, 96, 96]},
+        ...     postprocess=[KeepLargestComponent()],
+        ... )
+        >>> pipeline
+        Pipeline(name='ct-liver', preprocess=['reorient', 'resample', 'clip'], network='unet')
 
-    Everything is validated on construction; nothing runs until :meth:`train` or :meth:`predict`.
+    Everything is validated on construction, and every mistake is reported at once;
+    nothing runs until :meth:`train` or :meth:`predict`.
+
+    Attributes:
+        spec: the validated sections.
+        preprocess: the pre-processing steps, built.
+        postprocess: the post-processing steps, built.
+        exporters: the exporters of the ``export`` section, built.
+        training_config: the ``training`` section with every default filled in.
+        source: the file it was read from, or None.
     """
 
     def __init__(
@@ -71,11 +82,11 @@ class Pipeline:
         input: InputSpec | dict[str, Any] | None = None,
         preprocess: Sequence[Step | dict[str, Any] | str] = (),
         network: NetworkSpec | dict[str, Any] | None = None,
-        training: dict[str, Any] | None = None,
+        training: TrainingConfig | dict[str, Any] | None = None,
         inference: InferenceSpec | dict[str, Any] | None = None,
         postprocess: Sequence[Step | dict[str, Any] | str] = (),
         export: Sequence[Any] = (),
-        source: str | Path | None = None,
+        source: str | os.PathLike[str] | None = None,
     ) -> None:
         data = {
             "name": name,
@@ -83,57 +94,74 @@ class Pipeline:
             "input": _plain(input) if input is not None else {},
             "preprocess": [_step_item(s) for s in preprocess],
             "network": _plain(network) if network is not None else {},
-            "training": dict(training or {}),
+            "training": _training_dict(training),
             "inference": _plain(inference) if inference is not None else {},
             "postprocess": [_step_item(s) for s in postprocess],
             "export": [_step_item(s) for s in export],
         }
         self.source = Path(source) if source is not None else None
         where = str(self.source) if self.source else "<pipeline>"
-        load_registries()
+        problems = Problems()
         try:
             self.spec = PipelineSpec.model_validate(data)
         except ValidationError as exc:
-            raise pydantic_errors(where, exc, PipelineSpec) from exc
-        self.preprocess: list[Step] = _build_steps(where, "preprocess", self.spec.preprocess)
-        self.postprocess: list[Step] = _build_steps(where, "postprocess", self.spec.postprocess)
-        self.exporters: list[Any] = _build_exporters(where, self.spec.export)
-        _check_network(where, self.spec.network)
-        self.training_config = _build_training(where, self.spec.training)
+            problems.add(pydantic_errors(where, exc, PipelineSpec))
+            self.spec = PipelineSpec.model_construct(**_raw_sections(data))
+        with problems.collect():
+            self.preprocess: list[Step] = _build_steps(where, "preprocess", self.spec.preprocess)
+        with problems.collect():
+            self.postprocess: list[Step] = _build_steps(where, "postprocess", self.spec.postprocess)
+        with problems.collect():
+            self.exporters: list[Exporter] = _build_exporters(where, self.spec.export)
+        with problems.collect():
+            _check_network(where, self.spec.network)
+        with problems.collect():
+            self.training_config: TrainingConfig = _build_training(where, self.spec.training)
+        problems.raise_if_any()
 
     # ---- construction ---------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Pipeline:
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Pipeline:
         """Read and validate a pipeline file (``yaml.safe_load``; no code, no dotted paths)."""
         return cls.from_dict(load_yaml(path), source=path)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> Pipeline:
+    def from_dict(cls, data: dict[str, Any], *, source: str | os.PathLike[str] | None = None) -> Pipeline:
         """Validate a mapping with the pipeline file's sections."""
         where = str(source) if source is not None else "<pipeline>"
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a pipeline is a mapping of sections, got {type(data).__name__}")
         allowed = list(PipelineSpec.model_fields)
+        problems = Problems()
         for key in data:
             if key not in allowed:
-                from medseg.errors import did_you_mean
-
-                raise ConfigError(f"{where}: top level: unknown key '{key}'{did_you_mean(str(key), allowed)}")
-        kwargs = dict(data)
+                problems.add(f"{where}: top level: unknown key '{key}'{did_you_mean(str(key), allowed)}")
+        kwargs = {k: v for k, v in data.items() if k in allowed}
         for section in ("preprocess", "postprocess", "export"):
             value = kwargs.get(section) or []
             if not isinstance(value, list):
-                raise ConfigError(f"{where}: {section}: must be a list of steps, got {type(value).__name__}")
+                problems.add(f"{where}: {section}: must be a list of steps, got {type(value).__name__}")
+                value = []
             kwargs[section] = value
-        return cls(**kwargs, source=source)
+        if kwargs.get("training") is not None and not isinstance(kwargs["training"], dict):
+            problems.add(f"{where}: training: must be a mapping of options, got {type(kwargs['training']).__name__}")
+            kwargs["training"] = {}
+        try:
+            pipeline = cls(**kwargs, source=source)
+        except ConfigError as exc:
+            problems.add(exc)
+        problems.raise_if_any()
+        return pipeline
 
     # ---- serialisation --------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The pipeline as plain data (what ``to_yaml`` writes and checkpoints store)."""
+        """The pipeline as plain data with every default filled in (what ``to_yaml`` writes and
+        checkpoints store)."""
         d = self.spec.model_dump(mode="json")
         d["preprocess"] = [{s.name: s.options()} for s in self.preprocess]
+        d["training"] = self.training_config.to_dict()
         d["postprocess"] = [{s.name: s.options()} for s in self.postprocess]
-        d["export"] = [_exporter_item(e) for e in self.exporters]
+        d["export"] = [{e.name: e.options()} for e in self.exporters]
         return d
 
     def to_yaml(self) -> str:
@@ -153,16 +181,26 @@ class Pipeline:
         steps = [s.name for s in self.preprocess]
         return f"Pipeline(name={self.spec.name!r}, preprocess={steps}, network={self.spec.network.name!r})"
 
-    # ---- helpers used by train/predict ---------------------------------------
+    # ---- what train and predict read --------------------------------------
     @property
     def labels(self) -> dict[int, str]:
         """Label value → name (background 0 implied)."""
         return dict(self.spec.input.labels)
 
     @property
+    def labels_with_background(self) -> dict[int, str]:
+        """``labels`` with ``0: "background"`` added (what checkpoints record)."""
+        return {0: "background", **self.labels}
+
+    @property
     def n_classes(self) -> int:
         """Output channels of the network: background + the highest label value."""
         return max(self.labels) + 1
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for slice-wise networks, else 3 (``network.options.spatial_dims``)."""
+        return int(self.spec.network.options.get("spatial_dims", 3))
 
     def checkpoint_paths(self) -> list[Path]:
         """``inference.checkpoints`` resolved relative to the pipeline file."""
@@ -175,23 +213,30 @@ class Pipeline:
             volume = step(volume)
         return volume
 
-    # ---- work ---------------------------------------------------------------
+    # ---- work (functions of the pipeline, reachable from it) -------------
     def train(
-        self, dataset: Any, out_dir: str | Path, *, fold: int | None = None, n_folds: int = 5, **overrides: Any
-    ) -> Any:
-        """Train on ``dataset`` (nnU-Net folder, CSV manifest or :class:`medseg.training.Dataset`).
-
-        Returns a :class:`medseg.training.TrainResult`; see :func:`medseg.pipeline.train.train_pipeline`.
-        """
+        self,
+        dataset: Dataset | str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        fold: int | None = None,
+        n_folds: int = 5,
+        **overrides: Any,
+    ) -> TrainResult:
+        """Train on ``dataset``; see :func:`medseg.pipeline.train.train_pipeline`."""
         from medseg.pipeline.train import train_pipeline
 
         return train_pipeline(self, dataset, out_dir, fold=fold, n_folds=n_folds, **overrides)
 
     def predictor(
-        self, checkpoints: Sequence[str | Path] | None = None, *, device: str = "auto", tta: bool | None = None
-    ) -> Any:
+        self,
+        checkpoints: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        device: str = "auto",
+        tta: bool | None = None,
+    ) -> Predictor:
         """A :class:`medseg.inference.Predictor` with the networks of ``checkpoints``
-        (default: ``inference.checkpoints``)."""
+        (default: ``inference.checkpoints``); see :func:`medseg.pipeline.predict.make_predictor`."""
         from medseg.pipeline.predict import make_predictor
 
         paths = [Path(c) for c in checkpoints] if checkpoints else self.checkpoint_paths()
@@ -199,9 +244,9 @@ class Pipeline:
 
     def predict(
         self,
-        inputs: Volume | str | Path | Sequence[Volume | str | Path],
+        inputs: Volume | str | os.PathLike[str] | Sequence[Volume | str | os.PathLike[str]],
         *,
-        checkpoints: Sequence[str | Path] | None = None,
+        checkpoints: Sequence[str | os.PathLike[str]] | None = None,
         device: str = "auto",
         tta: bool | None = None,
     ) -> Volume | list[Volume]:
@@ -216,27 +261,6 @@ class Pipeline:
             return predictor.predict(inputs)
         return list(predictor.predict_many(inputs))
 
-    def evaluate(
-        self, predictions: str | Path, references: str | Path, output: str | Path, *, tolerance_mm: float = 1.0
-    ) -> Any:
-        """Compare predictions with references per case and label (see ``medseg evaluate``).
-
-        Writes ``output`` (per-case CSV) and a summary JSON beside it; returns
-        ``(csv_path, json_path, summary)``.
-        """
-        from medseg.metrics.report import evaluate_folders, write_report
-
-        rows = evaluate_folders(
-            Path(predictions), Path(references), labels=list(self.labels), tolerance_mm=tolerance_mm
-        )
-        return write_report(rows, Path(output))
-
-    def apply_postprocess(self, label: Volume) -> Volume:
-        """Run the postprocess steps on a label map in order."""
-        for step in self.postprocess:
-            label = step(label)
-        return label
-
 
 def _plain(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
@@ -244,57 +268,61 @@ def _plain(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
+def _training_dict(training: Any) -> dict[str, Any]:
+    if training is None:
+        return {}
+    if hasattr(training, "to_dict") and not isinstance(training, dict):
+        return {k: v for k, v in training.to_dict().items() if k != "cache_dir"}
+    return dict(training)
+
+
 def _step_item(step: Any) -> Any:
-    if isinstance(step, Step):
-        return {step.name: step.options()}
-    if hasattr(step, "name") and hasattr(step, "options") and callable(step.options):
+    if isinstance(step, Step) or (hasattr(step, "name") and callable(getattr(step, "options", None))):
         return {step.name: step.options()}
     return step
 
 
-def _exporter_item(exporter: Any) -> dict[str, Any]:
-    import dataclasses
-
-    name = getattr(exporter, "name", type(exporter).__name__)
-    if dataclasses.is_dataclass(exporter):
-        return {name: {f.name: _listify(getattr(exporter, f.name)) for f in dataclasses.fields(exporter) if f.init}}
-    return {name: {}}
-
-
-def _listify(v: Any) -> Any:
-    return [_listify(x) for x in v] if isinstance(v, tuple) else v
+def _raw_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """After a section failed validation: keep the step lists and training options, so they are checked too."""
+    return {
+        **{k: list(data.get(k) or []) for k in ("preprocess", "postprocess", "export")},
+        "training": data.get("training") or {},
+        "network": NetworkSpec(),
+    }
 
 
 def _build_steps(where: str, section: str, items: list[Any]) -> list[Step]:
+    problems = Problems()
     steps = []
     for i, (name, options) in enumerate(parse_step_list(where, section, items)):
         path = f"{section}[{i}].{name}"
         if name not in STEPS:
-            from medseg.errors import did_you_mean
-
             same_stage = [n for n in STEPS.names() if STEPS.get(n).stage == section]
-            raise ConfigError(f"{where}: {section}[{i}]: unknown step '{name}'{did_you_mean(name, same_stage)}")
+            problems.add(f"{where}: {section}[{i}]: unknown step '{name}'{did_you_mean(name, same_stage)}")
+            continue
         cls = STEPS.get(name)
         if cls.stage != section:
-            raise ConfigError(f"{where}: {path}: '{name}' is a {cls.stage} step; move it to the '{cls.stage}' section")
-        steps.append(validate_dataclass(where, path, cls, options))
+            problems.add(f"{where}: {path}: '{name}' is a {cls.stage} step; move it to the '{cls.stage}' section")
+            continue
+        with problems.collect():
+            steps.append(validate_dataclass(where, path, cls, options))
+    problems.raise_if_any()
     return steps
 
 
-def _build_exporters(where: str, items: list[Any]) -> list[Any]:
-    try:
-        from medseg.export import EXPORTERS
-    except ImportError:  # export package not installed in this build
-        if items:
-            raise ConfigError(f"{where}: export: exporters are not available") from None
-        return []
+def _build_exporters(where: str, items: list[Any]) -> list[Exporter]:
+    from medseg.export import EXPORTERS, exporter_name
+
+    problems = Problems()
     out = []
     for i, (name, options) in enumerate(parse_step_list(where, "export", items)):
-        if name not in EXPORTERS:
-            from medseg.errors import did_you_mean
-
-            raise ConfigError(f"{where}: export[{i}]: unknown exporter '{name}'{did_you_mean(name, EXPORTERS.names())}")
-        out.append(validate_dataclass(where, f"export[{i}].{name}", EXPORTERS.get(name), options))
+        canonical = exporter_name(name)
+        if canonical is None:
+            problems.add(f"{where}: export[{i}]: unknown exporter '{name}'{did_you_mean(name, EXPORTERS.names())}")
+            continue
+        with problems.collect():
+            out.append(validate_dataclass(where, f"export[{i}].{name}", EXPORTERS.get(canonical), options))
+    problems.raise_if_any()
     return out
 
 
@@ -303,12 +331,11 @@ def _check_network(where: str, spec: NetworkSpec) -> None:
 
     names = list_networks()
     if spec.name not in names:
-        from medseg.errors import did_you_mean
-
         raise ConfigError(f"{where}: network.name: unknown network '{spec.name}'{did_you_mean(spec.name, names)}")
 
 
-def _build_training(where: str, options: dict[str, Any]) -> Any:
+def _build_training(where: str, options: dict[str, Any]) -> TrainingConfig:
     from medseg.training import TrainingConfig
 
-    return validate_dataclass(where, "training", TrainingConfig, options)
+    config: TrainingConfig = validate_dataclass(where, "training", TrainingConfig, options)
+    return config

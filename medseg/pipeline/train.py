@@ -12,11 +12,6 @@ if TYPE_CHECKING:
     from medseg.training import Dataset, TrainResult
 
 
-def with_background(labels: dict[int, str]) -> dict[int, str]:
-    """``labels`` with ``0: "background"`` added (what checkpoints record)."""
-    return {0: "background", **labels}
-
-
 def train_pipeline(
     pipeline: Pipeline,
     dataset: Dataset | str | os.PathLike[str],
@@ -33,12 +28,11 @@ def train_pipeline(
     needs no other file. ``overrides`` replace fields of the ``training:`` section
     (e.g. ``max_epochs=2``, ``device="cpu"``).
     """
+    from medseg.core.registry import check_options
     from medseg.training import Trainer, TrainingConfig
 
     settings = pipeline.training_config
     if overrides:
-        from medseg.core.registry import check_options
-
         check_options("training", TrainingConfig, overrides)
         settings = dataclasses.replace(settings, **overrides)
     config = pipeline.to_dict()
@@ -48,7 +42,7 @@ def train_pipeline(
         dict(pipeline.spec.network.options),
         out_dir=Path(out_dir),
         preprocess=pipeline.apply_preprocess,
-        labels=with_background(pipeline.labels),
+        labels=pipeline.labels_with_background,
         channels=list(pipeline.spec.input.channels),
         config=config,
         training=settings,

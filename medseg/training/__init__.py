@@ -10,7 +10,7 @@ from __future__ import annotations
 from medseg.training.cache import CachedCase, CacheStats, prepare_dataset
 from medseg.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medseg.training.config import TrainingConfig, TrainResult
-from medseg.training.dataset import Case, Dataset, load_dataset
+from medseg.training.dataset import Dataset, TrainingCase, load_dataset
 from medseg.training.loader import PatchStream
 from medseg.training.losses import ClassificationLoss, SegmentationLoss
 from medseg.training.splits import load_or_create_splits, make_splits, summarize_folds
@@ -19,7 +19,6 @@ from medseg.training.trainer import Trainer
 __all__ = [
     "CacheStats",
     "CachedCase",
-    "Case",
     "Checkpoint",
     "ClassificationLoss",
     "Dataset",
@@ -27,6 +26,7 @@ __all__ = [
     "SegmentationLoss",
     "TrainResult",
     "Trainer",
+    "TrainingCase",
     "TrainingConfig",
     "load_checkpoint",
     "load_dataset",

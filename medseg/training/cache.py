@@ -21,8 +21,8 @@ import torch
 
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError
-from medseg.io import atomic_path, read, write_text_atomic
-from medseg.training.dataset import Case, Dataset
+from medseg.io import atomic_path, read, read_channels, write_text_atomic
+from medseg.training.dataset import Dataset, TrainingCase
 from medseg.transforms.functional.resample import resample_to_grid
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def callable_key(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def case_key(case: Case, preprocess_key: str) -> str:
+def case_key(case: TrainingCase, preprocess_key: str) -> str:
     """Hash of the case's input files (path, size, mtime) and of the preprocessing key."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}".encode())
@@ -102,38 +102,32 @@ def case_key(case: Case, preprocess_key: str) -> str:
     return h.hexdigest()[:16]
 
 
-def read_case(case: Case) -> tuple[Volume, Volume | None]:
-    """Read the channels (concatenated along C) and the label of ``case``.
+def read_case(case: TrainingCase) -> tuple[Volume, Volume | None]:
+    """Read the channels (concatenated along C, float32) and the label of ``case``.
+
+    The grid checks are :func:`medseg.io.read_channels`'s, the same that prediction applies.
 
     Raises:
-        GeometryError: channels, or image and label, are on different grids (names the case).
+        GeometryError: channels, or image and label, are on different grids (names the case and what differs).
     """
-    channels = [read(p) for p in case.images]
-    first = channels[0]
-    for i, ch in enumerate(channels[1:], start=1):
-        if not first.grid.matches(ch.grid, atol=1e-3):
-            raise GeometryError(
-                f"case '{case.case_id}': channel {i} ({case.images[i]}) grid {ch.spatial_shape} does not match "
-                f"channel 0 ({case.images[0]}) grid {first.spatial_shape}; resample the channels onto one grid"
-            )
-    arrays = [np.asarray(ch.numpy(), dtype=np.float32) for ch in channels]
-    image = first.replace(array=np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0])
+    try:
+        image = read_channels(case.images)
+    except GeometryError as exc:
+        raise GeometryError(f"case '{case.case_id}': {exc}") from exc
+    image = image.replace(array=np.asarray(image.numpy(), dtype=np.float32))
     label = None
     if case.label is not None:
         label = read(case.label).replace(kind="label")
-        if not first.grid.matches(label.grid, atol=1e-3):
-            raise GeometryError(
-                f"case '{case.case_id}': label {case.label} grid {label.spatial_shape} "
-                f"(spacing {tuple(round(s, 3) for s in label.spacing)}) does not match image {case.images[0]} grid "
-                f"{first.spatial_shape} (spacing {tuple(round(s, 3) for s in first.spacing)}); "
-                "the label must be drawn on the image"
-            )
+        try:
+            image.require_grid(label, "label", fix="the label must be drawn on the image's grid")
+        except GeometryError as exc:
+            raise GeometryError(f"case '{case.case_id}': {exc}") from exc
     return image, label
 
 
 def label_on_grid(label: Volume, image: Volume) -> np.ndarray:
     """``label`` put on ``image``'s grid (nearest neighbour; outside → 0), ``(1, X, Y, Z)``."""
-    if image.grid.matches(label.grid, atol=1e-4):
+    if image.grid.matches(label.grid):
         return np.asarray(label.numpy())
     t = torch.as_tensor(np.asarray(label.numpy()).astype(np.int32))
     out = resample_to_grid(t, label.affine, image.spatial_shape, image.affine, "nearest", fill=0.0)
@@ -153,7 +147,7 @@ def _locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
     return out
 
 
-def check_label_values(case: Case, label: Volume, allowed: Collection[int] | None) -> None:
+def check_label_values(case: TrainingCase, label: Volume, allowed: Collection[int] | None) -> None:
     """Refuse non-integer, negative or undeclared label values (names the file and the values)."""
     values = label.numpy()
     if values.dtype.kind == "f":
@@ -176,7 +170,7 @@ def check_label_values(case: Case, label: Volume, allowed: Collection[int] | Non
 
 
 def prepare_case(
-    case: Case, preprocess: Preprocess | None, folder: Path, allowed: Collection[int] | None = None
+    case: TrainingCase, preprocess: Preprocess | None, folder: Path, allowed: Collection[int] | None = None
 ) -> CachedCase:
     """Read, check, pre-process and store one case in ``folder`` (files written atomically).
 
@@ -229,7 +223,7 @@ def _from_meta(folder: Path, meta: dict[str, Any]) -> CachedCase:
 
 
 def prepare_dataset(
-    dataset: Dataset | Sequence[Case],
+    dataset: Dataset | Sequence[TrainingCase],
     preprocess: Preprocess | None,
     cache_dir: str | Path,
     *,

@@ -1,6 +1,6 @@
 """Training datasets: an nnU-Net/MSD folder, a folder of DICOM series with label files, or a CSV.
 
-``load_dataset(path)`` returns a :class:`Dataset` of :class:`Case` s (image channel files,
+``load_dataset(path)`` returns a :class:`Dataset` of :class:`TrainingCase` s (image channel files,
 label file, optional case-level class) plus label and channel names.
 """
 
@@ -16,12 +16,11 @@ from pathlib import Path
 from medseg.errors import InputError
 from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file
-
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+from medseg.io.naming import split_channel
 
 
 @dataclass(frozen=True)
-class Case:
+class TrainingCase:
     """One training case.
 
     Attributes:
@@ -48,7 +47,7 @@ class Dataset:
         source: the folder or CSV it came from.
     """
 
-    cases: list[Case]
+    cases: list[TrainingCase]
     labels: dict[int, str] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)
     source: Path | None = None
@@ -56,17 +55,12 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.cases)
 
-    def case(self, case_id: str) -> Case:
+    def case(self, case_id: str) -> TrainingCase:
         """The case named ``case_id``."""
         for c in self.cases:
             if c.case_id == case_id:
                 return c
         raise InputError(f"{self.source}: no case '{case_id}'")
-
-    def subset(self, case_ids: list[str]) -> Dataset:
-        """A dataset of only ``case_ids`` (same labels/channels)."""
-        wanted = set(case_ids)
-        return Dataset([c for c in self.cases if c.case_id in wanted], self.labels, self.channels, self.source)
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
@@ -111,10 +105,10 @@ def _load_nnunet(root: Path) -> Dataset:
         suffix = image_suffix(f)
         if not suffix or f.name.startswith(".") or (ending and not f.name.endswith(ending)):
             continue
-        m = _CHANNEL.match(f.name[: -len(suffix)])
-        if m is None:
+        case_id, channel = split_channel(f.name[: -len(suffix)])
+        if channel is None:
             raise InputError(f"{f}: nnU-Net image names end in a 4-digit channel, e.g. CASE_0000{suffix}")
-        groups.setdefault(m["case"], {})[int(m["channel"])] = f
+        groups.setdefault(case_id, {})[channel] = f
     if not groups:
         raise InputError(f"{root / 'imagesTr'}: no images found")
     n_channels = max(len(g) for g in groups.values())
@@ -130,7 +124,7 @@ def _load_nnunet(root: Path) -> Dataset:
             raise InputError(
                 f"{root / 'labelsTr'}: no label for case '{case_id}' (expected {case_id}{image_suffix(images[0])})"
             )
-        cases.append(Case(case_id, images, label))
+        cases.append(TrainingCase(case_id, images, label))
     return Dataset(cases, _labels(meta), _channels(meta, n_channels), root)
 
 
@@ -189,11 +183,12 @@ def _load_csv(path: Path) -> Dataset:
                 raise InputError(f"{path}: line {i}: class {row['class']!r} is not an integer") from exc
         name = image_suffix(images[0])
         case_id = row.get("case_id") or (images[0].name[: -len(name)] if name else images[0].name)
-        case_id = re.sub(r"_0000$", "", case_id)
+        name, channel = split_channel(case_id)
+        case_id = name if channel == 0 else case_id
         if case_id in seen:
             raise InputError(f"{path}: line {i}: case id '{case_id}' is used twice; add a 'case_id' column")
         seen.add(case_id)
-        cases.append(Case(case_id, images, label, klass))
+        cases.append(TrainingCase(case_id, images, label, klass))
     channels = ["image"] if len(image_cols) == 1 else image_cols
     return Dataset(sorted(cases, key=lambda c: c.case_id), {}, channels, path)
 
@@ -223,7 +218,7 @@ def _load_dicom_folder(root: Path) -> Dataset:
             raise InputError(
                 f"{sub}: DICOM case without a label file (expected {sub}/label.nii.gz or {root}/labels/{sub.name}.nii.gz)"
             )
-        cases.append(Case(sub.name, [sub], label))
+        cases.append(TrainingCase(sub.name, [sub], label))
     if not cases:
         raise InputError(
             f"{root}: not a dataset: no imagesTr/ (nnU-Net layout) and no sub-folders with DICOM series; "

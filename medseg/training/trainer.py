@@ -24,7 +24,7 @@ from medseg.core.memory import reuse_freed_memory
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import write_text_atomic
-from medseg.networks import build_network, check_patch_size, network_spec
+from medseg.networks import build_network, check_patch_size, network_info
 from medseg.training import distributed as ddp
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
 from medseg.training.checkpoint import load_checkpoint, plain, save_checkpoint
@@ -90,7 +90,7 @@ class Trainer:
         training: TrainingConfig | None = None,
         **options: Any,
     ) -> None:
-        self.spec = network_spec(network_name)
+        self.spec = network_info(network_name)
         self.network_name = network_name
         self.network_options = dict(network_options or {})
         self.out_dir = Path(out_dir)

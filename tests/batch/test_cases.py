@@ -13,14 +13,20 @@ from medseg.errors import InputError, OutputError
 from tests.batch.conftest import write_cases
 
 
-def test_folder_one_case_per_file_sorted_and_ignores_others(tmp_path: Path) -> None:
+def test_folder_one_case_per_file_sorted_and_lists_what_it_skips(tmp_path: Path) -> None:
     write_cases(tmp_path, 3)
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "meta.json").write_text("{}")
+    (tmp_path / "raw.dcm").write_bytes(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100")  # DICOM without preamble
     (tmp_path / ".case_9.nii.gz.tmp.nii.gz").write_bytes(b"half written")
     cases = discover_cases(tmp_path)
     assert [c.case_id for c in cases] == ["case_000", "case_001", "case_002"]
     assert cases[1].images == (tmp_path / "case_001.nii.gz",)
     assert cases[1].reference is None
+    reasons = {p.name: why for p, why in cases.skipped}
+    assert set(reasons) == {"notes.txt", "meta.json", "raw.dcm"}  # hidden temp files are not inputs
+    assert "not an image" in reasons["notes.txt"]
+    assert "DICOM without the 128-byte preamble" in reasons["raw.dcm"]
 
 
 def test_nnunet_channels_grouped_in_index_order(tmp_path: Path) -> None:
@@ -68,13 +74,17 @@ def test_folder_directly_holding_dicom_is_one_case(dicom_series) -> None:
     assert cases[0].images == (folder,)
 
 
-def test_empty_folder_and_single_file_refused(tmp_path: Path) -> None:
+def test_single_files_and_empty_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no cases found"):
         discover_cases(tmp_path)
-    f = tmp_path / "x.nii.gz"
+    f = tmp_path / "ct scan_0000.nii.gz"
     f.write_bytes(b"x")
-    with pytest.raises(InputError, match="folder of cases or a .csv manifest"):
-        discover_cases(f)
+    (case,) = discover_cases(f)
+    assert case.case_id == "ct_scan" and case.images == (f,)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    with pytest.raises(InputError, match=r"notes.txt: not an image medseg reads"):
+        discover_cases(txt)
     with pytest.raises(InputError, match="no such file"):
         discover_cases(tmp_path / "missing")
 
@@ -116,16 +126,37 @@ def test_manifest_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_sanitize_case_id() -> None:
     assert sanitize_case_id("Müller, Hans (1).nii") == "M_ller__Hans__1_.nii"
-    assert sanitize_case_id("..x") == "..x"
-    for bad in ("", ".", ".."):
+    assert sanitize_case_id("..x") == "x"
+    assert sanitize_case_id("_ct") == "ct"
+    assert sanitize_case_id("a..b") == "a_b"
+    long_a, long_b = "p" * 200 + "a", "p" * 200 + "b"
+    assert len(sanitize_case_id(long_a)) == 128
+    assert sanitize_case_id(long_a) != sanitize_case_id(long_b)
+    for bad in ("", ".", "..", "__"):
         with pytest.raises(InputError):
             sanitize_case_id(bad)
 
 
-@pytest.mark.parametrize("bad", ["../x", "/x", "a/b", ".."])
-def test_case_constructor_refuses_unsafe_ids(bad: str) -> None:
-    with pytest.raises(OutputError, match="not a safe file name"):
+@pytest.mark.parametrize("bad", ["../x", "/x", "a/b", "..", "_1_", "_ct", "a..b", "x" * 129])
+def test_case_constructor_refuses_ids_that_cannot_name_outputs(bad: str) -> None:
+    with pytest.raises(OutputError, match="cannot name output files"):
         Case(bad, (Path("x.nii.gz"),))
+
+
+@pytest.mark.parametrize("case_id", ["_1_", "_ct", "a..b", "x" * 200])
+def test_batch_and_export_agree_on_case_ids(case_id: str, tmp_path: Path) -> None:
+    """An id the batch accepts is one the exporters accept (it used to fail after inference had run)."""
+    import numpy as np
+
+    from medseg.core.volume import Volume
+    from medseg.export import export_all
+
+    cid = sanitize_case_id(case_id)
+    Case(cid, (Path("x.nii.gz"),))
+    mask = Volume(np.zeros((1, 4, 4, 2), np.uint8), np.eye(4), kind="label")
+    with pytest.warns(UserWarning, match="empty"):
+        paths = export_all(mask, tmp_path, cid, ["nifti"])
+    assert paths[0].parent == tmp_path
 
 
 @pytest.mark.parametrize("name", ["../x.nii.gz", "/tmp/x.nii.gz", "a/../../x.nii.gz", ""])

@@ -78,6 +78,7 @@ def test_good_and_corrupt_cases(tmp_path: Path) -> None:
         "started": "",
         "part_id": 0,
         "num_parts": 1,
+        "with_warnings": 0,
     }
     html = (out / "report.html").read_text()
     assert "3 succeeded, 0 skipped, 3 failed" in html and "twochannel" in html

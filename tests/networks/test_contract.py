@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medseg.networks import build_network, check_patch_size, list_networks, network_spec, tiny_options
+from medseg.networks import build_network, check_patch_size, list_networks, network_info, tiny_options
 
 CASES = [(name, dims) for name in list_networks() for dims in (2, 3)]
 
@@ -15,7 +15,7 @@ def test_forward_backward(name: str, dims: int) -> None:
     if name == "monai.swin_unetr":
         pytest.importorskip("einops", reason="MONAI's SwinUNETR needs einops")
     options, patch = tiny_options(name, dims)
-    spec = network_spec(name)
+    spec = network_info(name)
     if spec.task == "segmentation":
         options.update(in_channels=2, out_channels=3)
     else:

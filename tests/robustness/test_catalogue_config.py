@@ -182,7 +182,7 @@ def test_label_on_another_grid(tmp_path: Path) -> None:
     expect_error(
         lambda: prepare_dataset(load_dataset(root), None, cache),
         GeometryError,
-        "does not match",
+        "not on the grid", "spacing (2, 2, 3) vs (2, 2, 2) mm",
         "case01",
         name="case01.nii.gz",
     )

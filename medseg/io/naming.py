@@ -1,0 +1,62 @@
+"""File-name rules shared by every command: case ids and nnU-Net channel suffixes (one owner each).
+
+A case id names output files (``out/<case_id>.nii.gz``, ``<case_id>.provenance.json``), so the
+batch engine, the exporters and training all check ids with :func:`check_case_id`, and derive
+them from file names with :func:`sanitize_case_id` and :func:`split_channel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from medseg.errors import InputError, OutputError
+
+#: Longest case id; longer names are shortened by :func:`sanitize_case_id` (with a hash, so they stay unique).
+MAX_CASE_ID = 128
+_CASE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_CASE_ID - 1}}}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: ``NAME_0000`` (nnU-Net / MSD channel naming: four-digit channel index after the case name).
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def check_case_id(case_id: object) -> str:
+    """Return ``case_id`` if it can name output files, else raise :class:`OutputError`.
+
+    Allowed: 1–128 letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit, without
+    ``..``; so ``out_dir / f"{case_id}.nii.gz"`` always stays inside ``out_dir``.
+    """
+    if not isinstance(case_id, str) or not _CASE_ID.match(case_id) or ".." in case_id:
+        raise OutputError(
+            f"case id {case_id!r} cannot name output files: use 1-{MAX_CASE_ID} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..' or path separators"
+        )
+    return case_id
+
+
+def sanitize_case_id(name: str) -> str:
+    """A valid case id (see :func:`check_case_id`) made from a file or folder name.
+
+    Characters outside ``[A-Za-z0-9._-]`` and ``..`` become ``_``; leading ``.``, ``_`` and ``-`` are
+    dropped; a name longer than 128 characters keeps its start and gets 8 hex digits of its hash,
+    so two long names stay two ids.
+
+    Raises:
+        InputError: nothing usable is left (e.g. ``"..."``, ``"__"``).
+    """
+    cid = _UNSAFE.sub("_", name.strip())
+    while ".." in cid:
+        cid = cid.replace("..", "_")
+    cid = cid.lstrip("._-")
+    if len(cid) > MAX_CASE_ID:
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        cid = f"{cid[: MAX_CASE_ID - 9]}-{digest}"
+    if not cid:
+        raise InputError(f"'{name}' cannot be used as a case id; rename the input so its name has letters or digits")
+    return check_case_id(cid)
+
+
+def split_channel(stem: str) -> tuple[str, int | None]:
+    """``"CASE_0001"`` → ``("CASE", 1)``; a stem without a 4-digit channel suffix → ``(stem, None)``."""
+    m = _CHANNEL.match(stem)
+    return (m["case"], int(m["channel"])) if m else (stem, None)

@@ -1,0 +1,129 @@
+"""The batch processor of a pipeline: what ``medseg predict`` runs for every case.
+
+:class:`PipelineProcessor` is the :class:`medseg.batch.CaseProcessor` of a pipeline: ``load``
+reads and pre-processes a case (CPU, may run in a loader thread), ``run`` does the sliding
+window, inversion to the input grid, argmax and post-processing, ``save`` runs the exporters
+atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medseg.core.volume import Volume
+from medseg.errors import CheckpointError, ConfigError
+from medseg.pipeline.predict import make_predictor, mirror_axes
+
+if TYPE_CHECKING:
+    from medseg.batch import Case
+    from medseg.export import Exporter
+    from medseg.inference import Predictor
+    from medseg.pipeline.pipeline import Pipeline
+
+
+@dataclass
+class PipelineProcessor:
+    """Runs a pipeline on batch cases (see :class:`medseg.batch.CaseProcessor`).
+
+    Attributes:
+        pipeline: the validated pipeline.
+        checkpoints: model files (several = fold ensemble).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        tta: mirroring override (None: the pipeline's setting).
+        series_uid: DICOM series to read when an input folder holds several.
+        exporters: exporters to run instead of the pipeline's ``export`` list (names, mappings or
+            instances; validated here, before any case runs); default the pipeline's, or NIfTI.
+    """
+
+    pipeline: Pipeline
+    checkpoints: list[Path]
+    device: str = "auto"
+    tta: bool | None = None
+    series_uid: str | None = None
+    exporters: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        from medseg.batch import hash_file
+        from medseg.export import build_exporters
+
+        self._predictor: Predictor | None = None
+        for p in self.checkpoints:
+            if not Path(p).is_file():
+                raise CheckpointError(f"{p}: no such checkpoint file")
+        self._weights = [hash_file(Path(p)) for p in self.checkpoints]
+        specs = self.exporters if self.exporters is not None else (self.pipeline.exporters or ["nifti"])
+        self._exporters: list[Exporter] = build_exporters(specs)
+
+    def __getstate__(self) -> dict[str, Any]:  # Dask pickles the processor: rebuild the networks there
+        state = dict(self.__dict__)
+        state["_predictor"] = None
+        return state
+
+    @property
+    def predictor(self) -> Predictor:
+        """The networks, loaded on first use (so a Dask worker loads them once)."""
+        if self._predictor is None:
+            self._predictor = make_predictor(self.pipeline, self.checkpoints, device=self.device, tta=self.tta)
+        return self._predictor
+
+    def export_specs(self) -> list[Exporter]:
+        """The exporters every case runs, built and validated."""
+        return self._exporters
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.pipeline.fingerprint().encode())
+        for w in self._weights:
+            h.update(w.encode())
+        exporters = [(e.name, sorted(e.options().items())) for e in self._exporters]
+        h.update(repr((mirror_axes(self.pipeline, self.tta), exporters)).encode())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline.spec.name,
+            "pipeline_file": str(self.pipeline.source) if self.pipeline.source else None,
+            "pipeline_config": self.pipeline.to_dict(),
+            "checkpoints": [{"path": str(p), "sha256": w} for p, w in zip(self.checkpoints, self._weights)],
+            "device": str(self.predictor.device),
+            "mirror_axes": list(mirror_axes(self.pipeline, self.tta)),
+            "labels": {str(k): v for k, v in self.pipeline.labels.items()},
+        }
+
+    def load(self, case: Case) -> tuple[Volume, Volume]:
+        from medseg.io import read_channels
+
+        image = read_channels(list(case.images), series_uid=case.extra.get("series_uid") or self.series_uid)
+        check_modality(self.pipeline, image)
+        channels = self.pipeline.spec.input.channels
+        if image.n_channels != len(channels):
+            raise ConfigError(
+                f"{case.case_id}: {image.n_channels} input channel(s) but the pipeline expects {len(channels)} "
+                f"({', '.join(channels)}); give one image per channel (_0000, _0001, ...)"
+            )
+        return image, self.predictor.run_preprocess(image)
+
+    def run(self, loaded: tuple[Volume, Volume]) -> tuple[Volume, Volume]:
+        image, pre = loaded
+        return image, self.predictor.predict_preprocessed(image, pre)
+
+    def save(self, case: Case, result: tuple[Volume, Volume], out_dir: Path) -> dict[str, Path]:
+        from medseg.export import export_all
+
+        image, label = result
+        paths = export_all(label, out_dir, case.case_id, self._exporters, image=image, labels=self.pipeline.labels)
+        return {p.name.removeprefix(case.case_id).lstrip("._-") or p.name: p for p in paths}
+
+
+def check_modality(pipeline: Pipeline, image: Volume) -> None:
+    """Refuse a DICOM series whose Modality differs from the pipeline's ``input.modality``."""
+    wanted = pipeline.spec.input.modality.upper()
+    got = str(image.meta.get("modality") or "").upper()
+    if wanted not in ("", "ANY") and got and got != wanted:
+        raise ConfigError(
+            f"{image.meta.get('source')}: DICOM modality is {got} but pipeline '{pipeline.spec.name}' expects {wanted}; "
+            "choose the right series or pipeline"
+        )
