@@ -72,7 +72,8 @@ class Checkpoint:
         epoch: epochs completed.
         metrics: validation metrics at save time.
         versions: package versions at save time.
-        training_state: optimiser/scheduler/RNG state for resuming (empty in exported files).
+        training_state: what resuming needs: optimiser state, best score so far and its metrics,
+            and the global RNG states of torch, numpy and Python (empty in best.pt).
         path: where it was loaded from.
     """
 

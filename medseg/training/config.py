@@ -36,14 +36,16 @@ class TrainingConfig:
         amp_dtype: ``"bfloat16"`` or ``"float16"`` (with a gradient scaler).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         seed: seeds weights, patches and augmentation.
-        deterministic: also ask torch for deterministic kernels (slower).
+        deterministic: use torch's deterministic kernels during training (slower on GPUs;
+            an operation without a deterministic kernel raises).
         num_workers: data-loading processes (0: in the training process).
         foreground_ratio: fraction of each batch centred on foreground.
         class_balanced: pick the foreground class uniformly before the voxel.
         augment: augmentation options (None: no augmentation).
         early_stopping: stop after this many validations without improvement (None: never).
-        max_time_s: wall-clock budget in seconds, counted from the first training step;
-            training stops after the epoch that reaches it (None: no budget).
+        max_time_s: wall-clock budget in seconds, counted from the start of the run; training
+            stops after the epoch that reaches it, and the learning-rate schedule runs over the
+            budget when it ends before ``max_epochs`` (None: no budget).
         val_overlap: sliding-window overlap during validation.
         val_batch_size: windows per forward pass during validation.
         tensorboard: also log to TensorBoard (when installed).
@@ -143,9 +145,11 @@ class TrainResult:
         last_checkpoint: checkpoint after the last epoch (for resuming).
         log_csv: per-epoch log.
         curve_png: training-curve plot.
-        metrics: final validation metrics (per-class Dice, mean Dice or accuracy).
+        metrics: validation metrics of the epoch ``best_checkpoint`` holds (per-class Dice, mean
+            Dice or accuracy; empty without validation).
         epochs: epochs completed.
-        stopped_early: whether early stopping ended the run.
+        stopped_early: whether early stopping or the time budget ended the run.
+        best_epoch: the epoch ``best_checkpoint`` holds (-1 without validation).
     """
 
     out_dir: Path
@@ -156,3 +160,4 @@ class TrainResult:
     metrics: dict[str, float]
     epochs: int
     stopped_early: bool = False
+    best_epoch: int = -1

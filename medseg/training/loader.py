@@ -8,19 +8,19 @@ memory for the copy to the GPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medseg.core.volume import Volume
-from medseg.errors import InputError
 from medseg.training.cache import CachedCase
+from medseg.training.task import SegmentationTask
 from medseg.transforms import RandomPatches
-from medseg.transforms.functional.croppad import crop_or_pad
 
-Task = Literal["segmentation", "classification"]
+if TYPE_CHECKING:
+    from medseg.training.task import Task
 
 
 class PatchStream(IterableDataset):  # type: ignore[type-arg]
@@ -40,7 +40,8 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         seed: base seed; each (rank, worker, start_epoch) gets its own stream.
         rank: process rank under DDP.
         start_epoch: epoch the stream starts at (so a resumed run gets a fresh, seeded stream).
-        task: ``"segmentation"`` or ``"classification"`` (class labels instead of label patches).
+        task: what one batch element is (:class:`medseg.training.task.SegmentationTask`: label
+            patches; ``ClassificationTask``: case classes).
         augment: applied to each batch in the loader (used when training on the CPU, so
             augmentation overlaps with compute in the worker processes; on a GPU the trainer
             augments on the device instead).
@@ -57,7 +58,7 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         seed: int = 0,
         rank: int = 0,
         start_epoch: int = 0,
-        task: Task = "segmentation",
+        task: Task | None = None,
         augment: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None,
     ) -> None:
         super().__init__()
@@ -66,16 +67,19 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         self.dims = len(patch_size)
         self.patch3: tuple[int, int, int] = (*(int(p) for p in patch_size), 1)[:3]  # type: ignore[assignment]
         self.batch_size = int(batch_size)
-        self.seed, self.rank, self.start_epoch, self.task = seed, rank, start_epoch, task
+        self.seed, self.rank, self.start_epoch = seed, rank, start_epoch
+        self.task: Task = task if task is not None else SegmentationTask()
         n_fg = round(self.batch_size * foreground_ratio)
         if foreground_ratio > 0 and self.batch_size > 1:
             n_fg = max(n_fg, 1)
         self.n_fg = n_fg
-        self._fg = RandomPatches(self.patch3, foreground_ratio=1.0, class_balanced=class_balanced)
-        self._any = RandomPatches(self.patch3, foreground_ratio=0.0)
+        #: patch samplers centred on foreground / anywhere (used by the segmentation task).
+        self.foreground = RandomPatches(self.patch3, foreground_ratio=1.0, class_balanced=class_balanced)
+        self.anywhere = RandomPatches(self.patch3, foreground_ratio=0.0)
         self._opened: dict[int, tuple[Volume, Volume | None, dict[int, torch.Tensor]]] = {}
 
-    def _open(self, i: int) -> tuple[Volume, Volume | None, dict[int, torch.Tensor]]:
+    def open(self, i: int) -> tuple[Volume, Volume | None, dict[int, torch.Tensor]]:
+        """Case ``i`` as image and label Volumes (memory-mapped) and its foreground locations."""
         if i not in self._opened:
             c = self.cases[i]
             image = Volume(c.image(mmap=True), c.affine)
@@ -92,7 +96,7 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         while True:
             x, y = self.batch(rng)
             if self.augment is not None:
-                x, y_aug = self.augment(x, y if self.task == "segmentation" else None, generator)
+                x, y_aug = self.augment(x, y if self.task.spatial_target else None, generator)
                 y = y_aug if y_aug is not None else y
             yield x, y
 
@@ -100,18 +104,9 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         """One collated batch drawn with ``rng``."""
         images, targets = [], []
         for j in range(self.batch_size):
-            idx = int(rng.integers(len(self.cases)))
-            image, label, locations = self._open(idx)
-            if self.task == "classification":
-                images.append(self._crop(image, rng))
-                targets.append(torch.tensor(int(self.cases[idx].class_label or 0)))
-                continue
-            sampler = self._fg if j >= self.batch_size - self.n_fg else self._any
-            if label is None:
-                raise InputError(f"case '{self.cases[idx].case_id}' has no label; segmentation training needs one")
-            img, lab = sampler.sample(image, label, 1, rng, locations=locations)[0]
-            images.append(img)
-            targets.append(lab)
+            image, target = self.task.element(self, int(rng.integers(len(self.cases))), j, rng)
+            images.append(image)
+            targets.append(target)
         x = torch.stack(images).float()
         y = torch.stack(targets)
         if self.dims == 2:
@@ -119,12 +114,6 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
             if y.ndim == 5:
                 y = y[..., 0]
         return x, y
-
-    def _crop(self, image: Volume, rng: np.random.Generator) -> torch.Tensor:
-        t = image.tensor()
-        shape = t.shape[1:]
-        start = [int(rng.integers(0, s - p + 1)) if s > p else -((p - s) // 2) for s, p in zip(shape, self.patch3)]
-        return crop_or_pad(t, start, self.patch3, 0.0)
 
 
 def make_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> DataLoader:  # type: ignore[type-arg]

@@ -1,7 +1,14 @@
-"""Optimisers and learning-rate schedules: SGD + Nesterov with polynomial decay, AdamW + cosine."""
+"""Optimisers and learning-rate schedules: SGD + Nesterov with polynomial decay, AdamW + cosine.
+
+A schedule is a pure function of training progress (a fraction in [0, 1]), not a stateful
+torch scheduler: resuming with more epochs, or a wall-clock budget, gives the schedule of the
+new plan instead of replaying the old one (nnU-Net's ``PolyLRScheduler`` is also computed
+from the current step).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -27,14 +34,25 @@ def build_optimizer(
     raise ConfigError(f"unknown optimizer '{name}'{did_you_mean(name, OPTIMIZERS)}")
 
 
-def build_scheduler(
-    name: str, optimizer: torch.optim.Optimizer, max_epochs: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule: ``"poly"`` ``lr·(1 − e/E)^0.9``, ``"cosine"`` to 0, or ``"constant"``."""
-    if name == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / max_epochs) ** 0.9)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    raise ConfigError(f"unknown lr schedule '{name}'{did_you_mean(name, SCHEDULERS)}")
+def lr_factor(schedule: str, progress: float) -> float:
+    """Multiplier of the initial learning rate at ``progress`` ∈ [0, 1] of the run.
+
+    ``"poly"``: ``(1 − progress)^0.9``; ``"cosine"``: ``(1 + cos(π·progress)) / 2``; ``"constant"``: 1.
+
+    Raises:
+        ConfigError: unknown schedule (did-you-mean).
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    if schedule == "poly":
+        return (1.0 - p) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == "constant":
+        return 1.0
+    raise ConfigError(f"unknown lr schedule '{schedule}'{did_you_mean(schedule, SCHEDULERS)}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

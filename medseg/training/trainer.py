@@ -1,17 +1,26 @@
 """The training engine: cached cases → patches → augmentation → network, with validation,
 checkpoints, resume, early stopping, k-fold splits, logs and DDP.
+
+:meth:`Trainer.fit` reads as the run it performs: :meth:`~Trainer._set_up` builds the run state
+(:class:`RunState`: cases, split, network, optimiser, loader, logs, resumed progress), then each
+epoch is :meth:`~Trainer._train_epoch` followed by :meth:`~Trainer._end_epoch` (validation, best
+checkpoint, early stopping, time budget, ``last.pt``, log row), and :meth:`~Trainer._finish`
+writes ``metrics.json``. What differs between segmentation and classification is asked of the
+run's :mod:`task <medseg.training.task>` object.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
@@ -32,26 +42,61 @@ from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset
 from medseg.training.loader import PatchStream, make_loader
 from medseg.training.logs import EpochLog
-from medseg.training.losses import ClassificationLoss, SegmentationLoss
-from medseg.training.optim import build_optimizer, build_scheduler
+from medseg.training.optim import build_optimizer, lr_factor, set_lr
 from medseg.training.splits import load_or_create_splits
-from medseg.training.validation import _predict_case, dice_summary, per_class_dice
-from medseg.transforms.functional.croppad import crop_or_pad
+from medseg.training.task import Task, task_for
 
 log = logging.getLogger(__name__)
 
+#: Iterations timed before the run says how long the whole plan will take.
+PROJECTION_ITERATIONS = 5
+#: A projected run longer than this (hours) is announced as a warning, with what to change.
+LONG_RUN_HOURS = 24.0
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; other names as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"training.device: unknown device {name!r} (use 'auto', 'cpu', 'cuda', 'cuda:1')") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"training.device is {name!r} but no CUDA device is available; use 'auto' or 'cpu'")
-    return device
+
+@dataclass
+class RunState:
+    """Everything one training run reads and updates, built by :meth:`Trainer._set_up`."""
+
+    device: torch.device
+    dist: ddp.DistInfo
+    run_dir: Path
+    train_cases: list[CachedCase]
+    val_cases: list[CachedCase]
+    labels: dict[int, str]
+    channels: list[str]
+    options: dict[str, Any]
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    amp: bool
+    amp_dtype: torch.dtype
+    augment_in_loader: bool
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    epoch_log: EpochLog | None
+    bar: tqdm  # type: ignore[type-arg]
+    meta: dict[str, Any]
+    start_epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
+    since_best: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.epoch_log is not None:
+            self.epoch_log.close()
 
 
 class Trainer:
@@ -90,8 +135,8 @@ class Trainer:
         training: TrainingConfig | None = None,
         **options: Any,
     ) -> None:
-        self.spec = network_info(network_name)
         self.network_name = network_name
+        self.task: Task = task_for(network_info(network_name).task)
         self.network_options = dict(network_options or {})
         self.out_dir = Path(out_dir)
         self.preprocess = preprocess
@@ -101,43 +146,9 @@ class Trainer:
         if training is not None and options:
             raise ConfigError("give the training options either as a TrainingConfig or as keywords, not both")
         self.settings = training if training is not None else TrainingConfig.from_dict(options)
-        self.task = self.spec.task
         self.cache_stats = CacheStats()
         #: the trained network (unwrapped from DDP, eval mode) after :meth:`fit`.
         self.network: nn.Module | None = None
-
-    # ---- set-up -----------------------------------------------------------------------------
-    def _complete_options(self, n_channels: int, n_classes: int) -> dict[str, Any]:
-        opts = dict(self.network_options)
-        opts.setdefault("in_channels", n_channels)
-        if self.task == "segmentation":
-            opts.setdefault("out_channels", n_classes)
-            opts.setdefault("spatial_dims", len(self.settings.patch_size))
-        else:
-            opts.setdefault("n_classes", n_classes)
-            opts.setdefault("spatial_dims", len(self.settings.patch_size))
-            opts.setdefault("input_size", list(self.settings.patch_size))
-        if int(opts["spatial_dims"]) != len(self.settings.patch_size):
-            raise ConfigError(
-                f"network '{self.network_name}' is {opts['spatial_dims']}D but training.patch_size "
-                f"{list(self.settings.patch_size)} has {len(self.settings.patch_size)} axes"
-            )
-        return opts
-
-    def _labels_for(self, dataset: Dataset, cases: Sequence[CachedCase]) -> dict[int, str]:
-        if self.labels:
-            return self.labels
-        if dataset.labels:
-            return dict(dataset.labels)
-        if self.task == "classification":
-            classes = sorted({int(c.class_label) for c in cases if c.class_label is not None})
-            if not classes:
-                raise InputError(f"{dataset.source}: no case has a 'class'; the classifier needs case-level labels")
-            return {i: f"class_{i}" for i in range(max(classes) + 1)}
-        values: set[int] = {0}
-        for c in cases:
-            values |= set(c.locations())
-        return {v: ("background" if v == 0 else f"label_{v}") for v in range(max(values) + 1)}
 
     # ---- main entry -------------------------------------------------------------------------
     @reuse_freed_memory()
@@ -158,15 +169,39 @@ class Trainer:
             dataset: a :class:`Dataset` or a path for :func:`load_dataset`.
             fold: the fold to train (``splits.json`` is created by the first fold to run).
             n_folds: number of folds.
-            resume: continue from ``last.pt`` of this fold when it exists.
+            resume: continue from ``last.pt`` of this fold when it exists (the learning-rate
+                schedule follows the current ``max_epochs``, so a resumed run may be longer).
 
         Returns:
-            A :class:`TrainResult` (checkpoint and log paths, final validation metrics).
+            A :class:`TrainResult`: checkpoint and log paths, and the validation metrics of the
+            epoch ``best.pt`` holds.
 
         Raises:
             ConfigError: patch size not divisible as the network needs, bad options.
             GeometryError: image/label grids mismatch (every case listed).
         """
+        s = self.settings
+        with _deterministic(s.deterministic):
+            run = self._set_up(dataset, fold, n_folds, resume)
+            epoch, stopped = run.start_epoch, False
+            try:
+                for epoch in range(run.start_epoch, s.max_epochs):
+                    row = self._train_epoch(run, epoch)
+                    stop = self._end_epoch(run, epoch, row) if run.dist.is_main else False
+                    if ddp.broadcast_flag(stop, run.dist, run.device):
+                        stopped, epoch = True, epoch + 1
+                        break
+                else:
+                    epoch = s.max_epochs
+            finally:
+                run.close()
+            return self._finish(run, epoch, stopped)
+
+    # ---- set-up -----------------------------------------------------------------------------
+    def _set_up(
+        self, dataset: Dataset | str | os.PathLike[str], fold: int | None, n_folds: int, resume: bool
+    ) -> RunState:
+        """Check the options, cache the cases, split them, build network and optimiser, resume."""
         s = self.settings
         if not isinstance(dataset, Dataset):
             dataset = load_dataset(dataset)
@@ -174,103 +209,34 @@ class Trainer:
             raise InputError(f"{dataset.source}: the dataset has no cases")
         if fold is not None and not 0 <= fold < n_folds:
             raise ConfigError(f"fold must be in 0..{n_folds - 1}, got {fold}")
-        probe = self._complete_options(len(dataset.cases[0].images), 2)
+        if s.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "training.tensorboard is true but the tensorboard package is not installed; "
+                "pip install 'medseg[tensorboard]', or set training.tensorboard: false"
+            )
+        probe = self.task.network_options(self.network_options, len(dataset.cases[0].images), 2, s.patch_size)
+        self._check_dims(probe)
         check_patch_size(self.network_name, s.patch_size, **probe)  # before any compute
-        device = resolve_device(s.device)
+        device = resolve_device(s.device, option="training.device")
         dist = ddp.init_distributed(device.type)
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
             torch.cuda.set_device(device)
-        self._seed(s.seed + dist.rank)
+        _seed(s.seed + dist.rank)
 
-        cache_dir = s.cache_dir or self.out_dir / "cache"
-        key = (
-            json.dumps(self.config["preprocess"], sort_keys=True)
-            if "preprocess" in self.config
-            else callable_key(self.preprocess)
-        )
-        if dist.is_main:
-            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key, stats=self.cache_stats)
-        ddp.barrier(dist)
-        if not dist.is_main:
-            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key)
+        cases = self._cached_cases(dataset, dist)
         by_id = {c.case_id: c for c in cases}
-        labels = self._labels_for(dataset, cases)
+        labels = self.labels or (dict(dataset.labels) if dataset.labels else self.task.default_labels(dataset, cases))
+        self.task.check_cases(cases, labels)
         channels = self.channels or dataset.channels or [f"channel{i}" for i in range(len(dataset.cases[0].images))]
-        options = self._complete_options(len(channels), len(labels))
-        if self.task == "segmentation":
-            for c in cases:
-                unknown = sorted(set(c.locations()) - set(labels))
-                if unknown:
-                    raise InputError(
-                        f"case '{c.case_id}': label values {unknown} are not among the labels {labels}; "
-                        "add them to the labels (dataset.json) or remap the label files"
-                    )
-
-        if fold is None:
-            run_dir, train_ids, val_ids = self.out_dir / "all", sorted(by_id), []
-        else:
-            if dist.is_main:
-                load_or_create_splits(self.out_dir / "splits.json", sorted(by_id), n_folds, s.split_seed)
-            ddp.barrier(dist)
-            split = load_or_create_splits(self.out_dir / "splits.json", sorted(by_id), n_folds, s.split_seed)[fold]
-            run_dir, train_ids, val_ids = self.out_dir / f"fold_{fold}", split["train"], split["val"]
-        train_cases = [by_id[i] for i in train_ids]
-        val_cases = [by_id[i] for i in val_ids]
+        options = self.task.network_options(self.network_options, len(channels), len(labels), s.patch_size)
+        run_dir, train_ids, val_ids = self._split(sorted(by_id), fold, n_folds, dist)
 
         torch.manual_seed(s.seed)
         network = build_network(self.network_name, **options).to(device)
         optimizer = build_optimizer(s.optimizer, network.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-        scheduler = build_scheduler(s.lr_schedule, optimizer, s.max_epochs)
-        state: dict[str, Any] = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "since_best": 0, "metrics": {}}
-        last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-        rows: list[dict[str, Any]] = []
-        if resume and last_path.exists():
-            ckpt = load_checkpoint(last_path, labels=labels, channels=channels)
-            network.load_state_dict(ckpt.state_dict)
-            ts = ckpt.training_state
-            optimizer.load_state_dict(ts["optimizer"])
-            scheduler.load_state_dict(ts["scheduler"])
-            state.update(
-                {k: ts[k] for k in ("best", "best_epoch", "since_best")}, epoch=ckpt.epoch, metrics=ckpt.metrics
-            )
-            rows = [r for r in EpochLog.read(run_dir / "log.csv") if int(r["epoch"]) <= ckpt.epoch]
-            log.info("resuming %s from epoch %d", run_dir, ckpt.epoch)
-        if dist.enabled:
-            network = nn.parallel.DistributedDataParallel(
-                network, device_ids=[device.index] if device.type == "cuda" else None
-            )
-
-        loss_fn: nn.Module = SegmentationLoss(s.loss) if self.task == "segmentation" else ClassificationLoss(s.loss)
         use_amp = s.amp and device.type == "cuda"
         amp_dtype = torch.bfloat16 if s.amp_dtype == "bfloat16" else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        start_epoch = int(state["epoch"])
-        # on the CPU the loader workers augment (overlapping with compute); on a GPU the device does
-        augment_in_loader = device.type == "cpu" and s.num_workers > 0
-        stream = PatchStream(
-            train_cases,
-            s.patch_size,
-            s.batch_size,
-            foreground_ratio=s.foreground_ratio,
-            class_balanced=s.class_balanced,
-            seed=s.seed,
-            rank=dist.rank,
-            start_epoch=start_epoch,
-            task=self.task,
-            augment=s.augment if augment_in_loader else None,
-        )
-        batches = iter(make_loader(stream, s.num_workers, pin_memory=device.type == "cuda"))
-        epoch_log = EpochLog(run_dir, tensorboard=s.tensorboard and dist.is_main, rows=rows) if dist.is_main else None
-        total = s.max_epochs * s.iterations_per_epoch
-        bar = tqdm(
-            total=total,
-            initial=start_epoch * s.iterations_per_epoch,
-            disable=not (s.progress and dist.is_main),
-            desc=run_dir.name,
-            unit="it",
-            dynamic_ncols=True,
-        )
         meta: dict[str, Any] = {
             "network_name": self.network_name,
             "network_options": options,
@@ -278,107 +244,251 @@ class Trainer:
             "labels": labels,
             "channels": channels,
         }
-        stopped_early = False
-        epoch = start_epoch
-        started = time.perf_counter()
-        try:
-            for epoch in range(start_epoch, s.max_epochs):
-                t0 = time.perf_counter()
-                network.train()
-                generator = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch * 1009 + dist.rank)
-                losses, wait = [], 0.0
-                for _ in range(s.iterations_per_epoch):
-                    tw = time.perf_counter()
-                    x, y = next(batches)
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    wait += time.perf_counter() - tw
-                    if s.augment is not None and not augment_in_loader:
-                        x, y_aug = s.augment(x, y if self.task == "segmentation" else None, generator)
-                        y = y_aug if y_aug is not None else y
-                    optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                        out = network(x)
-                    loss = loss_fn(out, y)
-                    scaler.scale(loss).backward()
-                    if s.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(network.parameters(), s.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                train_loss = float(np.mean(losses))
-                if not math.isfinite(train_loss):
-                    raise ConfigError(
-                        f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower training.lr "
-                        f"(now {s.learning_rate}) or enable training.grad_clip"
-                    )
-                row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
-                validate = bool(val_cases) and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.max_epochs)
-                stop = False
-                if dist.is_main:
-                    if validate:
-                        metrics = self.validate(_unwrap(network), val_cases, labels, device, use_amp)
-                        row.update(metrics)
-                        state["metrics"] = metrics
-                        score = metrics["val_dice_mean" if self.task == "segmentation" else "val_accuracy"]
-                        if score > state["best"]:
-                            state.update(best=score, best_epoch=epoch + 1, since_best=0)
-                            save_checkpoint(best_path, network, epoch=epoch + 1, metrics=metrics, **meta)
-                        else:
-                            state["since_best"] = int(state["since_best"]) + 1
-                        stop = s.early_stopping is not None and int(state["since_best"]) >= s.early_stopping
-                    if s.max_time_s is not None and time.perf_counter() - started >= s.max_time_s:
-                        log.info("training: time budget of %.0f s reached after epoch %d", s.max_time_s, epoch + 1)
-                        stop = True
-                    row.update(time_s=time.perf_counter() - t0, data_wait_s=wait)
-                    training_state = {
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        **{k: state[k] for k in ("best", "best_epoch", "since_best")},
-                    }
-                    save_checkpoint(
-                        last_path,
-                        network,
-                        epoch=epoch + 1,
-                        metrics=state["metrics"],
-                        training_state=training_state,
-                        **meta,
-                    )
-                    if epoch_log is not None:
-                        epoch_log.append(row)
-                if ddp.broadcast_flag(stop, dist, device):
-                    stopped_early = True
-                    epoch += 1
-                    break
-            else:
-                epoch = s.max_epochs
-        finally:
-            bar.close()
-            if epoch_log is not None:
-                epoch_log.close()
+        run = RunState(
+            device=device,
+            dist=dist,
+            run_dir=run_dir,
+            train_cases=[by_id[i] for i in train_ids],
+            val_cases=[by_id[i] for i in val_ids],
+            labels=labels,
+            channels=channels,
+            options=options,
+            network=network,
+            optimizer=optimizer,
+            scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+            loss_fn=self.task.loss(s.loss),
+            amp=use_amp,
+            amp_dtype=amp_dtype,
+            # on the CPU the loader workers augment (overlapping with compute); on a GPU the device does
+            augment_in_loader=device.type == "cpu" and s.num_workers > 0,
+            batches=iter(()),
+            epoch_log=None,
+            bar=tqdm(disable=True),
+            meta=meta,
+        )
+        rows = self._resume(run) if resume and run.last_path.exists() else []
+        if dist.enabled:
+            run.network = nn.parallel.DistributedDataParallel(
+                network, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self._start_stream(run)
         if dist.is_main:
-            if not best_path.exists() or not val_cases:
-                save_checkpoint(best_path, network, epoch=epoch, metrics=state["metrics"], **meta)
-            final = {k: v for k, v in state["metrics"].items() if isinstance(v, (int, float))}
-            final.update(best_epoch=state["best_epoch"], epochs=epoch)
-            write_text_atomic(run_dir / "metrics.json", json.dumps(plain(final), indent=1))
-        self.network = _unwrap(network).eval()
+            run.epoch_log = EpochLog(run_dir, tensorboard=s.tensorboard, rows=rows)
+        run.bar = tqdm(
+            total=s.max_epochs * s.iterations_per_epoch,
+            initial=run.start_epoch * s.iterations_per_epoch,
+            disable=not (s.progress and dist.is_main),
+            desc=run_dir.name,
+            unit="it",
+            dynamic_ncols=True,
+        )
+        return run
+
+    def _check_dims(self, options: Mapping[str, Any]) -> None:
+        patch = self.settings.patch_size
+        if int(options["spatial_dims"]) != len(patch):
+            raise ConfigError(
+                f"network '{self.network_name}' is {options['spatial_dims']}D but training.patch_size "
+                f"{list(patch)} has {len(patch)} axes"
+            )
+
+    def _cached_cases(self, dataset: Dataset, dist: ddp.DistInfo) -> list[CachedCase]:
+        """Pre-process every case once into the cache (rank 0 first; the others then read it)."""
+        cache_dir = self.settings.cache_dir or self.out_dir / "cache"
+        config_steps = self.config.get("preprocess")
+        key = json.dumps(config_steps, sort_keys=True) if config_steps is not None else callable_key(self.preprocess)
+        cases: list[CachedCase] = []
+        if dist.is_main:
+            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key, stats=self.cache_stats)
         ddp.barrier(dist)
-        ddp.shutdown(dist)
+        if not dist.is_main:
+            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key)
+        return cases
+
+    def _split(
+        self, ids: list[str], fold: int | None, n_folds: int, dist: ddp.DistInfo
+    ) -> tuple[Path, list[str], list[str]]:
+        """``(run folder, training ids, validation ids)`` of ``fold`` (None: all cases, no validation)."""
+        if fold is None:
+            return self.out_dir / "all", ids, []
+        splits_file = self.out_dir / "splits.json"
+        if dist.is_main:
+            load_or_create_splits(splits_file, ids, n_folds, self.settings.split_seed)
+        ddp.barrier(dist)
+        split = load_or_create_splits(splits_file, ids, n_folds, self.settings.split_seed)[fold]
+        return self.out_dir / f"fold_{fold}", list(split["train"]), list(split["val"])
+
+    def _resume(self, run: RunState) -> list[dict[str, Any]]:
+        """Load ``last.pt`` into the run (weights, optimiser, best-so-far, RNG); returns the earlier log rows."""
+        ckpt = load_checkpoint(run.last_path, labels=run.labels, channels=run.channels)
+        run.network.load_state_dict(ckpt.state_dict)
+        ts = ckpt.training_state
+        run.optimizer.load_state_dict(ts["optimizer"])
+        run.start_epoch = ckpt.epoch
+        run.best, run.best_epoch, run.since_best = float(ts["best"]), int(ts["best_epoch"]), int(ts["since_best"])
+        run.metrics = dict(ckpt.metrics)
+        run.best_metrics = dict(ts.get("best_metrics") or {})
+        if "rng" in ts:
+            _set_rng_state(ts["rng"])
+        log.info("resuming %s from epoch %d", run.run_dir, ckpt.epoch)
+        return [r for r in EpochLog.read(run.run_dir / "log.csv") if int(r["epoch"]) <= ckpt.epoch]
+
+    def _start_stream(self, run: RunState) -> None:
+        s = self.settings
+        stream = PatchStream(
+            run.train_cases,
+            s.patch_size,
+            s.batch_size,
+            foreground_ratio=s.foreground_ratio,
+            class_balanced=s.class_balanced,
+            seed=s.seed,
+            rank=run.dist.rank,
+            start_epoch=run.start_epoch,
+            task=self.task,
+            augment=s.augment if run.augment_in_loader else None,
+        )
+        run.batches = iter(make_loader(stream, s.num_workers, pin_memory=run.device.type == "cuda"))
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def _train_epoch(self, run: RunState, epoch: int) -> dict[str, Any]:
+        """Train ``iterations_per_epoch`` steps; returns the epoch's log row (loss, lr, times)."""
+        s = self.settings
+        t0 = time.perf_counter()
+        lr = s.learning_rate * lr_factor(s.lr_schedule, self._progress(run, epoch))
+        set_lr(run.optimizer, lr)
+        run.network.train()
+        generator = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch * 1009 + run.dist.rank)
+        losses, wait = [], 0.0
+        for it in range(s.iterations_per_epoch):
+            tw = time.perf_counter()
+            x, y = next(run.batches)
+            x = x.to(run.device, non_blocking=True)
+            y = y.to(run.device, non_blocking=True)
+            wait += time.perf_counter() - tw
+            if s.augment is not None and not run.augment_in_loader:
+                x, y_aug = s.augment(x, y if self.task.spatial_target else None, generator)
+                y = y_aug if y_aug is not None else y
+            losses.append(self._step(run, x, y))
+            run.bar.update(1)
+            run.bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+            if epoch == run.start_epoch and it + 1 == min(PROJECTION_ITERATIONS, s.iterations_per_epoch):
+                self._announce_duration(run, (time.perf_counter() - t0) / (it + 1))
+        train_loss = float(np.mean(losses))
+        if not math.isfinite(train_loss):
+            raise ConfigError(
+                f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower training.lr "
+                f"(now {s.learning_rate}) or enable training.grad_clip"
+            )
+        return {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "time_s": 0.0, "data_wait_s": wait, "_t0": t0}
+
+    def _step(self, run: RunState, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimiser step on a batch; returns the loss."""
+        s = self.settings
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp else nullcontext():
+            out = run.network(x)
+        loss = run.loss_fn(out, y)
+        run.scaler.scale(loss).backward()
+        if s.grad_clip is not None:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.network.parameters(), s.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        return float(loss.detach())
+
+    def _progress(self, run: RunState, epoch: int) -> float:
+        """Fraction of the run done at the start of ``epoch``: of the epochs, or of the time budget if further."""
+        s = self.settings
+        progress = epoch / s.max_epochs
+        if s.max_time_s is not None:
+            progress = max(progress, (time.perf_counter() - run.started) / s.max_time_s)
+        return progress
+
+    def _announce_duration(self, run: RunState, seconds_per_iteration: float) -> None:
+        """Say how long the whole plan takes on this device, measured over the first iterations."""
+        s = self.settings
+        remaining = (s.max_epochs - run.start_epoch) * s.iterations_per_epoch
+        hours = remaining * seconds_per_iteration / 3600
+        if s.max_time_s is not None and s.max_time_s / 3600 < hours:
+            log.info(
+                "training: %.2f s/iteration on %s; the time budget (training.max_time_s = %.0f s) ends the run "
+                "before the %d planned iterations (≈ %.1f h)", seconds_per_iteration, run.device, s.max_time_s,
+                remaining, hours,
+            )  # fmt: skip
+            return
+        message = (
+            f"training: {seconds_per_iteration:.2f} s/iteration on {run.device} → the plan ({s.max_epochs} epochs × "
+            f"{s.iterations_per_epoch} iterations) takes ≈ {_duration(hours)} of training steps"
+        )
+        if hours > LONG_RUN_HOURS:
+            log.warning(
+                "%s; shorten it with training.max_epochs / training.iterations_per_epoch (--epochs), set a budget "
+                "with training.max_time_s (--max-time), or plan for this device with 'medseg plan --time-budget'",
+                message,
+            )
+        else:
+            log.info("%s", message)
+
+    # ---- end of an epoch ---------------------------------------------------------------------
+    def _end_epoch(self, run: RunState, epoch: int, row: dict[str, Any]) -> bool:
+        """Validate, keep the best checkpoint, check early stopping and the time budget, save ``last.pt``,
+        log the row. Runs on rank 0; returns True when training should stop."""
+        s = self.settings
+        t0 = row.pop("_t0")
+        stop = False
+        if run.val_cases and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.max_epochs):
+            metrics = self.validate(_unwrap(run.network), run.val_cases, run.labels, run.device, run.amp)
+            row.update(metrics)
+            run.metrics = metrics
+            score = metrics[self.task.score_key]
+            if score > run.best:
+                run.best, run.best_epoch, run.since_best = score, epoch + 1, 0
+                run.best_metrics = dict(metrics)
+                save_checkpoint(run.best_path, run.network, epoch=epoch + 1, metrics=metrics, **run.meta)
+            else:
+                run.since_best += 1
+            stop = s.early_stopping is not None and run.since_best >= s.early_stopping
+        if s.max_time_s is not None and time.perf_counter() - run.started >= s.max_time_s:
+            log.info("training: time budget of %.0f s reached after epoch %d", s.max_time_s, epoch + 1)
+            stop = True
+        row.update(time_s=time.perf_counter() - t0)
+        training_state = {
+            "optimizer": run.optimizer.state_dict(),
+            "best": run.best,
+            "best_epoch": run.best_epoch,
+            "since_best": run.since_best,
+            "best_metrics": run.best_metrics,
+            "rng": _rng_state(),
+        }
+        save_checkpoint(
+            run.last_path, run.network, epoch=epoch + 1, metrics=run.metrics, training_state=training_state, **run.meta
+        )
+        if run.epoch_log is not None:
+            run.epoch_log.append(row)
+        return stop
+
+    def _finish(self, run: RunState, epoch: int, stopped: bool) -> TrainResult:
+        """Write ``best.pt`` (when nothing validated) and ``metrics.json``; return the result."""
+        if run.dist.is_main:
+            if not run.best_path.exists() or not run.val_cases:
+                save_checkpoint(run.best_path, run.network, epoch=epoch, metrics=run.metrics, **run.meta)
+            final: dict[str, Any] = {k: v for k, v in run.best_metrics.items() if isinstance(v, (int, float))}
+            final.update({f"last_{k}": v for k, v in run.metrics.items() if isinstance(v, (int, float))})
+            final.update(best_epoch=run.best_epoch, epochs=epoch)
+            write_text_atomic(run.run_dir / "metrics.json", json.dumps(plain(final), indent=1))
+        self.network = _unwrap(run.network).eval()
+        ddp.barrier(run.dist)
+        ddp.shutdown(run.dist)
         return TrainResult(
-            out_dir=run_dir,
-            best_checkpoint=best_path,
-            last_checkpoint=last_path,
-            log_csv=run_dir / "log.csv",
-            curve_png=run_dir / "curve.png",
-            metrics=dict(state["metrics"]),
+            out_dir=run.run_dir,
+            best_checkpoint=run.best_path,
+            last_checkpoint=run.last_path,
+            log_csv=run.run_dir / "log.csv",
+            curve_png=run.run_dir / "curve.png",
+            metrics=dict(run.best_metrics),
             epochs=epoch,
-            stopped_early=stopped_early,
+            stopped_early=stopped,
+            best_epoch=run.best_epoch,
         )
 
     # ---- validation ---------------------------------------------------------------------------
@@ -393,51 +503,58 @@ class Trainer:
     ) -> dict[str, float]:
         """Per-class Dice (segmentation, sliding window on whole cases) or accuracy (classifier)."""
         network.eval()
-        s = self.settings
-        if self.task == "classification":
-            correct = 0
-            patch3 = (*s.patch_size, 1)[:3]
-            for c in cases:
-                img = torch.from_numpy(np.asarray(c.image(mmap=False)))
-                start = [(int(sz) - p) // 2 for sz, p in zip(img.shape[1:], patch3)]
-                x = crop_or_pad(img, start, patch3, 0.0)
-                x = (x[..., 0] if len(s.patch_size) == 2 else x)[None].to(device)
-                correct += int(network(x).argmax(1).item() == int(c.class_label or 0))
-            return {"val_accuracy": correct / max(len(cases), 1)}
-        per_case = []
-        fg = [k for k in labels if k != 0]
-        for c in cases:
-            image = torch.from_numpy(np.asarray(c.image(mmap=False))).to(device)
-            target = torch.from_numpy(np.asarray(c.label(mmap=False))[0]).to(device)
-            if len(s.patch_size) == 2:  # slice-wise: the Z slices form the batch
-                slices = image.permute(3, 0, 1, 2)
-                logits = torch.stack(
-                    [
-                        _predict_case(
-                            network,
-                            sl,
-                            patch_size=s.patch_size,
-                            overlap=s.val_overlap,
-                            batch_size=s.val_batch_size,
-                            amp=amp,
-                        )
-                        for sl in slices
-                    ],
-                    dim=-1,
-                )
-            else:
-                logits = _predict_case(
-                    network, image, patch_size=s.patch_size, overlap=s.val_overlap, batch_size=s.val_batch_size, amp=amp
-                )
-            per_case.append(per_class_dice(logits.argmax(0), target, fg))
-        return dice_summary(per_case, {k: labels[k] for k in fg})
-
-    @staticmethod
-    def _seed(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        return self.task.validate(network, cases, labels, device, amp, self.settings)
 
 
 def _unwrap(network: nn.Module) -> nn.Module:
     return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """The global RNG states (torch CPU, numpy, Python) as checkpoint-safe plain data."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(state), gauss_next],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
+    version, py_state, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in py_state), gauss_next))
+
+
+@contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """``training.deterministic``: torch's deterministic kernels (and cuDNN without autotuning) inside."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def _duration(hours: float) -> str:
+    if hours >= 48:
+        return f"{hours / 24:.0f} days"
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.0f} min"

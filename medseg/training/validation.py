@@ -1,4 +1,9 @@
-"""Validation on whole cases: sliding-window prediction and per-class Dice."""
+"""Validation on whole cases: sliding-window prediction and per-class Dice.
+
+Dice follows :mod:`medseg.metrics.overlap` (one convention for training and ``medseg evaluate``):
+a class absent from both the prediction and the reference scores 1 (a correct empty prediction),
+so false positives in cases without the class lower the score that picks the best checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from medseg.metrics.overlap import Counts
 
-def _predict_case(
+
+def predict_case(
     network: nn.Module,
     image: Tensor,
     *,
@@ -38,13 +45,13 @@ def _predict_case(
 
 
 def per_class_dice(prediction: Tensor, target: Tensor, labels: Sequence[int]) -> dict[int, float]:
-    """Dice of each label value (NaN when absent from both), on integer maps of one shape."""
+    """Dice of each label value on integer maps of one shape (see :class:`medseg.metrics.overlap.Counts`)."""
     out = {}
     for c in labels:
         p = prediction == c
         t = target == c
-        denom = int(p.sum()) + int(t.sum())
-        out[int(c)] = float("nan") if denom == 0 else 2.0 * int((p & t).sum()) / denom
+        tp = int((p & t).sum())
+        out[int(c)] = Counts(tp, int(p.sum()) - tp, int(t.sum()) - tp).dice()
     return out
 
 
@@ -53,7 +60,7 @@ def dice_summary(per_case: Sequence[Mapping[int, float]], names: Mapping[int, st
     out: dict[str, float] = {}
     means = []
     for c, name in names.items():
-        vals = [d[c] for d in per_case if d.get(c) == d.get(c)]  # skip NaN
+        vals = [d[c] for d in per_case if c in d]
         m = sum(vals) / len(vals) if vals else float("nan")
         out[f"val_dice_{name}"] = m
         if vals:

@@ -15,7 +15,7 @@ from medseg.core.steps import build_step as build
 from medseg.core.steps import invert
 from medseg.transforms.croppad import Crop, CropForeground, Pad
 from medseg.transforms.intensity import Clip, PercentileClip, ScaleIntensity, ZScore
-from medseg.transforms.patches import GridPatches, RandomPatches
+from medseg.transforms.patches import RandomPatches
 from medseg.transforms.reorient import Reorient
 from medseg.transforms.resample import Resample, ResampleTo
 
@@ -23,7 +23,6 @@ __all__ = [
     "Clip",
     "Crop",
     "CropForeground",
-    "GridPatches",
     "Pad",
     "PercentileClip",
     "RandomPatches",

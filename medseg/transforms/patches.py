@@ -1,15 +1,13 @@
-"""Patches: a sliding grid that covers a volume exactly, and random training patches.
+"""Random training patches with nnU-Net's foreground oversampling.
 
-:class:`GridPatches` cuts a volume into overlapping patches (padded at the borders
-when the volume is smaller than a patch) and puts them back together;
-:class:`RandomPatches` draws training patches with nnU-Net's foreground
-oversampling (a third of the patches centred on a foreground voxel).
+:class:`RandomPatches` draws training patches, a chosen share of them centred on a
+foreground voxel. Windows that tile a whole volume for inference are placed by
+:mod:`medseg.inference.windows` (MONAI's placement, one owner).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +17,6 @@ from medseg.core.volume import ArrayLike, Volume
 from medseg.errors import ConfigError, InputError
 from medseg.transforms.functional.convert import as_tensor
 from medseg.transforms.functional.croppad import crop_or_pad
-
-Position = tuple[slice, slice, slice]
 
 
 def _patch_size(patch_size: Sequence[int], what: str) -> tuple[int, int, int]:
@@ -38,107 +34,6 @@ def _as_tensor(data: Volume | ArrayLike) -> torch.Tensor:
     if t.ndim != 4:
         raise InputError(f"patches need a channel-first (C, X, Y, Z) array, got shape {tuple(t.shape)}")
     return t
-
-
-def _starts(size: int, patch: int, step: float) -> list[int]:
-    """nnU-Net's evenly spaced window starts: first at 0, last at ``size - patch``."""
-    if size <= patch:
-        return [0]
-    n = math.ceil((size - patch) / step) + 1
-    span = size - patch
-    return sorted({round(i * span / (n - 1)) for i in range(n)})
-
-
-@dataclass(frozen=True)
-class GridPatches:
-    """Overlapping patches on a regular grid that cover the whole volume.
-
-    Windows are evenly spaced with at least ``overlap`` between neighbours; the first
-    starts at voxel 0 and the last ends at the last voxel, so every voxel is covered.
-    Along an axis shorter than the patch there is one window starting at 0, and the
-    patch is padded with ``pad_value`` past the end of the volume.
-
-    Attributes:
-        patch_size: ``(X, Y, Z)`` voxels (``Z = 1`` for 2D).
-        overlap: fraction of the patch shared by neighbouring windows, in ``[0, 1)``.
-        pad_value: fill for patch voxels outside the volume.
-        allow_padding: when False, a patch larger than the volume is an error.
-
-    Example::
-
-        grid = GridPatches((96, 96, 64), overlap=0.5)
-        for patch, position in grid.patches(volume):   # patch (C, 96, 96, 64)
-            ...
-        whole = grid.assemble(outputs, volume.spatial_shape)  # (C', X, Y, Z)
-    """
-
-    patch_size: tuple[int, int, int]
-    overlap: float = 0.5
-    pad_value: float = 0.0
-    allow_padding: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "patch_size", _patch_size(self.patch_size, "GridPatches"))
-        if not 0.0 <= float(self.overlap) < 1.0:
-            raise ConfigError(f"GridPatches: overlap must be in [0, 1) (a fraction of the patch), got {self.overlap}")
-
-    def positions(self, spatial_shape: Sequence[int]) -> list[Position]:
-        """The windows for a volume of ``spatial_shape`` ``(X, Y, Z)``, as slices (may end past the volume).
-
-        Raises:
-            InputError: a patch is larger than the volume and ``allow_padding`` is False.
-        """
-        shape = tuple(int(s) for s in spatial_shape)
-        if not self.allow_padding and any(p > s for p, s in zip(self.patch_size, shape)):
-            raise InputError(
-                f"patch_size {self.patch_size} is larger than the volume {shape}; use a smaller patch, "
-                "pad the volume (pad min_shape) or set allow_padding=True"
-            )
-        steps = [max(1.0, p * (1.0 - float(self.overlap))) for p in self.patch_size]
-        starts = [_starts(s, p, st) for s, p, st in zip(shape, self.patch_size, steps)]
-        return [
-            (slice(x, x + self.patch_size[0]), slice(y, y + self.patch_size[1]), slice(z, z + self.patch_size[2]))
-            for x in starts[0]
-            for y in starts[1]
-            for z in starts[2]
-        ]
-
-    def patches(self, data: Volume | ArrayLike) -> Iterator[tuple[torch.Tensor, Position]]:
-        """Yield ``(patch (C, *patch_size), position)`` for every window, on the data's device."""
-        x = _as_tensor(data)
-        for pos in self.positions(x.shape[1:]):
-            yield crop_or_pad(x, [s.start for s in pos], self.patch_size, self.pad_value), pos
-
-    def assemble(
-        self,
-        patches: Sequence[tuple[torch.Tensor, Position]] | Iterator[tuple[torch.Tensor, Position]],
-        spatial_shape: Sequence[int],
-        weight: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Put patches back on the volume grid, averaging (optionally ``weight``-ed) overlaps.
-
-        Args:
-            patches: ``(patch (C, *patch_size), position)`` pairs as from :meth:`patches`.
-            spatial_shape: ``(X, Y, Z)`` of the volume.
-            weight: optional ``patch_size`` weights (e.g. a Gaussian) applied to every patch.
-
-        Returns:
-            ``(C, X, Y, Z)`` float tensor on the patches' device.
-        """
-        shape = tuple(int(s) for s in spatial_shape)
-        out = norm = None
-        for patch, pos in patches:
-            if out is None or norm is None:
-                out = torch.zeros((patch.shape[0], *shape), dtype=torch.float32, device=patch.device)
-                norm = torch.zeros(shape, dtype=torch.float32, device=patch.device)
-            keep = tuple(slice(0, min(s.stop, n) - s.start) for s, n in zip(pos, shape))
-            dst = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(pos, shape))
-            w = 1.0 if weight is None else weight.to(patch.device)[keep]
-            out[(slice(None), *dst)] += patch[(slice(None), *keep)].float() * w
-            norm[dst] += w
-        if out is None or norm is None:
-            raise InputError("GridPatches.assemble: no patches given")
-        return out / norm.clamp_min(1e-8)
 
 
 @dataclass(frozen=True)

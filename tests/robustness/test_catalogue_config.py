@@ -85,8 +85,16 @@ def test_pipeline_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    net = build_network("unet", **TINY_UNET)
+def saved_network():
+    import torch
+
+    torch.manual_seed(3)
+    return build_network("unet", **TINY_UNET)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, saved_network) -> Path:
+    net = saved_network
     return save_checkpoint(
         tmp_path / "model.pt",
         net,
@@ -97,9 +105,16 @@ def checkpoint(tmp_path: Path) -> Path:
     )
 
 
-def test_checkpoint_round_trip(checkpoint: Path) -> None:
+def test_checkpoint_round_trip(checkpoint: Path, saved_network) -> None:
+    import torch
+
     ckpt = load_checkpoint(checkpoint, labels={0: "background", 1: "liver"}, channels=["CT"])
-    assert ckpt.build_network() is not None
+    rebuilt = ckpt.build_network()
+    saved = saved_network.state_dict()
+    assert rebuilt.state_dict().keys() == saved.keys()
+    assert all(torch.equal(v, saved[k]) for k, v in rebuilt.state_dict().items())
+    x = torch.randn(1, 1, 16, 16, 16)
+    assert torch.equal(rebuilt(x), saved_network.eval()(x))
 
 
 def test_checkpoint_for_other_labels(checkpoint: Path) -> None:
@@ -182,7 +197,8 @@ def test_label_on_another_grid(tmp_path: Path) -> None:
     expect_error(
         lambda: prepare_dataset(load_dataset(root), None, cache),
         GeometryError,
-        "not on the grid", "spacing (2, 2, 3) vs (2, 2, 2) mm",
+        "not on the grid",
+        "spacing (2, 2, 3) vs (2, 2, 2) mm",
         "case01",
         name="case01.nii.gz",
     )

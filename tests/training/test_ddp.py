@@ -21,7 +21,10 @@ t = Trainer("unet", {"n_stages": 3, "base_channels": 4}, out_dir=sys.argv[2], pa
             progress=False, augment=Augment(p_rotate=0.0))
 r = t.fit(sys.argv[1], fold=0, n_folds=2)
 checksum = sum(float(p.double().sum()) for p in t.network.parameters())
-print(f"rank={os.environ['RANK']} world={os.environ['WORLD_SIZE']} epochs={r.epochs} checksum={checksum:.10e}")
+# each rank writes its own file: lines printed by two processes into one pipe can interleave
+line = f"rank={os.environ['RANK']} world={os.environ['WORLD_SIZE']} epochs={r.epochs} checksum={checksum:.10e}"
+with open(os.path.join(sys.argv[3], "rank" + os.environ["RANK"] + ".txt"), "w") as fh:
+    fh.write(line)
 """
 
 
@@ -32,10 +35,10 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(data), str(tmp_path / "run")]  # fmt: skip
+           str(script), str(data), str(tmp_path / "run"), str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank="))
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert [line.split()[0] for line in lines] == ["rank=0", "rank=1"]
     assert all("world=2 epochs=2" in line for line in lines)
     # DDP keeps the replicas identical

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,12 @@ def test_checkpoint_reloads_for_prediction(run, dataset: Path) -> None:
     cases = prepare_dataset(load_dataset(dataset), None, result.out_dir.parent / "cache", stats=(stats := CacheStats()))
     assert stats.misses == 0
     image = torch.from_numpy(np.asarray(cases[0].image()))
-    from medseg.training.validation import _predict_case
+    from medseg.training.validation import predict_case
 
-    logits = _predict_case(net, image, patch_size=(16, 16, 16))
+    logits = predict_case(net, image, patch_size=(16, 16, 16))
     assert logits.shape == (3, 24, 24, 24) and torch.isfinite(logits).all()
     # best (= last, validated once at epoch 3) reloads to exactly the trained network
-    assert torch.allclose(logits, _predict_case(trainer.network, image, patch_size=(16, 16, 16)), atol=1e-5)
+    assert torch.allclose(logits, predict_case(trainer.network, image, patch_size=(16, 16, 16)), atol=1e-5)
 
 
 def test_resume_continues_from_last_epoch_with_cache_hits(run, dataset: Path) -> None:
@@ -104,11 +105,27 @@ def test_time_budget_stops_after_the_epoch_that_reaches_it(dataset: Path, tmp_pa
 
 
 def test_2d_network_trains_on_slices(dataset: Path, tmp_path: Path) -> None:
+    from medseg.metrics import dice
+    from medseg.training.validation import predict_case
+
     t = Trainer("unet", {"n_stages": 3, "base_channels": 4}, out_dir=tmp_path, patch_size=(16, 16), max_epochs=1,
                 iterations_per_epoch=2, **FAST)  # fmt: skip
     result = t.fit(dataset, fold=0, n_folds=2)
-    assert result.metrics["val_dice_mean"] >= 0.0
-    assert load_checkpoint(result.best_checkpoint).network_options["spatial_dims"] == 2
+    ckpt = load_checkpoint(result.best_checkpoint)
+    assert ckpt.network_options["spatial_dims"] == 2
+    # the reported validation Dice is what the saved 2D network gives slice by slice on the validation cases
+    net = ckpt.build_network()
+    cases = {c.case_id: c for c in prepare_dataset(load_dataset(dataset), None, tmp_path / "cache")}
+    val_ids = __import__("json").loads((tmp_path / "splits.json").read_text())[0]["val"]
+    per_label: dict[int, list[float]] = {1: [], 2: []}
+    for cid in val_ids:
+        image = torch.from_numpy(np.asarray(cases[cid].image()))
+        logits = torch.stack([predict_case(net, sl, patch_size=(16, 16)) for sl in image.permute(3, 0, 1, 2)], -1)
+        pred, ref = logits.argmax(0).numpy(), np.asarray(cases[cid].label())[0]
+        for lab in per_label:
+            per_label[lab].append(dice(pred, ref, label=lab))
+    assert result.metrics["val_dice_liver"] == pytest.approx(np.mean(per_label[1]), abs=1e-6)
+    assert result.metrics["val_dice_spleen"] == pytest.approx(np.mean(per_label[2]), abs=1e-6)
 
 
 def test_bad_patch_size_fails_before_any_work(dataset: Path, tmp_path: Path) -> None:
@@ -142,11 +159,20 @@ def test_classifier_from_csv_class_column(tmp_path: Path) -> None:
         patch_size=(32, 32), max_epochs=2, iterations_per_epoch=2, val_every=1, **{**FAST, "augment": None},
     )  # fmt: skip
     result = t.fit(tmp_path / "m.csv", fold=0, n_folds=2)
-    assert 0.0 <= result.metrics["val_accuracy"] <= 1.0
     ckpt = load_checkpoint(result.best_checkpoint)
     assert ckpt.labels == {0: "class_0", 1: "class_1"} and ckpt.network_options["n_classes"] == 2
     net = ckpt.build_network()
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 2)
+    # the reported accuracy is what the saved classifier gets on the validation images
+    val_ids = __import__("json").loads((tmp_path / "run" / "splits.json").read_text())[0]["val"]
+    correct = 0
+    for cid in val_ids:
+        i = int(cid.removeprefix("img"))
+        from medseg.io import read
+
+        x = torch.from_numpy(read(tmp_path / f"img{i}.nii.gz").numpy()[..., 0].astype(np.float32))[None]
+        correct += int(net(x).argmax(1).item() == i % 2)
+    assert result.metrics["val_accuracy"] == correct / len(val_ids)
 
 
 def test_label_values_outside_the_labels_are_reported(dataset: Path, tmp_path: Path) -> None:
@@ -155,3 +181,89 @@ def test_label_values_outside_the_labels_are_reported(dataset: Path, tmp_path: P
     t = Trainer("unet", NET, out_dir=tmp_path, labels={0: "background", 1: "liver"}, patch_size=(16, 16, 16))
     with pytest.raises(InputError, match=r"case 'case00': label values \[2\] are not among the labels"):
         t.fit(dataset, fold=0, n_folds=2)
+
+
+def test_resume_with_more_epochs_follows_the_new_schedule(dataset: Path, tmp_path: Path) -> None:
+    opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
+    Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=2, iterations_per_epoch=1,
+            **opts).fit(dataset)  # fmt: skip
+    result = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=4, iterations_per_epoch=1,
+                     **opts).fit(dataset)  # fmt: skip
+    lrs = [float(r.split(",")[2]) for r in result.log_csv.read_text().splitlines()[1:]]
+    # epochs 1-2 ran under the 2-epoch plan, 3-4 continue the 4-epoch poly schedule (never back to 0.01 or 0)
+    assert lrs == pytest.approx([0.01, 0.01 * 0.5**0.9, 0.01 * 0.5**0.9, 0.01 * 0.25**0.9], rel=1e-5)
+
+
+def test_time_budget_runs_the_schedule_over_the_budget(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import medseg.training.trainer as trainer_module
+
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1000, iterations_per_epoch=1,
+                max_time_s=200, **opts)  # fmt: skip
+    result = t.fit(dataset)
+    lrs = [float(r.split(",")[2]) for r in result.log_csv.read_text().splitlines()[1:]]
+    assert result.stopped_early and result.epochs < 1000
+    assert lrs[-1] < 0.01 * 0.2  # annealed by the budget, not by the 1000 planned epochs
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+
+
+def test_metrics_are_those_of_the_best_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    import json
+
+    opts = {**FAST, "lr": 1e-12, "augment": None}  # no learning: the first validation stays the best
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=3, iterations_per_epoch=1,
+                val_every=1, **opts)  # fmt: skip
+    result = t.fit(dataset, fold=1, n_folds=2)
+    best = load_checkpoint(result.best_checkpoint)
+    assert result.best_epoch == best.epoch == 1 and result.epochs == 3
+    assert result.metrics == best.metrics
+    saved = json.loads((result.out_dir / "metrics.json").read_text())
+    assert saved["best_epoch"] == 1 and saved["epochs"] == 3
+    assert saved["val_dice_mean"] == pytest.approx(best.metrics["val_dice_mean"])
+    assert "last_val_dice_mean" in saved
+
+
+def test_last_checkpoint_carries_the_rng_state(dataset: Path, tmp_path: Path) -> None:
+    from medseg.training.trainer import _set_rng_state
+
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1, iterations_per_epoch=1, **FAST)
+    result = t.fit(dataset)
+    after_training = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    _set_rng_state(load_checkpoint(result.last_checkpoint).training_state["rng"])
+    again = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(after_training[0], again[0]) and np.array_equal(after_training[1], again[1])
+    assert after_training[2] == again[2]
+
+
+def test_deterministic_asks_torch_for_deterministic_kernels(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    calls: list[bool] = []
+    real = torch.use_deterministic_algorithms
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: (calls.append(mode), real(mode))[1])
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1, iterations_per_epoch=1,
+                deterministic=True, **FAST)  # fmt: skip
+    t.fit(dataset)
+    assert calls == [True, False] and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_tensorboard_without_the_package_is_a_config_error(dataset: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), tensorboard=True, **FAST)
+    with pytest.raises(ConfigError, match=r"tensorboard.*pip install 'medseg\[tensorboard\]'"):
+        t.fit(dataset)
+
+
+def test_a_plan_far_too_long_for_this_device_is_announced(dataset: Path, tmp_path: Path, caplog) -> None:
+    opts = {**FAST, "lr": 1e-12, "augment": None}
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=100_000_000, iterations_per_epoch=5,
+                val_every=1, early_stopping=1, **opts)  # fmt: skip
+    with caplog.at_level("INFO", logger="medseg.training.trainer"):
+        t.fit(dataset, fold=0, n_folds=2)
+    (record,) = [r for r in caplog.records if "s/iteration" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "100000000 epochs × 5 iterations" in record.getMessage() and "days" in record.getMessage()
+    assert "training.max_time_s" in record.getMessage()

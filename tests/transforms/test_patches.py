@@ -5,65 +5,17 @@ import pytest
 import torch
 
 from medseg.core import Volume
-from medseg.errors import ConfigError, GeometryError, InputError
-from medseg.transforms import GridPatches, RandomPatches
-
-
-@pytest.mark.parametrize(
-    ("shape", "patch", "overlap"),
-    [((1, 20, 18, 12), (8, 8, 8), 0.5), ((2, 33, 17, 5), (16, 16, 8), 0.25), ((1, 10, 10, 1), (4, 6, 1), 0.0)],
-)
-def test_grid_patches_cover_and_reassemble(make_volume, shape, patch, overlap):
-    vol = make_volume(shape=shape)
-    grid = GridPatches(patch, overlap=overlap)
-    pairs = list(grid.patches(vol))
-    cover = np.zeros(shape[1:], dtype=int)
-    for p, pos in pairs:
-        assert tuple(p.shape) == (shape[0], *patch)
-        cover[pos] += 1
-    assert cover.min() >= 1  # every voxel covered
-    out = grid.assemble(pairs, vol.spatial_shape)
-    np.testing.assert_allclose(out.numpy(), vol.numpy(), rtol=1e-6)
-
-
-def test_grid_patches_overlap_spacing():
-    pos = GridPatches((10, 10, 10), overlap=0.5).positions((30, 10, 4))
-    starts = sorted({p[0].start for p in pos})
-    assert starts == [0, 5, 10, 15, 20]
-    assert {p[1].start for p in pos} == {0} and {p[2].start for p in pos} == {0}
-
-
-def test_grid_patches_pad_small_volume(make_volume):
-    vol = make_volume(shape=(1, 5, 6, 3))
-    grid = GridPatches((8, 8, 4), pad_value=-7.0)
-    [(patch, pos)] = list(grid.patches(vol))
-    assert pos == (slice(0, 8), slice(0, 8), slice(0, 4))
-    np.testing.assert_array_equal(patch[:, :5, :6, :3].numpy(), vol.numpy())
-    assert float(patch[0, 7, 7, 3]) == -7.0
-    np.testing.assert_allclose(grid.assemble([(patch, pos)], (5, 6, 3)).numpy(), vol.numpy())
-    with pytest.raises(InputError, match="larger than the volume"):
-        GridPatches((8, 8, 4), allow_padding=False).positions((5, 6, 3))
-
-
-def test_grid_patches_weighted_assembly():
-    x = torch.arange(2 * 12 * 12 * 6, dtype=torch.float32).reshape(2, 12, 12, 6)
-    grid = GridPatches((6, 6, 6), overlap=0.5)
-    weight = torch.rand(6, 6, 6) + 0.1
-    out = grid.assemble(grid.patches(x), (12, 12, 6), weight=weight)
-    torch.testing.assert_close(out, x)
+from medseg.errors import ConfigError, GeometryError
+from medseg.transforms import RandomPatches
 
 
 @pytest.mark.parametrize("bad", [(0, 4, 4), (4, 4), (2.5, 4, 4)])
 def test_patch_size_checked(bad):
     with pytest.raises(ConfigError, match="patch_size"):
-        GridPatches(bad)
-    with pytest.raises(ConfigError, match="patch_size"):
         RandomPatches(bad)
 
 
-def test_overlap_checked():
-    with pytest.raises(ConfigError, match="overlap"):
-        GridPatches((4, 4, 4), overlap=1.0)
+def test_foreground_ratio_checked():
     with pytest.raises(ConfigError, match="foreground_ratio"):
         RandomPatches((4, 4, 4), foreground_ratio=1.5)
 
