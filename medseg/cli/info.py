@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,15 @@ from medseg.errors import InputError, MedsegError
 if TYPE_CHECKING:
     import numpy as np
 
+    from medseg.core.volume import Volume
 
-def describe(path: Path) -> list[dict[str, Any]]:
-    """One record per volume/series at ``path``: shape, spacing, orientation, range, dtype, modality."""
-    from medseg.io import find_series, read
 
+def describe(path: Path, *, spacing_tolerance: float | None = None) -> list[dict[str, Any]]:
+    """One record per volume/series at ``path``: shape, spacing, orientation, origin and direction
+    (RAS mm), value range, dtype, modality; a series that cannot be read has an ``error``."""
+    from medseg.io import SPACING_TOLERANCE, find_series, read, read_dicom
+
+    tolerance = spacing_tolerance or SPACING_TOLERANCE
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -33,30 +38,30 @@ def describe(path: Path) -> list[dict[str, Any]]:
                 "kind": s.kind,
                 "n_slices": s.n_slices,
                 "shape": list(s.size),
-                "spacing": [round(v, 4) for v in s.spacing] if s.spacing else None,
-                "orientation": s.orientation,
             }
             if s.is_image:
                 try:
-                    vol = read(list(s.files), series_uid=s.uid)
-                    rec.update(_stats(vol.numpy()))
+                    rec.update(_geometry_and_values(read_dicom(s, spacing_tolerance=tolerance)))
                 except MedsegError as exc:
                     rec["error"] = str(exc)
             out.append(rec)
         return out
-    vol = read(path)
-    return [
-        {
-            "path": str(path),
-            "modality": vol.meta.get("modality", ""),
-            "shape": list(vol.spatial_shape),
-            "channels": vol.n_channels,
-            "spacing": [round(v, 4) for v in vol.spacing],
-            "orientation": vol.orientation,
-            "origin": [round(v, 3) for v in vol.origin],
-            **_stats(vol.numpy()),
-        }
-    ]
+    vol = read(path, spacing_tolerance=tolerance)
+    return [{"path": str(path), "modality": vol.meta.get("modality", ""), **_geometry_and_values(vol)}]
+
+
+def _geometry_and_values(vol: Volume) -> dict[str, Any]:
+    import numpy as np
+
+    return {
+        "shape": list(vol.spatial_shape),
+        "channels": vol.n_channels,
+        "spacing": [round(v, 4) for v in vol.spacing],
+        "orientation": vol.orientation,
+        "origin_ras_mm": [round(v, 3) for v in vol.origin],
+        "direction_ras": np.round(vol.direction, 4).T.tolist(),
+        **_stats(vol.numpy()),
+    }
 
 
 def _stats(a: np.ndarray) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 
     finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
     return {
-        "dtype": str(a.dtype),
+        "dtype": a.dtype.name,  # 'int16', not the byte-order code '>i2'
         "min": float(finite.min()) if finite.size else None,
         "max": float(finite.max()) if finite.size else None,
         "nonfinite": int(a.size - finite.size),
@@ -75,19 +80,48 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 def info(
     path: Path = typer.Argument(..., help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    spacing_tolerance: float = typer.Option(
+        None, "--spacing-tolerance", help="DICOM: allowed deviation of slice gaps from the median (fraction, 0.05)."
+    ),
 ) -> None:
-    """Print every volume/series found at PATH with shape, spacing, orientation and value range."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Print every volume/series found at PATH with shape, spacing, orientation, origin/direction (RAS) and
+    value range. Exit status 1 when nothing at PATH could be read."""
+    with warnings.catch_warnings(record=True) as caught, _quiet_library_logs():
         warnings.simplefilter("always")
-        records = describe(path)
+        records = describe(path, spacing_tolerance=spacing_tolerance)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
     else:
         for r in records:
-            head = r.get("series_uid", r["path"])
-            typer.echo(f"{head}")
+            typer.echo(f"{r.get('series_uid', r['path'])}")
             for k, v in r.items():
-                if k not in ("path", "series_uid") and v not in (None, ""):
-                    typer.echo(f"  {k:12s} {v}")
-    for w in caught:
-        typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+                if k in ("path", "series_uid") or v in (None, ""):
+                    continue
+                if k == "direction_ras":
+                    v = "  ".join(f"{n}: [{', '.join(f'{c:g}' for c in axis)}]" for n, axis in zip("xyz", v))
+                typer.echo(f"  {_LABELS.get(k, k):16s} {v}")
+    for message in dict.fromkeys(str(w.message) for w in caught):  # each warning once
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    readable = [r for r in records if "error" not in r and r.get("dtype")]
+    if not readable:
+        errors = [r["error"] for r in records if "error" in r]
+        raise InputError(
+            f"{path}: nothing could be read" + (f" ({errors[0]})" if errors else " (no image series found)")
+        )
+
+
+_LABELS = {"origin_ras_mm": "origin (RAS mm)", "direction_ras": "axes (RAS)", "spacing": "spacing (mm)"}
+
+
+class _quiet_library_logs:
+    """Keep nibabel's and pydicom's log lines (e.g. 'pixdim[0] should be 1 or -1') out of the table; the
+    problems that matter reach the user as medseg warnings."""
+
+    def __enter__(self) -> None:
+        self._levels = {name: logging.getLogger(name).level for name in ("nibabel", "nibabel.global", "pydicom")}
+        for name in self._levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)

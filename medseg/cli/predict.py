@@ -68,6 +68,11 @@ def predict(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: the pipeline's)."
     ),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series."),
+    spacing_tolerance: float = typer.Option(
+        None,
+        "--spacing-tolerance",
+        help="DICOM: allowed deviation of slice gaps (fraction; default input.spacing_tolerance).",
+    ),
     export: list[str] = typer.Option(None, "--export", "-e", help=EXPORT_HELP),
     executor: str = typer.Option("inprocess", "--executor", help="inprocess, overlap (prefetch next cases) or dask."),
     workers: int = typer.Option(None, "--workers", help="Loader threads (overlap) or Dask LocalCluster workers."),
@@ -95,10 +100,18 @@ def predict(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if device != "auto":
         resolve_device(device, option="--device")
+    if spacing_tolerance is not None and not spacing_tolerance > 0:
+        raise ConfigError(f"--spacing-tolerance must be a positive fraction such as 0.1, got {spacing_tolerance}")
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
     cases = discover_cases(input, series=series)
     processor = PipelineProcessor(
-        pipeline, ckpts, device=device, tta=tta, series_uid=series, exporters=split_list(export)
+        pipeline,
+        ckpts,
+        device=device,
+        tta=tta,
+        series_uid=series,
+        exporters=split_list(export),
+        spacing_tolerance=spacing_tolerance,
     )
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)

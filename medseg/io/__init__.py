@@ -13,7 +13,7 @@ from pathlib import Path
 from medseg.core.volume import Volume
 from medseg.errors import InputError, OutputError
 from medseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from medseg.io.dicom import SeriesInfo, find_series, is_dicom_file, read_dicom
+from medseg.io.dicom import SPACING_TOLERANCE, SeriesInfo, find_series, is_dicom_file, read_dicom
 from medseg.io.image2d import read_image2d, write_image2d
 from medseg.io.itk import read_itk, write_itk
 from medseg.io.nifti import read_nifti, write_nifti
@@ -24,6 +24,7 @@ IMAGE2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE2D_SUFFIXES
 
 __all__ = [
+    "SPACING_TOLERANCE",
     "SUFFIXES",
     "SeriesInfo",
     "atomic_path",
@@ -47,25 +48,32 @@ def image_suffix(path: str | os.PathLike[str]) -> str:
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
 
 
-def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, series_uid: str | None = None) -> Volume:
+def read(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+    spacing_tolerance: float = SPACING_TOLERANCE,
+) -> Volume:
     """Read an image file, a DICOM folder, or a list of DICOM files as a :class:`Volume`.
 
     Args:
         path: NIfTI (``.nii``, ``.nii.gz``), NRRD/MHA/MHD, PNG/TIFF, a DICOM file,
             a folder holding one DICOM series (searched recursively), or a list of DICOM files.
         series_uid: the series to read when a DICOM folder holds several.
+        spacing_tolerance: DICOM: largest deviation of a slice gap from the median gap, as a
+            fraction (0.05 = 5 %); a larger one (missing slices) is an error.
 
     Raises:
         InputError: the path is missing, not an image, corrupt, or ambiguous;
             the message names the file and what to do.
     """
     if not isinstance(path, (str, os.PathLike)):
-        return read_dicom([Path(p) for p in path], series_uid=series_uid)
+        return read_dicom([Path(p) for p in path], series_uid=series_uid, spacing_tolerance=spacing_tolerance)
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     if p.is_dir():
-        return read_dicom(p, series_uid=series_uid)
+        return read_dicom(p, series_uid=series_uid, spacing_tolerance=spacing_tolerance)
     suffix = image_suffix(p)
     if suffix in NIFTI_SUFFIXES:
         return read_nifti(p)
@@ -74,7 +82,7 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, ser
     if suffix in IMAGE2D_SUFFIXES:
         return read_image2d(p)
     if is_dicom_file(p):
-        return read_dicom(p, series_uid=series_uid)
+        return read_dicom(p, series_uid=series_uid, spacing_tolerance=spacing_tolerance)
     if p.suffix.lower() == ".zip":
         raise InputError(f"{p}: zip archives are not read directly; unpack it and give the folder")
     raise InputError(
@@ -83,7 +91,12 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, ser
     )
 
 
-def read_channels(paths: Sequence[str | os.PathLike[str]], *, series_uid: str | None = None) -> Volume:
+def read_channels(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+    spacing_tolerance: float = SPACING_TOLERANCE,
+) -> Volume:
     """Read one image per channel (e.g. nnU-Net ``CASE_0000``, ``CASE_0001``) as one Volume.
 
     Every channel must lie on the first one's grid (same shape, affines within
@@ -97,7 +110,7 @@ def read_channels(paths: Sequence[str | os.PathLike[str]], *, series_uid: str | 
 
     if not paths:
         raise InputError("no image files given")
-    vols = [read(p, series_uid=series_uid) for p in paths]
+    vols = [read(p, series_uid=series_uid, spacing_tolerance=spacing_tolerance) for p in paths]
     first = vols[0]
     for i, v in enumerate(vols[1:], start=1):
         first.require_grid(v, f"channel {i}", fix="resample the channels onto one grid (e.g. with SimpleITK)")

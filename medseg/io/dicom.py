@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.104.1": "an Encapsulated PDF",
     "1.2.840.10008.5.1.4.1.1.481.5": "an RT Plan",
 }
+#: Largest deviation of a slice gap from the series' median gap, as a fraction (0.05 = 5 %); larger gaps
+#: (missing slices) are errors unless the caller allows more (read(..., spacing_tolerance=...)).
+SPACING_TOLERANCE = 0.05
 #: Tags read by :func:`find_series`/:func:`read_dicom`; decoded up front so bad values fail per file.
 _USED_TAGS = (
     "SeriesInstanceUID",
@@ -71,6 +74,7 @@ class SeriesInfo:
         files: the files of the series.
         is_image: False for SR, RTSTRUCT, SEG and other non-image objects.
         kind: SOP class name (e.g. ``"CT Image Storage"``).
+        affine: 4×4 voxel → RAS mm of the series as :func:`read_dicom` reads it, or None.
     """
 
     uid: str
@@ -83,6 +87,9 @@ class SeriesInfo:
     files: tuple[Path, ...]
     is_image: bool
     kind: str
+    affine: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: the parsed headers, so reading the series does not parse them again
+    headers: tuple[tuple[Path, pydicom.Dataset], ...] = field(default=(), repr=False, compare=False)
 
     def summary(self) -> str:
         """One line: UID, modality, description, slices, size."""
@@ -192,7 +199,10 @@ def _float_list(value: Any, n: int, what: str, f: Path) -> np.ndarray:
     if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.abs(arr).max(initial=0.0) > _MAX_MM:
         raise DicomError(f"{f}: {what} must hold {n} finite numbers (|x| ≤ {_MAX_MM:g} mm), got {value!r}")
     if what == "PixelSpacing" and arr.min() <= 0:
-        raise DicomError(f"{f}: PixelSpacing must be > 0 mm, got {value!r}")
+        raise DicomError(
+            f"{f}: PixelSpacing must be > 0 mm, got {value!r}; the header is corrupt: re-export the series, or "
+            'set the true spacing (e.g. dcmodify -m "(0028,0030)=0.7\\\\0.7")'
+        )
     if what == "ImageOrientationPatient":
         row, col = arr[:3], arr[3:]
         if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
@@ -260,40 +270,44 @@ def _frames(f: Path, ds: pydicom.Dataset, lone: bool = False) -> list[_Frame]:
                 )
             )
         return frames
-    if n_frames > 1:
+    if n_frames > 1 and not lone:
         raise DicomError(
-            f"{f}: multi-frame file without per-frame geometry (functional groups); medseg reads classic "
-            "series and enhanced multi-frame CT/MR only"
+            f"{f}: multi-frame file without per-frame geometry (functional groups) in a series of several files; "
+            "its frames cannot be placed among the others: move it to a folder of its own"
         )
     position = ds.get("ImagePositionPatient")
     orientation = ds.get("ImageOrientationPatient")
-    if position is None or orientation is None:
-        missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient") if t not in ds]
-        if not lone:
-            raise DicomError(
-                f"{f}: missing {', '.join(missing)}; the slice cannot be placed in space "
-                "(secondary capture, or anonymised too far?)"
-            )
-        warnings.warn(
-            f"{f}: no {' or '.join(missing)}; placing it at the origin with identity orientation",
-            InputWarning,
-            stacklevel=3,
+    missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient") if t not in ds]
+    if missing and not lone:
+        raise DicomError(
+            f"{f}: missing {', '.join(missing)}; the slice cannot be placed in space "
+            "(secondary capture, or anonymised too far?): move it out of the series folder"
         )
+    # a file that is a series on its own is read even without geometry, multi-frame or not: placed at the
+    # origin with identity orientation (and frames one slice thickness apart), with a warning saying so
+    placed = [] if not missing else [f"no {' or '.join(missing)}: placed at the origin with identity orientation"]
+    if missing:
         position, orientation = [0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
-    slope = ds.get("RescaleSlope", 1.0)
-    inter = ds.get("RescaleIntercept", 0.0)
-    return [
-        _Frame(
-            _float_list(position, 3, "ImagePositionPatient", f),
-            _float_list(orientation, 6, "ImageOrientationPatient", f),
-            tuple(_float_list(ps, 2, "PixelSpacing", f)),  # type: ignore[arg-type]
-            _scalar(slope, 1.0, "RescaleSlope", f),
-            _scalar(inter, 0.0, "RescaleIntercept", f),
-            f,
-            None,
-            sop,
+    slope = _scalar(ds.get("RescaleSlope", 1.0), 1.0, "RescaleSlope", f)
+    inter = _scalar(ds.get("RescaleIntercept", 0.0), 0.0, "RescaleIntercept", f)
+    pos = _float_list(position, 3, "ImagePositionPatient", f)
+    ori = _float_list(orientation, 6, "ImageOrientationPatient", f)
+    spacing = tuple(_float_list(ps, 2, "PixelSpacing", f))
+    step = 0.0
+    if n_frames > 1:
+        step = _scalar(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), 1.0, "SliceThickness", f)
+        step = step if 0 < step <= _MAX_MM else 1.0
+        placed.append(
+            f"multi-frame file without per-frame geometry (functional groups): its {n_frames} frames are placed "
+            f"{step:g} mm apart along the slice normal"
         )
+    if placed:
+        warnings.warn(f"{f}: {'; '.join(placed)}", InputWarning, stacklevel=3)
+    normal = np.cross(ori[:3], ori[3:])
+    return [
+        _Frame(pos + normal * step * k, ori, spacing, slope, inter, f, k if n_frames > 1 else None, sop)  # type: ignore[arg-type]
+        for k in range(n_frames)
     ]
 
 
@@ -343,8 +357,9 @@ def _sorted_geometry(
             raise DicomError(
                 f"{where}: uneven slice spacing: {gaps[i]:.3f} mm between {frames[i].file.name} and "
                 f"{frames[i + 1].file.name} where the series spacing is {step_mm:.3f} mm "
-                f"({bad.size} irregular gap(s); missing slices?); complete the series, or raise "
-                f"spacing_tolerance (now {spacing_tolerance})"
+                f"({bad.size} irregular gap(s); missing slices?); complete the series, or allow it with "
+                f"--spacing-tolerance {max(0.1, round(float(abs(gaps[i] - step_mm) / step_mm) + 0.01, 2))} (pipeline "
+                f"files: input.spacing_tolerance; Python: read(..., spacing_tolerance=...); now {spacing_tolerance})"
             )
         step = (frames[-1].position - frames[0].position) / (n - 1)
         along = float(step @ normal)
@@ -401,17 +416,18 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
         size = (int(ds0.get("Columns", 0)), int(ds0.get("Rows", 0)), n)
         sp: tuple[float, float, float] | None = None
         orient: str | None = None
+        ras: np.ndarray | None = None
         if is_image:
             try:
                 hdr = {f: ds for f, ds in items}
-                frames = [fr for f, ds in items for fr in _frames(f, ds, lone=len(items) == 1)]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", InputWarning)  # reported again when read
+                    frames = [fr for f, ds in items for fr in _frames(f, ds, lone=len(items) == 1)]
                     frames, lps = _sorted_geometry(uid, frames, hdr, 0.05)
                 ras = geometry.LPS_TO_RAS @ lps
                 sp, orient = tuple(geometry.spacing(ras)), geometry.orientation(ras)  # type: ignore[assignment]
             except DicomError:
-                pass  # listed without geometry; reading it reports the problem in full
+                ras = None  # listed without geometry; reading it reports the problem in full
         out.append(
             SeriesInfo(
                 uid=uid,
@@ -424,21 +440,27 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
                 files=tuple(f for f, _ in items),
                 is_image=is_image,
                 kind=_sop_class(ds0)[1],
+                affine=ras,
+                headers=tuple(items),
             )
         )
     return sorted(out, key=lambda s: (-int(s.is_image), -s.n_slices, s.uid))
 
 
 def read_dicom(
-    path: str | Path | Sequence[str | Path],
+    path: str | Path | Sequence[str | Path] | SeriesInfo,
     *,
     series_uid: str | None = None,
-    spacing_tolerance: float = 0.05,
+    spacing_tolerance: float = SPACING_TOLERANCE,
 ) -> Volume:
     """Read one DICOM image series as a Volume (RAS affine, rescaled values).
 
+    Every header is parsed once: the series found by :func:`find_series` keep their headers,
+    and a :class:`SeriesInfo` from it can be read directly.
+
     Args:
-        path: a folder (searched recursively), a file, or a list of files.
+        path: a folder (searched recursively), a file, a list of files, or a series found by
+            :func:`find_series`.
         series_uid: which series to read when the folder holds several image series.
         spacing_tolerance: largest allowed deviation of a slice gap from the median
             gap, as a fraction (0.05 = 5%); larger deviations (missing slices) raise.
@@ -449,8 +471,10 @@ def read_dicom(
         stays integer when RescaleSlope is 1 and the intercept is whole; otherwise
         float32. ``meta`` holds the UIDs, modality and the source files in slice order.
     """
+    if isinstance(path, SeriesInfo):
+        return _read_series(_where(list(path.files)), path, spacing_tolerance)
     paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
-    where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)"
+    where = _where(paths)
     series = find_series(paths)
     images = [s for s in series if s.is_image]
     if series_uid is not None:
@@ -462,7 +486,7 @@ def read_dicom(
     elif len(images) == 1:
         info = images[0]
     elif not images:
-        _, ds = _read_headers(series[0].files[:1])[0]
+        ds = series[0].headers[0][1]
         raise DicomError(f"{where}: holds {_what(ds)}, not an image series; give the image series it refers to")
     else:
         listing = "; ".join(s.summary() for s in images)
@@ -470,7 +494,16 @@ def read_dicom(
             f"{where}: {len(images)} image series found ({listing}); choose one with series_uid=... "
             "(CLI: --series UID), see 'medseg info'"
         )
-    headers = _read_headers(info.files)
+    return _read_series(where, info, spacing_tolerance)
+
+
+def _where(paths: list[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)"
+
+
+def _read_series(where: str, info: SeriesInfo, spacing_tolerance: float) -> Volume:
+    """The pixels and geometry of one series whose headers :func:`find_series` parsed."""
+    headers = list(info.headers) or _read_headers(info.files)
     if not _is_image(headers[0][1]):
         raise DicomError(f"{where}: series {info.uid} is {_what(headers[0][1])}, not an image")
     hdr = {f: ds for f, ds in headers}

@@ -51,11 +51,14 @@ class InputSpec(Section):
         modality: e.g. ``"CT"``, ``"MR"`` (checked against DICOM Modality when known).
         channels: one name per input channel (``_0000``, ``_0001``, ... in nnU-Net layout).
         labels: label value → name; 0 is background and is implied.
+        spacing_tolerance: DICOM inputs: largest deviation of a slice gap from the series'
+            median gap, as a fraction (0.05 = 5 %); larger gaps (missing slices) fail the case.
     """
 
     modality: str = "any"
     channels: list[str] = Field(default_factory=lambda: ["image"], min_length=1)
     labels: dict[int, str] = Field(default_factory=lambda: {1: "foreground"}, min_length=1)
+    spacing_tolerance: float = Field(0.05, gt=0.0)
 
     @field_validator("labels")
     @classmethod

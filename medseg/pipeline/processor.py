@@ -34,6 +34,7 @@ class PipelineProcessor:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         tta: mirroring override (None: the pipeline's setting).
         series_uid: DICOM series to read when an input folder holds several.
+        spacing_tolerance: DICOM slice-gap tolerance (None: the pipeline's ``input.spacing_tolerance``).
         exporters: exporters to run instead of the pipeline's ``export`` list (names, mappings or
             instances; validated here, before any case runs); default the pipeline's, or NIfTI.
     """
@@ -44,6 +45,7 @@ class PipelineProcessor:
     tta: bool | None = None
     series_uid: str | None = None
     exporters: list[Any] | None = None
+    spacing_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         from medseg.batch import hash_file
@@ -96,7 +98,12 @@ class PipelineProcessor:
     def load(self, case: Case) -> tuple[Volume, Volume]:
         from medseg.io import read_channels
 
-        image = read_channels(list(case.images), series_uid=case.extra.get("series_uid") or self.series_uid)
+        tolerance = self.spacing_tolerance or self.pipeline.spec.input.spacing_tolerance
+        image = read_channels(
+            list(case.images),
+            series_uid=case.extra.get("series_uid") or self.series_uid,
+            spacing_tolerance=tolerance,
+        )
         check_modality(self.pipeline, image)
         channels = self.pipeline.spec.input.channels
         if image.n_channels != len(channels):

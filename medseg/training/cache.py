@@ -21,7 +21,7 @@ import torch
 
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError
-from medseg.io import atomic_path, read, read_channels, write_text_atomic
+from medseg.io import SPACING_TOLERANCE, atomic_path, read, read_channels, write_text_atomic
 from medseg.training.dataset import Dataset, TrainingCase
 from medseg.transforms.functional.resample import resample_to_grid
 
@@ -102,7 +102,7 @@ def case_key(case: TrainingCase, preprocess_key: str) -> str:
     return h.hexdigest()[:16]
 
 
-def read_case(case: TrainingCase) -> tuple[Volume, Volume | None]:
+def read_case(case: TrainingCase, spacing_tolerance: float = SPACING_TOLERANCE) -> tuple[Volume, Volume | None]:
     """Read the channels (concatenated along C, float32) and the label of ``case``.
 
     The grid checks are :func:`medseg.io.read_channels`'s, the same that prediction applies.
@@ -111,7 +111,7 @@ def read_case(case: TrainingCase) -> tuple[Volume, Volume | None]:
         GeometryError: channels, or image and label, are on different grids (names the case and what differs).
     """
     try:
-        image = read_channels(case.images)
+        image = read_channels(case.images, spacing_tolerance=spacing_tolerance)
     except GeometryError as exc:
         raise GeometryError(f"case '{case.case_id}': {exc}") from exc
     image = image.replace(array=np.asarray(image.numpy(), dtype=np.float32))
@@ -170,14 +170,18 @@ def check_label_values(case: TrainingCase, label: Volume, allowed: Collection[in
 
 
 def prepare_case(
-    case: TrainingCase, preprocess: Preprocess | None, folder: Path, allowed: Collection[int] | None = None
+    case: TrainingCase,
+    preprocess: Preprocess | None,
+    folder: Path,
+    allowed: Collection[int] | None = None,
+    spacing_tolerance: float = SPACING_TOLERANCE,
 ) -> CachedCase:
     """Read, check, pre-process and store one case in ``folder`` (files written atomically).
 
     Args:
         allowed: the declared label values (with 0); other values raise before anything is written.
     """
-    image, label = read_case(case)
+    image, label = read_case(case, spacing_tolerance)
     if label is not None:
         check_label_values(case, label, allowed)
     if preprocess is not None:
@@ -229,6 +233,7 @@ def prepare_dataset(
     *,
     preprocess_key: str | None = None,
     stats: CacheStats | None = None,
+    spacing_tolerance: float = SPACING_TOLERANCE,
 ) -> list[CachedCase]:
     """Pre-process every case into ``cache_dir`` unless a matching cache entry exists.
 
@@ -241,6 +246,7 @@ def prepare_dataset(
         preprocess_key: text identifying the preprocessing (default: from ``preprocess``);
             changing it invalidates the cache.
         stats: filled with cache hits and misses.
+        spacing_tolerance: DICOM slice-gap tolerance (see :func:`medseg.io.read`).
 
     Raises:
         GeometryError: some cases have image/label or channel grids that disagree (all listed).
@@ -260,7 +266,7 @@ def prepare_dataset(
             stats.hits += 1
             continue
         try:
-            out.append(prepare_case(case, preprocess, folder, allowed))
+            out.append(prepare_case(case, preprocess, folder, allowed, spacing_tolerance))
         except GeometryError as exc:
             errors.append(str(exc))
             continue

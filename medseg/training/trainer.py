@@ -33,7 +33,7 @@ from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
-from medseg.io import write_text_atomic
+from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
 from medseg.training import distributed as ddp
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
@@ -297,12 +297,22 @@ class Trainer:
         cache_dir = self.settings.cache_dir or self.out_dir / "cache"
         config_steps = self.config.get("preprocess")
         key = json.dumps(config_steps, sort_keys=True) if config_steps is not None else callable_key(self.preprocess)
+        tolerance = float((self.config.get("input") or {}).get("spacing_tolerance", SPACING_TOLERANCE))
         cases: list[CachedCase] = []
         if dist.is_main:
-            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key, stats=self.cache_stats)
+            cases = prepare_dataset(
+                dataset,
+                self.preprocess,
+                cache_dir,
+                preprocess_key=key,
+                stats=self.cache_stats,
+                spacing_tolerance=tolerance,
+            )
         ddp.barrier(dist)
         if not dist.is_main:
-            cases = prepare_dataset(dataset, self.preprocess, cache_dir, preprocess_key=key)
+            cases = prepare_dataset(
+                dataset, self.preprocess, cache_dir, preprocess_key=key, spacing_tolerance=tolerance
+            )
         return cases
 
     def _split(

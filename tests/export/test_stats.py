@@ -62,3 +62,18 @@ def test_stats_without_image_and_bad_format(phantom, tmp_path):
 
     with pytest.raises(ConfigError, match="formats"):
         EXPORTERS.build("stats", formats=("xlsx",))(label, tmp_path, "p")
+
+
+def test_exporter_and_postprocess_step_report_the_same_records(tmp_path):
+    """One owner: the stats file and the label_statistics step hold the same fields and numbers."""
+    from medseg.core.steps import build_step
+
+    affine = AFFINES["oblique"]
+    lab = np.zeros((12, 10, 8), np.uint8)
+    lab[2:6, 3:9, 1:4] = 1
+    lab[8:10, 1:3, 5:7] = 2
+    mask = Volume(lab[None], affine, kind="label")
+    (json_path,) = EXPORTERS.build("stats", formats=("json",))(mask, tmp_path, "c", labels={1: "a", 2: "b"})
+    from_export = json.loads(json_path.read_text())["labels"]
+    from_step = build_step("label_statistics", names={1: "a", 2: "b"})(mask).meta["statistics"]
+    assert from_export == json.loads(json.dumps(from_step))

@@ -233,3 +233,57 @@ def test_enhanced_multiframe(dicom_series, tmp_path):
     v = read_dicom(tmp_path / "enhanced.dcm")
     assert np.allclose(v.affine, classic.affine, atol=1e-4)
     assert np.array_equal(v.numpy(), classic.numpy())
+
+
+def test_missing_slice_is_read_with_a_larger_spacing_tolerance(dicom_series):
+    folder = dicom_series()
+    (folder / "slice_0004.dcm").unlink()
+    with pytest.raises(DicomError, match=r"--spacing-tolerance 1\.01 .*input\.spacing_tolerance.*spacing_tolerance="):
+        medseg.read(folder)
+    v = medseg.read(folder, spacing_tolerance=1.1)
+    assert v.spatial_shape[2] == 9
+
+
+def test_headers_of_a_folder_are_parsed_once(dicom_series, monkeypatch):
+    folder = dicom_series(shape=(8, 8, 6))
+    calls: list[str] = []
+    real = pydicom.dcmread
+
+    def counting(fp, *args, **kwargs):
+        if kwargs.get("stop_before_pixels"):
+            calls.append(str(fp))
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    medseg.read(folder)
+    assert sorted(calls) == sorted(str(f) for f in folder.iterdir())  # each header once
+    calls.clear()
+    (series,) = find_series(folder)
+    read_dicom(series)
+    assert len(calls) == 6
+
+
+def test_lone_multiframe_without_functional_groups_is_read_like_a_lone_classic_file(dicom_series, tmp_path):
+    folder = dicom_series(shape=(8, 6, 4), spacing=(1.0, 1.0, 2.5))
+    slices = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    ds = slices[0]
+    ds.NumberOfFrames = len(slices)
+    ds.SpacingBetweenSlices = 2.5
+    ds.PixelData = b"".join(s.PixelData for s in slices)
+    ds.save_as(tmp_path / "multiframe.dcm")
+    with pytest.warns(InputWarning, match="4 frames are placed 2.5 mm apart"):
+        v = read_dicom(tmp_path / "multiframe.dcm")
+    classic = medseg.read(folder)
+    assert np.array_equal(v.numpy(), classic.numpy())
+    assert np.allclose(v.affine, classic.affine, atol=1e-4)
+    del ds.ImagePositionPatient
+    ds.save_as(tmp_path / "noposition.dcm")
+    with pytest.warns(InputWarning, match="placed at the origin with identity orientation"):
+        v = read_dicom(tmp_path / "noposition.dcm")
+    assert v.spatial_shape == (8, 6, 4) and v.origin == (0.0, 0.0, 0.0)
+    shutil.copy(tmp_path / "multiframe.dcm", folder / "extra.dcm")  # not alone in its series: cannot be placed
+    ds2 = pydicom.dcmread(folder / "extra.dcm")
+    ds2.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds2.save_as(folder / "extra.dcm")
+    with pytest.raises(DicomError, match="move it to a folder of its own"):
+        medseg.read(folder)
