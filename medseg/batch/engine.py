@@ -150,7 +150,7 @@ def run_batch(
         skipped_inputs=[(str(p), why) for p, why in getattr(cases, "skipped", [])],
     )
     report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())  # the CLI prints its own summary
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
@@ -35,15 +36,20 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Dice, IoU, precision/recall, HD95, ASSD, surface Dice and volume differences per case and label."""
-    from medseg.metrics.report import evaluate_folders, write_report
+    from medseg.metrics.report import evaluate_folders, label_names, write_report
 
     if tolerance_mm < 0:
         raise ConfigError(f"--tolerance-mm must be >= 0, got {tolerance_mm}")
-    rows = evaluate_folders(pred, gt, labels=parse_labels(labels), tolerance_mm=tolerance_mm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = evaluate_folders(pred, gt, labels=parse_labels(labels), tolerance_mm=tolerance_mm)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
     csv_path, json_path, summary = write_report(rows, output)
     if as_json:
         typer.echo(json.dumps({"csv": str(csv_path), "summary_json": str(json_path), "summary": summary}, indent=2))
         return
+    names = label_names(pred)
     n_cases = len({r["case"] for r in rows})
     typer.echo(f"{n_cases} case(s) → {csv_path}, summary → {json_path}")
     for lab, per in summary.items():
@@ -52,4 +58,5 @@ def evaluate(
             for m in ("dice", "hausdorff95_mm", "surface_dice")
             if per[m]["mean"] is not None
         ]
-        typer.echo(f"  label {lab}: {', '.join(parts)}")
+        name = f" ({names[int(lab)]})" if int(lab) in names else ""
+        typer.echo(f"  label {lab}{name}: {', '.join(parts)}")

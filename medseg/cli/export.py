@@ -42,12 +42,10 @@ def parse_formats(values: list[str]) -> list[str]:
 
 
 def default_case_id(mask: Path) -> str:
-    """The mask's file name without its image suffix (``ct_001.nii.gz`` → ``ct_001``)."""
-    from medseg.io import image_suffix
+    """The mask's file name without its image suffix (``ct_001.nii.gz`` → ``ct_001``, ``x.seg.nrrd`` → ``x``)."""
+    from medseg.io import file_stem
 
-    name = mask.name
-    suffix = ".seg.nrrd" if name.lower().endswith(".seg.nrrd") else image_suffix(mask)
-    return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else mask.stem
+    return file_stem(mask)
 
 
 def read_mask(mask: Path, reference: Volume | None) -> Volume:
@@ -68,6 +66,20 @@ def read_mask(mask: Path, reference: Volume | None) -> Volume:
     return vol.replace(kind="label" if vol.n_channels == 1 else "probability")
 
 
+def mask_label_names(mask: Path, volume: Volume, labels: Path | None) -> dict[int, str] | None:
+    """Label names for the export: ``--labels``, else the ``.labels.json`` sidecar beside the mask
+    (what ``medseg predict`` writes), else names the file itself carries (SEG segments, Slicer segments)."""
+    from medseg.export import load_labels, parse_labels
+
+    if labels is not None:
+        return load_labels(labels)
+    sidecar = mask.with_name(f"{default_case_id(mask)}.labels.json")
+    if mask.is_file() and sidecar.is_file():
+        return load_labels(sidecar)
+    carried = volume.meta.get("labels")
+    return parse_labels(carried, f"{mask}: label names") if carried else None
+
+
 @app.command()
 def export(
     mask: Path = typer.Argument(..., help="Label map (NIfTI, NRRD, ...), or a DICOM SEG file."),
@@ -82,7 +94,12 @@ def export(
         "html, stats (snake_case spellings such as seg_nrrd work too).",
     ),
     out: Path = typer.Option(..., "--output", "-o", help="Output folder."),
-    labels: Path | None = typer.Option(None, "--labels", help='JSON label names, e.g. {"1": "liver"}.'),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help='JSON label names, e.g. {"1": "liver"} (default: the MASK.labels.json that predict writes beside '
+        "the mask, or the segment names of a SEG/.seg.nrrd).",
+    ),
     case_id: str | None = typer.Option(None, "--case-id", help="Output file stem (default: the mask's name)."),
     dicom_source: Path | None = typer.Option(
         None, "--dicom-source", help="Source DICOM series for dicom-seg when --reference is not DICOM."
@@ -91,7 +108,7 @@ def export(
     meshes_in_html: bool = typer.Option(False, "--html-meshes", help="Embed surface meshes in the HTML viewer."),
 ) -> None:
     """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG) and reports."""
-    from medseg.export import export_all, load_labels
+    from medseg.export import export_all
     from medseg.io import read
 
     names = parse_formats(formats)
@@ -103,7 +120,7 @@ def export(
         warnings.simplefilter("always")
         image = read(reference, series_uid=series) if reference is not None else None
         vol = read_mask(mask, image)
-        label_names = load_labels(labels) if labels is not None else None
+        label_names = mask_label_names(mask, vol, labels)
         specs: list[Any] = []
         for name in names:
             if name == "dicom_seg" and dicom_source is not None:

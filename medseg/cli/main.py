@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     usage_errors = _usage_error_types()
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="medseg")
     except MedsegError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         return 1

@@ -137,17 +137,23 @@ def predict(
 
 def print_summary(report: BatchReport, output: Path) -> None:
     """The run's summary line, then failures, per-case warnings and input files not read (stderr)."""
+    import sys
+
     typer.echo(
         f"{report.succeeded} succeeded, {report.skipped} skipped, {report.failed} failed "
         f"in {report.seconds:.1f} s → {output}"
     )
+    sys.stdout.flush()  # before the details on stderr, so the two streams read in order
     for row in report.rows:
         if row.status == "failed":
             typer.secho(f"  {row.case_id}: {row.error}", fg=typer.colors.RED, err=True)
     for row in report.warned:
         for warning in row.warnings:
-            typer.secho(f"  warning: {row.case_id}: {warning}", fg=typer.colors.YELLOW, err=True)
+            category, _, text = warning.partition(": ")
+            text = text if category.endswith("Warning") else warning
+            text = text if text.startswith(f"{row.case_id}:") else f"{row.case_id}: {text}"
+            typer.secho(f"  warning: {text}", fg=typer.colors.YELLOW, err=True)
     for path, why in report.skipped_inputs:
         typer.secho(f"  not read: {path}: {why}", fg=typer.colors.YELLOW, err=True)
     if report.warned or report.skipped_inputs or report.failed:
-        typer.echo(f"  details: {report.files.get('html', output / 'report.html')}")
+        typer.echo(f"  details: {report.files.get('html', output / 'report.html')}", err=True)

@@ -56,10 +56,13 @@ def _set(values: dict[int, int]) -> bool:
 def reuse_freed_memory() -> Iterator[None]:
     """Reuse freed heap memory inside the block (nestable, thread-safe; also a decorator).
 
-    Example::
-
-        with reuse_freed_memory():
-            logits = network(batch)
+    >>> import torch
+    >>> from medseg.core.memory import active, reuse_freed_memory
+    >>> network = torch.nn.Conv3d(1, 2, 3)
+    >>> with reuse_freed_memory():
+    ...     logits = network(torch.zeros(1, 1, 8, 8, 8))
+    >>> tuple(logits.shape), active()
+    ((1, 2, 6, 6, 6), False)
     """
     global _depth
     if _libc is None:

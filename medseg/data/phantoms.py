@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -84,3 +87,44 @@ def ct_phantom(
     img = Volume(np.round(image).astype(np.int16)[None], affine, kind="intensity", meta=meta)
     lab = Volume(label[None], affine, kind="label", meta={**meta, "labels": {o.label: o.name for o in organs}})
     return img, lab
+
+
+def write_phantom_dataset(
+    root: str | os.PathLike[str],
+    n_cases: int = 4,
+    shape: Sequence[int] = (48, 48, 32),
+    spacing: Sequence[float] = (2.0, 2.0, 3.0),
+    *,
+    organs: Sequence[Organ] = ORGANS,
+    seed: int = 0,
+) -> Path:
+    """Write ``n_cases`` phantoms as an nnU-Net/MSD dataset (``imagesTr/CASE_0000.nii.gz``,
+    ``labelsTr/CASE.nii.gz``, ``dataset.json`` with channel ``CT`` and the organ names).
+
+    Args:
+        root: the dataset folder (created; e.g. ``Dataset900_Phantoms``).
+        n_cases: cases ``phantom_000`` ... (seeds ``seed``, ``seed + 1``, ...).
+        shape: ``(X, Y, Z)`` voxels of each case.
+        spacing: mm per voxel.
+        organs: the organs drawn (label values as in :data:`ORGANS`).
+        seed: seed of the first case.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    from medseg.io import write, write_text_atomic
+
+    out = Path(root)
+    for i in range(n_cases):
+        image, label = ct_phantom(shape, spacing, organs=organs, seed=seed + i)
+        write(image, out / "imagesTr" / f"phantom_{i:03d}_0000.nii.gz")
+        write(label, out / "labelsTr" / f"phantom_{i:03d}.nii.gz")
+    meta = {
+        "name": out.name,
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, **{o.name: o.label for o in organs}},
+        "numTraining": n_cases,
+        "file_ending": ".nii.gz",
+    }
+    write_text_atomic(out / "dataset.json", json.dumps(meta, indent=2))
+    return out

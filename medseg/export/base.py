@@ -2,9 +2,16 @@
 
 An exporter is a frozen dataclass whose fields are its options (the same names in
 Python, in a pipeline's ``export:`` section and in :meth:`Registry.build`). Calling
-it writes one case::
+it writes one case:
 
-    paths = EXPORTERS.build("stl", smoothing=1.0)(mask, out_dir, "case_001", image=ct, labels={1: "liver"})
+>>> import tempfile
+>>> from medseg.data import ct_phantom
+>>> from medseg.export import EXPORTERS
+>>> ct, mask = ct_phantom((48, 48, 24), (2.0, 2.0, 3.0))
+>>> paths = EXPORTERS.build("stats", formats=["csv"])(mask, tempfile.mkdtemp(), "case_001", image=ct,
+...                                                    labels={1: "liver"})
+>>> [p.name for p in paths]
+['case_001_stats.csv']
 
 Before any writing the call checks that the mask lies on the image's grid, that
 ``case_id`` gives paths inside ``out_dir``, names unnamed labels ``label_N`` and
@@ -24,9 +31,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from medseg.core.labels import label_values
 from medseg.core.registry import Registry
 from medseg.core.volume import Volume
-from medseg.errors import ConfigError, InputError, InputWarning, OutputError, did_you_mean
+from medseg.errors import ConfigError, InputWarning, OutputError, did_you_mean
 from medseg.export.labels import label_table
 from medseg.io.naming import check_case_id
 
@@ -128,22 +136,11 @@ def to_label_map(mask: Volume) -> np.ndarray:
     arr = mask.numpy()
     if arr.shape[0] > 1:
         return np.argmax(arr, axis=0).astype(np.uint16 if arr.shape[0] > 256 else np.uint8)
-    a = arr[0]
-    if a.dtype == bool:
-        return a.astype(np.uint8)
-    if a.dtype.kind == "f" and (not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
-        raise InputError(
-            f"{mask.meta.get('source') or 'mask'}: one-channel mask holds non-integer values "
-            f"(dtype {a.dtype}); give a label map, or a probability volume with one channel per class"
-        )
-    if a.size and a.min() < 0:
-        raise InputError(
-            f"{mask.meta.get('source') or 'mask'}: negative label value {a.min()}; labels are 0, 1, 2, ..."
-        )
-    hi = int(a.max()) if a.size else 0
-    if hi > 65535:
-        raise InputError(f"{mask.meta.get('source') or 'mask'}: label value {hi} exceeds 65535")
-    return a.astype(np.uint8 if hi < 256 else np.uint16)
+    return label_values(
+        arr[0],
+        mask.meta.get("source") or "mask",
+        fix="give a label map, or a probability volume with one channel per class",
+    )
 
 
 def prepare(
@@ -163,7 +160,9 @@ def prepare(
     """
     check_case_id(case_id)
     if image is not None:
-        image.require_grid(mask, "mask")
+        image.require_grid(
+            mask, "mask", fix="give the image the mask was made on as the reference (medseg export --reference)"
+        )
     label_map = to_label_map(mask)
     present = np.unique(label_map)
     table = label_table(present, labels)
@@ -171,6 +170,12 @@ def prepare(
     if case.is_empty:
         warnings.warn(
             f"{case_id}: the mask is empty (no labelled voxel); exporting empty results",
+            InputWarning,
+            stacklevel=3,
+        )
+    elif label_map.size > 1 and bool(np.all(label_map)):
+        warnings.warn(
+            f"{case_id}: every voxel is labelled (no background); check the input and the model",
             InputWarning,
             stacklevel=3,
         )
@@ -270,6 +275,6 @@ def export_all(
     paths: list[Path] = []
     for exporter in built:
         written = exporter.export(case)
-        logger.info("%s: %s wrote %s", case_id, exporter.name, ", ".join(p.name for p in written) or "nothing")
+        logger.debug("%s: %s wrote %s", case_id, exporter.name, ", ".join(p.name for p in written) or "nothing")
         paths.extend(written)
     return paths

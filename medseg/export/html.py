@@ -4,6 +4,13 @@ The page embeds everything: the niivue UMD bundle (vendored gzip-compressed in
 ``medseg/export/assets``, decompressed in the browser), the image and the label map
 as gzip NIfTI, and optionally the meshes (STL, RAS). It shows the multiplanar view
 plus a 3D rendering with the segmentation overlaid in the label colours and a legend.
+
+To keep pages small, the image is embedded for display only: windowed to 8 bits (CT: the
+soft-tissue window; otherwise the 0.5–99.5 percentiles, as the PNG preview) and averaged down
+so that no axis exceeds :data:`MAX_DISPLAY_SIZE` voxels; the page says so. The label map is
+embedded at full resolution (it compresses to little). Views follow the PNG preview: the
+patient's right on the viewer's left, sagittal with the nose on the left. Meshes are drawn
+in the 3D view only, so the 2D slices stay visible.
 When loading finishes the page sets ``document.title`` to ``"<case>: ready"`` (or
 ``"<case>: error: ..."``) and the ``#status`` element to the same text, so tests and
 users can tell it worked.
@@ -22,12 +29,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from medseg.core.volume import Volume
 from medseg.export.base import ExportCase, Exporter, register_exporter
 from medseg.export.labels import label_color
 from medseg.export.mesh import file_bytes, mask_mesh
 from medseg.io import write_text_atomic
 
 BUNDLE = "niivue.umd.js.gz"
+#: Largest number of voxels along any axis of the embedded display image.
+MAX_DISPLAY_SIZE = 256
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -44,7 +54,7 @@ _PAGE = """<!DOCTYPE html>
 </style>
 </head>
 <body>
-<div id="bar"><strong>@@TITLE@@</strong><span id="legend">@@LEGEND@@</span><span id="status">loading</span></div>
+<div id="bar"><strong>@@TITLE@@</strong><span id="legend">@@LEGEND@@</span><span id="note">@@NOTE@@</span><span id="status">loading</span></div>
 <div id="view"><canvas id="gl"></canvas></div>
 <script>
 "use strict";
@@ -82,7 +92,8 @@ async function main() {
     s.onerror = () => reject(new Error("niivue bundle failed to load"));
     document.head.appendChild(s);
   });
-  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, isRadiologicalConvention: true });
+  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false,
+    isRadiologicalConvention: true, sagittalNoseLeft: true, meshThicknessOn2D: 0 });
   await nv.attachTo("gl");
   nv.setSliceType(nv.sliceTypeMultiplanar);
   await nv.loadVolumes(VOLUMES.map((v) => ({ url: blobUrl(v.data), name: v.name, colormap: v.colormap, opacity: v.opacity })));
@@ -123,14 +134,40 @@ def bundle_b64() -> str:
     return base64.b64encode(resources.files("medseg.export").joinpath("assets", BUNDLE).read_bytes()).decode("ascii")
 
 
+def display_image(image: Volume) -> tuple[np.ndarray, np.ndarray, str]:
+    """The image as embedded in the page: ``(uint8 array (X', Y', Z'), its affine, a note for the page)``.
+
+    Windowed like the PNG preview (CT soft tissue, else 0.5–99.5 percentiles) to 0..255, and averaged
+    over blocks of ``f`` voxels along every axis longer than :data:`MAX_DISPLAY_SIZE` (the affine scales
+    by ``f`` and moves to the block centres, so the picture stays where the image is).
+    """
+    from medseg.export.preview import _window
+
+    data = image.numpy()[0].astype(np.float32)
+    lo, hi = _window(data, str(image.meta.get("modality", "")))
+    scaled = np.clip((data - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    factors = [max(1, -(-int(n) // MAX_DISPLAY_SIZE)) for n in scaled.shape]
+    if any(f > 1 for f in factors):
+        crop = tuple(slice(0, (n // f) * f) for n, f in zip(scaled.shape, factors))
+        c = scaled[crop]
+        shape = [(n // f, f) for n, f in zip(c.shape, factors)]
+        scaled = c.reshape([v for pair in shape for v in pair]).mean(axis=(1, 3, 5))
+    step = np.diag([*factors, 1]).astype(np.float64)
+    step[:3, 3] = [(f - 1) / 2 for f in factors]
+    note = f"image shown as 8 bits, window {lo:g}..{hi:g}"
+    if any(f > 1 for f in factors):
+        spacing = np.array(image.spacing) * factors
+        note += f", averaged to {' × '.join(f'{v:.2g}' for v in spacing)} mm for display"
+    return np.round(scaled).astype(np.uint8), image.affine @ step, note + "; labels at full resolution"
+
+
 def render_page(case: ExportCase, *, meshes: bool = False, mask_opacity: float = 0.5) -> str:
     """The HTML text of the viewer page of ``case``."""
     vols = []
+    note = ""
     if case.image is not None:
-        data = case.image.numpy()[0]
-        if data.dtype.kind not in "iuf" or data.dtype.itemsize > 4:
-            data = data.astype(np.float32)
-        vols.append({"name": "image.nii.gz", "data": _nifti_b64(data, case.affine), "colormap": "gray", "opacity": 1.0})
+        data, affine, note = display_image(case.image)
+        vols.append({"name": "image.nii.gz", "data": _nifti_b64(data, affine), "colormap": "gray", "opacity": 1.0})
     vols.append(
         {
             "name": "labels.nii.gz",
@@ -172,6 +209,7 @@ def render_page(case: ExportCase, *, meshes: bool = False, mask_opacity: float =
     replacements = {
         "@@CENTER@@": json.dumps(center),
         "@@TITLE@@": html.escape(case.case_id),
+        "@@NOTE@@": html.escape(note),
         "@@LEGEND@@": legend,
         "@@CASE@@": json.dumps(case.case_id),
         "@@BUNDLE@@": bundle_b64(),

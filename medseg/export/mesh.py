@@ -125,7 +125,10 @@ def header_text(coordinates: Coordinates, name: str, value: int) -> str:
 class MeshExporter(Exporter):
     """Base of the STL/OBJ/PLY exporters: one file ``CASE_NAME.EXT`` per label with voxels.
 
-    Options: see :class:`MeshExporter`.
+    Attributes:
+        coordinates: world frame of the vertices, ``"LPS"`` (3D Slicer, ITK) or ``"RAS"`` (NIfTI).
+        smoothing: Gaussian smoothing of the mask before marching cubes, voxels (0: none).
+        decimate: keep this fraction of the triangles (0 < decimate < 1; None: all).
     """
 
     file_type: ClassVar[str] = ""

@@ -166,7 +166,9 @@ def sliding_window_inference(
                 )
             n_bytes = int(image.shape[0]) * k * int(torch.tensor(padded).prod()) * 4
             where = choose_output_device(compute, n_bytes, output_device)
-            log.info(
+            # where the stitched buffer lives matters when it cannot stay on the GPU; otherwise it is a detail
+            log.log(
+                logging.INFO if torch.device(where) != torch.device(compute) else logging.DEBUG,
                 "sliding window: %d windows of %s, stitched logits (%d×%d×%s, %.1f MiB float32) on %s",
                 len(starts) * int(image.shape[0]),
                 patch,

@@ -16,18 +16,24 @@ from medseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from medseg.io.dicom import SPACING_TOLERANCE, SeriesInfo, find_series, is_dicom_file, read_dicom
 from medseg.io.image2d import read_image2d, write_image2d
 from medseg.io.itk import read_itk, write_itk
+from medseg.io.naming import (
+    IMAGE2D_SUFFIXES,
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    SUFFIXES,
+    VOLUME_SUFFIXES,
+    file_stem,
+    image_suffix,
+)
 from medseg.io.nifti import read_nifti, write_nifti
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-IMAGE2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE2D_SUFFIXES
 
 __all__ = [
     "SPACING_TOLERANCE",
     "SUFFIXES",
+    "VOLUME_SUFFIXES",
     "SeriesInfo",
     "atomic_path",
+    "file_stem",
     "find_series",
     "image_suffix",
     "is_dicom_file",
@@ -38,14 +44,6 @@ __all__ = [
     "write_bytes_atomic",
     "write_text_atomic",
 ]
-
-
-def image_suffix(path: str | os.PathLike[str]) -> str:
-    """The recognised image suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...) or ``""``."""
-    name = Path(path).name.lower()
-    if name.endswith(".seg.nrrd"):
-        return ".nrrd"
-    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
 
 
 def read(

@@ -88,8 +88,26 @@ def read_itk(path: Path) -> Volume:
         arr = arr[None]
     arr = arr.transpose(0, 2, 1)[..., None] if dim == 2 else arr.transpose(0, 3, 2, 1)
     check_values(path, arr)
-    meta = {"source": str(path), "format": "itk"}
+    meta: dict[str, object] = {"source": str(path), "format": "itk"}
+    segments = slicer_segment_names(image)
+    if segments:
+        meta["labels"] = segments
     return Volume(np.ascontiguousarray(arr), affine_from_sitk(image), kind="intensity", meta=meta)
+
+
+def slicer_segment_names(image: sitk.Image) -> dict[int, str]:
+    """``{label value: name}`` of a 3D Slicer segmentation (``SegmentN_Name``/``SegmentN_LabelValue``
+    keys of a ``.seg.nrrd``; one layer); {} for other images."""
+    keys = set(image.GetMetaDataKeys())
+    out: dict[int, str] = {}
+    n = 0
+    while f"Segment{n}_Name" in keys:
+        value_key = f"Segment{n}_LabelValue"
+        value = image.GetMetaData(value_key) if value_key in keys else str(n + 1)
+        if value.strip().isdigit() and int(value) > 0:
+            out[int(value)] = image.GetMetaData(f"Segment{n}_Name")
+        n += 1
+    return out
 
 
 def write_itk(volume: Volume, path: Path, *, compress: bool = True) -> None:

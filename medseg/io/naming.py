@@ -8,9 +8,39 @@ them from file names with :func:`sanitize_case_id` and :func:`split_channel`.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from pathlib import Path
 
 from medseg.errors import InputError, OutputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: Every image suffix medseg reads; volumes (3D) are NIfTI and ITK files.
+SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE2D_SUFFIXES
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The recognised image suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...) or ``""``.
+
+    A Slicer segmentation ``X.seg.nrrd`` is an ``".nrrd"`` file (that is how it is read); its
+    name without suffix is :func:`file_stem`'s business.
+    """
+    name = Path(path).name.lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+
+
+def file_stem(path: str | os.PathLike[str]) -> str:
+    """The file name without its image suffix: ``ct_001.nii.gz`` → ``ct_001``, ``ct_001.seg.nrrd`` →
+    ``ct_001`` (not ``ct_001.seg``); other files lose their last suffix."""
+    name = Path(path).name
+    if name.lower().endswith(".seg.nrrd"):
+        return name[: -len(".seg.nrrd")]
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
 
 #: Longest case id; longer names are shortened by :func:`sanitize_case_id` (with a hash, so they stay unique).
 MAX_CASE_ID = 128

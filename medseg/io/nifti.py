@@ -85,7 +85,7 @@ def read_nifti(path: Path) -> Volume:
         data = np.moveaxis(data, 3, 0)
     else:
         data = np.moveaxis(data[:, :, :, 0, :], 3, 0)
-    meta = {"source": str(path), "format": "nifti"}
+    meta = {"source": str(path), "format": "nifti", "nifti_shape": list(shape)}
     return Volume(data, affine, kind="intensity", meta=meta)
 
 
@@ -107,20 +107,24 @@ def _check_file_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: 
 
 
 def write_nifti(volume: Volume, path: Path) -> None:
-    """Write ``volume`` as NIfTI-1 with its exact affine (sform and qform, scanner code).
+    """Write ``volume`` as NIfTI-1 with its exact affine (sform and qform, scanner code), units mm and s.
 
-    One channel is written 3D ``(X, Y, Z)``, several channels 4D ``(X, Y, Z, C)``.
-    Booleans become uint8; label maps of int64 are narrowed to the smallest fitting
-    unsigned type so viewers open them.
+    One channel is written 3D ``(X, Y, Z)``, several channels 4D ``(X, Y, Z, C)``; one channel read
+    from a 4D file of one volume ``(X, Y, Z, 1)`` (``meta["nifti_shape"]``) is written 4D again, so a
+    mask on the input grid has the input's dimensionality. Booleans become uint8; label maps of int64
+    are narrowed to the smallest fitting unsigned type so viewers open them.
     """
     data = _nifti_dtype(volume.numpy(), volume.kind)
-    data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, 3)
+    source_shape = list(volume.meta.get("nifti_shape") or [])
+    keep_4d = data.shape[0] == 1 and source_shape == [*volume.spatial_shape, 1]
+    data = data[0][..., None] if keep_4d else data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, 3)
     img = nib.Nifti1Image(data, volume.affine)
     img.set_sform(volume.affine, code=1)
     try:
         img.set_qform(volume.affine, code=1)
     except Exception as exc:  # nibabel raises plain Exceptions for non-rigid affines
         raise GeometryError(f"{path}: affine cannot be stored as a NIfTI qform: {exc}") from exc
+    img.header.set_xyzt_units("mm", "sec")
     if volume.kind == "label":
         img.header.set_intent("label")
     with atomic_path(path) as tmp:

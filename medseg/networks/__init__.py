@@ -1,7 +1,9 @@
 """Networks: :class:`ConvBlock`, :class:`UNet`, :class:`ConvBlockClassifier` and MONAI's, by name.
 
+>>> from medseg.networks import build_network, check_patch_size
 >>> net = build_network("unet", in_channels=1, out_channels=3, spatial_dims=3, n_stages=4)
 >>> check_patch_size(net, (64, 64, 32))
+(64, 64, 32)
 """
 
 from __future__ import annotations

@@ -70,7 +70,13 @@ class InputSpec(Section):
 
 
 class NetworkSpec(Section):
-    """Which network to build: a registered name plus its options."""
+    """Which network to build: a registered name plus its options.
+
+    Attributes:
+        name: a registered network (``unet``, ``conv_block_classifier``, ``monai.UNet``, ...).
+        options: the network's keyword options (``in_channels``/``out_channels`` are filled in from
+            ``input.channels`` and ``input.labels``).
+    """
 
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -80,6 +86,14 @@ class InferenceSpec(Section):
     """Sliding-window inference options (see :func:`medseg.inference.sliding_window_inference`).
 
     Attributes:
+        patch_size: window in voxels, one per axis of the network (required to predict; usually the
+            training patch).
+        overlap: fraction of a window shared with its neighbour (0 ≤ overlap < 1).
+        blend: ``"gaussian"`` (weights fall off towards the window border) or ``"constant"``.
+        batch_size: windows per forward pass.
+        mirror_axes: spatial axes mirrored for test-time augmentation (e.g. ``[0, 1, 2]``; ``[]``: none).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        amp: mixed precision on CUDA.
         checkpoints: checkpoint files (paths relative to the pipeline file); several = fold ensemble.
     """
 

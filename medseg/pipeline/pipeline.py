@@ -166,7 +166,7 @@ class Pipeline:
 
     def to_yaml(self) -> str:
         """YAML text that :meth:`from_yaml` reads back to an equal pipeline."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical pipeline config (without checkpoint paths)."""
@@ -283,11 +283,16 @@ def _step_item(step: Any) -> Any:
 
 
 def _raw_sections(data: dict[str, Any]) -> dict[str, Any]:
-    """After a section failed validation: keep the step lists and training options, so they are checked too."""
+    """After a section failed validation: keep the step lists, training options and (if it validates on
+    its own) the network section, so they are checked too."""
+    try:
+        network = NetworkSpec.model_validate(data.get("network") or {})
+    except ValidationError:
+        network = NetworkSpec()  # its own errors are already reported
     return {
         **{k: list(data.get(k) or []) for k in ("preprocess", "postprocess", "export")},
         "training": data.get("training") or {},
-        "network": NetworkSpec(),
+        "network": network,
     }
 
 

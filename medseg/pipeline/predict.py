@@ -45,6 +45,22 @@ def mirror_axes(pipeline: Pipeline, tta: bool | None) -> tuple[int, ...]:
     return configured or tuple(range(pipeline.spatial_dims))
 
 
+def inference_patch_size(pipeline: Pipeline) -> list[int]:
+    """``inference.patch_size``, else the ``training.patch_size`` the file sets (the network was trained on it).
+
+    Raises:
+        ConfigError: neither is given.
+    """
+    if pipeline.spec.inference.patch_size is not None:
+        return list(pipeline.spec.inference.patch_size)
+    if "patch_size" in pipeline.spec.training:
+        return list(pipeline.training_config.patch_size)
+    raise ConfigError(
+        f"{pipeline.source or pipeline.spec.name}: no window size to predict with; set inference.patch_size "
+        "(usually training.patch_size)"
+    )
+
+
 def make_predictor(
     pipeline: Pipeline, checkpoints: list[Path], *, device: str = "auto", tta: bool | None = None
 ) -> Predictor:
@@ -57,15 +73,14 @@ def make_predictor(
         tta: mirroring override (None: the pipeline's ``inference.mirror_axes``).
 
     Raises:
-        ConfigError: no ``inference.patch_size``, or a device this machine does not have.
+        ConfigError: no window size (see :func:`inference_patch_size`), or a device this machine does not have.
         CheckpointError: see :func:`load_networks`.
     """
     from medseg.core.device import resolve_device
     from medseg.inference import Predictor
 
     inf = pipeline.spec.inference
-    if inf.patch_size is None:
-        raise ConfigError(f"{pipeline.source or pipeline.spec.name}: inference.patch_size is required to predict")
+    patch_size = inference_patch_size(pipeline)
     dev = (
         resolve_device(device, option="--device")
         if device != "auto"
@@ -75,7 +90,7 @@ def make_predictor(
     return Predictor(
         nets,
         preprocess=pipeline.preprocess,
-        patch_size=inf.patch_size,
+        patch_size=patch_size,
         overlap=inf.overlap,
         blend=inf.blend,
         batch_size=inf.batch_size,

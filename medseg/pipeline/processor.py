@@ -9,12 +9,13 @@ atomically.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medseg.core.volume import Volume
-from medseg.errors import CheckpointError, ConfigError
+from medseg.errors import CheckpointError, ConfigError, InputWarning
 from medseg.pipeline.predict import make_predictor, mirror_axes
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class PipelineProcessor:
             spacing_tolerance=tolerance,
         )
         check_modality(self.pipeline, image)
+        warn_if_constant(case.case_id, image)
         channels = self.pipeline.spec.input.channels
         if image.n_channels != len(channels):
             raise ConfigError(
@@ -123,6 +125,23 @@ class PipelineProcessor:
         image, label = result
         paths = export_all(label, out_dir, case.case_id, self._exporters, image=image, labels=self.pipeline.labels)
         return {p.name.removeprefix(case.case_id).lstrip("._-") or p.name: p for p in paths}
+
+
+def warn_if_constant(case_id: str, image: Volume) -> None:
+    """Warn when a channel holds one value everywhere (blank export, failed conversion): the case still
+    runs, but its prediction means nothing, and the warning goes to the console and the report."""
+    import numpy as np
+
+    for c, channel in enumerate(image.numpy()):
+        lo, hi = float(np.min(channel)), float(np.max(channel))
+        if lo == hi:
+            which = f"channel {c}" if image.n_channels > 1 else "the image"
+            warnings.warn(
+                f"{case_id}: {which} is constant (every voxel = {lo:g}); the prediction is meaningless — "
+                "check the input file",
+                InputWarning,
+                stacklevel=2,
+            )
 
 
 def check_modality(pipeline: Pipeline, image: Volume) -> None:

@@ -1,8 +1,15 @@
 """Training: datasets, pre-processed cache, patch batches, losses, the :class:`Trainer`, checkpoints.
 
+>>> import tempfile
+>>> from medseg.data import write_phantom_dataset
 >>> from medseg.training import Trainer, load_dataset
->>> result = Trainer("unet", {"n_stages": 4}, out_dir="runs/x", patch_size=(64, 64, 32)).fit(
-...     load_dataset("Dataset001"), fold=0)
+>>> root = tempfile.mkdtemp()
+>>> data = load_dataset(write_phantom_dataset(f"{root}/Dataset900_Phantoms", n_cases=2, shape=(32, 32, 16)))
+>>> trainer = Trainer("unet", {"n_stages": 3, "base_channels": 4}, out_dir=f"{root}/run",
+...                   patch_size=(16, 16, 16), max_epochs=1, iterations_per_epoch=2, progress=False)
+>>> result = trainer.fit(data, fold=0, n_folds=2)
+>>> result.best_checkpoint.relative_to(root).as_posix(), sorted(result.metrics)[0]
+('run/fold_0/best.pt', 'val_dice_kidney_left')
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.core.labels import label_values
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError
 from medseg.io import SPACING_TOLERANCE, atomic_path, read, read_channels, write_text_atomic
@@ -149,23 +150,14 @@ def _locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
 
 def check_label_values(case: TrainingCase, label: Volume, allowed: Collection[int] | None) -> None:
     """Refuse non-integer, negative or undeclared label values (names the file and the values)."""
-    values = label.numpy()
-    if values.dtype.kind == "f":
-        frac = values[values != np.round(values)]
-        if frac.size:
-            raise InputError(
-                f"case '{case.case_id}': label {case.label} holds non-integer values (e.g. {float(frac.flat[0]):g}); "
-                "label maps must hold integer class values"
-            )
-    found = np.unique(values).astype(np.int64)
-    if found.size and found[0] < 0:
-        raise InputError(f"case '{case.case_id}': label {case.label} has negative values ({found[found < 0].tolist()})")
+    values = label_values(label.numpy(), f"case '{case.case_id}': label {case.label}", fix="remap the label file")
     if allowed is not None:
-        unknown = sorted(set(found.tolist()) - set(allowed))
+        unknown = sorted(set(np.unique(values).tolist()) - set(allowed))
         if unknown:
             raise InputError(
                 f"case '{case.case_id}': label {case.label} holds values {unknown} that are not among the declared "
-                f"labels {sorted(allowed)}; add them to dataset.json or remap the label file"
+                f"labels {sorted(allowed)}; add them to dataset.json (or the pipeline's input.labels) or remap "
+                "the label file"
             )
 
 

@@ -61,6 +61,15 @@ class EpochLog:
             self.writer.flush()
 
     def _plot(self) -> None:
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        with atomic_path(self.png_path) as tmp:
+            fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+
+    def figure(self) -> Any:
+        """The training-curve figure: loss per epoch, and validation on a right axis when there is any."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -71,22 +80,20 @@ class EpochLog:
         ax.plot(epochs, [r["train_loss"] for r in self.rows], label="train loss", color="tab:blue")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax2 = ax.twinx()
         for key in ("val_dice_mean", "val_accuracy"):
             pts = [
                 (r["epoch"], r[key])
                 for r in self.rows
                 if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])
             ]
-            if pts:
+            if pts:  # a right axis only when there is something to show on it
+                ax2 = ax.twinx()
                 ax2.plot(*zip(*pts), "o-", label=key.replace("_", " "), color="tab:green")
                 ax2.set_ylabel("validation")
                 ax2.set_ylim(0, 1)
         fig.legend(loc="upper right")
         fig.tight_layout()
-        with atomic_path(self.png_path) as tmp:
-            fig.savefig(tmp, dpi=80)
-        plt.close(fig)
+        return fig
 
     def close(self) -> None:
         """Close the TensorBoard writer."""

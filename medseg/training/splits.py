@@ -22,9 +22,16 @@ def make_splits(case_ids: Sequence[str], n_folds: int = 5, seed: int = 12345) ->
     """
     ids = sorted(case_ids)
     if n_folds < 2:
-        raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
+        raise ConfigError(
+            f"cross-validation needs at least 2 folds, got {n_folds}; to train on every case without validation "
+            "omit the fold (CLI: no --fold; Python: fold=None)"
+        )
     if len(ids) < n_folds:
-        raise ConfigError(f"{len(ids)} cases cannot be split into {n_folds} folds; use n_folds <= {len(ids)}")
+        fewer = f"use fewer folds (CLI: --folds {len(ids)}; Python: n_folds={len(ids)}), or " if len(ids) >= 2 else ""
+        raise ConfigError(
+            f"{len(ids)} case(s) cannot be split into {n_folds} folds; {fewer}train on every case without "
+            "validation (CLI: no --fold; Python: fold=None)"
+        )
     order = np.random.default_rng(seed).permutation(len(ids))
     folds = np.array_split(order, n_folds)
     return [

@@ -115,11 +115,7 @@ class Trainer:
         config: the full pipeline config, stored in the checkpoints.
         training: a :class:`TrainingConfig`; or give its fields as keyword ``options``.
 
-    Example::
-
-        trainer = Trainer("unet", {"n_stages": 4}, out_dir="runs/liver", patch_size=(64, 64, 32),
-                          max_epochs=50, iterations_per_epoch=100)
-        result = trainer.fit(load_dataset("Dataset001_Liver"), fold=0)
+    A run on a small phantom dataset is the example of :mod:`medseg.training`.
     """
 
     def __init__(

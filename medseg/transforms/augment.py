@@ -33,6 +33,7 @@ class Augment:
 
     Attributes:
         flip_axes: spatial axes (0 = X) that may be mirrored, each with probability ``p_flip``.
+        p_flip: probability per sample and axis of a mirroring.
         p_rotate: probability per sample of a rotation.
         rotate_deg: rotation angle range (degrees) about each axis (2D: in plane).
         p_scale: probability per sample of isotropic scaling.

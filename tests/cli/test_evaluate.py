@@ -79,3 +79,71 @@ def test_missing_prediction_and_bad_labels(tmp_path: Path) -> None:
     assert res.returncode == 1 and "no prediction" in res.stderr and " b" in res.stderr
     res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"), "--labels", "x")
     assert res.returncode == 1 and "--labels" in res.stderr
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_predictions_that_are_not_label_maps_are_refused(tmp_path: Path) -> None:
+    pred, gt = make_cases(tmp_path)
+    out = str(tmp_path / "r.csv")
+    fractional = labels(0).astype(np.float32)
+    fractional[0, 1, 1, 1], fractional[0, 2, 2, 2] = 0.5, 1.7
+    write(Volume(fractional, AFFINE), pred / "a.nrrd")
+    _one_line_error(run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", out), "a.nrrd", "non-integer")
+    negative = labels(0).astype(np.int16)
+    negative[0, 1, 1, 1] = -3
+    write(Volume(negative, AFFINE), pred / "a.nrrd")
+    _one_line_error(run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", out), "a.nrrd", "negative")
+    image = np.random.default_rng(0).integers(0, 226, size=(1, 24, 22, 10)).astype(np.uint8)
+    write(Volume(image, AFFINE), pred / "a.nrrd")
+    _one_line_error(run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", out), "a.nrrd", "looks like an image")
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_labels_absent_from_the_reference_are_warned_and_background_is_not_a_label(tmp_path: Path) -> None:
+    pred, gt = make_cases(tmp_path)
+    extra = labels(10)
+    extra[0, 0:2, 0:2, 0:2] = 5
+    write(Volume(extra, AFFINE, kind="label"), pred / "a.nrrd")
+    res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"))
+    assert res.returncode == 0, res.stderr
+    assert "warning: a: prediction holds labels [5] that are absent from the reference" in res.stderr
+    assert "label 0" not in res.stdout and "label 5" in res.stdout
+    res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"), "--labels", "1,2")
+    assert "not among the declared labels [1, 2]" in res.stderr and "label 5" not in res.stdout
+    _one_line_error(
+        run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"), "--labels", "0,1"),
+        "0 is the background",
+    )
+
+
+def test_folder_with_other_outputs_evaluates_the_label_maps(tmp_path: Path) -> None:
+    pred, gt = make_cases(tmp_path)
+    (pred / "a.nrrd").unlink()
+    write(Volume(labels(10), AFFINE, kind="label"), pred / "a.nii.gz")  # the plain label map...
+    write(Volume(labels(11), AFFINE, kind="label"), pred / "a.seg.nrrd")  # ...beside a Slicer segmentation
+    (pred / "b.nrrd").rename(pred / "b.seg.nrrd")  # only a Slicer segmentation: used
+    (pred / "a_preview.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (pred / "a_stats.json").write_text("{}")
+    out = tmp_path / "r.csv"
+    res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert {r["case"] for r in rows} == {"a", "b"}
+    assert abs(float(rows[0]["dice"]) - dice(labels(10), labels(0), label=1)) < 1e-5  # a.nii.gz, not a.seg.nrrd
+    assert "left out of the evaluation" in res.stderr and "a_preview.png" in res.stderr
+
+
+def test_grid_mismatch_says_what_differs(tmp_path: Path) -> None:
+    pred, gt = make_cases(tmp_path)
+    shifted = make_affine((0.8, 0.9, 2.0), (10.0, -5.0, 5.5))  # same shape and spacing, origin 2.5 mm off
+    write(Volume(labels(3), shifted, kind="label"), pred / "b.nrrd")
+    res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"))
+    _one_line_error(res, "b.nrrd", "b.nii.gz", "origin", "2.5 mm apart")
+    assert "spacing" not in res.stderr.split("origin")[0].split("grid of")[1]

@@ -73,3 +73,20 @@ def test_chromium_renders_the_page(phantom, tmp_path):
     canvas = pixels[40:]  # below the title bar
     assert canvas.std() > 20, "screenshot is blank"
     assert (canvas.sum(axis=2) > 60).mean() > 0.2, "too little is drawn"
+
+
+def test_large_ct_page_stays_small_and_says_what_it_shows(tmp_path):
+    from medseg.data import ct_phantom
+    from medseg.export.html import MAX_DISPLAY_SIZE, display_image
+
+    image, label = ct_phantom((512, 512, 61), (0.7, 0.7, 2.5), seed=1)
+    (path,) = EXPORTERS.build("html")(label, tmp_path, "ct", image=image)
+    assert path.stat().st_size < 6_000_000  # was ~25 MB with the image embedded as int16 at full size
+    page = path.read_text()
+    assert "image shown as 8 bits, window -160..240, averaged to 1.4 × 1.4 × 2.5 mm for display" in page
+    assert "sagittalNoseLeft: true" in page and "meshThicknessOn2D: 0" in page
+    data, affine, _ = display_image(image)
+    assert data.dtype == np.uint8 and max(data.shape) <= MAX_DISPLAY_SIZE and data.shape == (256, 256, 61)
+    # a display voxel sits at the centre of the 2×2×1 block it averages
+    centre = image.affine @ np.array([0.5, 0.5, 0.0, 1.0])
+    assert np.allclose(affine @ np.array([0, 0, 0, 1.0]), centre)

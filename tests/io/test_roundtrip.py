@@ -160,3 +160,22 @@ def test_read_channels_concatenates_and_checks_grids(tmp_path, make_volume):
     c = medseg.write(make_volume((1, 20, 18, 13)), tmp_path / "other.nii.gz")
     with pytest.raises(GeometryError, match="other.nii.gz"):
         read_channels([a, c])
+
+
+def test_nifti_units_are_mm_and_one_volume_4d_files_stay_4d(tmp_path):
+    import nibabel as nib
+
+    from medseg.io import read, write
+
+    data = np.random.default_rng(0).normal(size=(6, 5, 4, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / "in4d.nii.gz")
+    image = read(tmp_path / "in4d.nii.gz")
+    assert image.array.shape == (1, 6, 5, 4)
+    mask = image.replace(array=(image.numpy() > 0).astype(np.uint8), kind="label")
+    write(mask, tmp_path / "mask.nii.gz")
+    out = nib.load(tmp_path / "mask.nii.gz")
+    assert out.shape == (6, 5, 4, 1)  # the input's dimensionality
+    assert out.header.get_xyzt_units() == ("mm", "sec")
+    assert np.array_equal(read(tmp_path / "mask.nii.gz").numpy(), mask.numpy())
+    write(mask.replace(meta={}), tmp_path / "plain.nii.gz")
+    assert nib.load(tmp_path / "plain.nii.gz").shape == (6, 5, 4)

@@ -147,3 +147,55 @@ def test_user_defined_step_registered_from_python(tmp_path):
     assert p.preprocess[1] == AddConstant(value=2.5)
     with pytest.raises(ConfigError, match=r"test_add_constant\.value"):
         Pipeline.from_yaml(_write(tmp_path, text.replace("2.5", "lots")))
+
+
+def test_every_mistake_is_reported_at_once_with_its_path(tmp_path):
+    text = (
+        BASE.replace("preprocess:", "preprocces: []\npreprocess:")
+        .replace("{spacing: [1.5", "{spacin: [1.5")
+        .replace("{name: unet,", "{name: unnet,")
+        .replace("inference: {patch_size", "inference: {overlapp: 0.3, patch_size")
+        + "training: {max_epoch: 3, batch_size: two}\nexport: [sttl: {}]\n"
+    )
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        Pipeline.from_yaml(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "7 problems:"
+    expected = [
+        "top level: unknown key 'preprocces' (did you mean 'preprocess'?)",
+        "inference: unknown key 'overlapp' (did you mean 'overlap'?)",
+        "preprocess[1].resample: unknown option 'spacin' (did you mean 'spacing'?)",
+        "network.name: unknown network 'unnet' (did you mean 'unet'?)",
+        "training: unknown option 'max_epoch' (did you mean 'max_epochs'?)",
+        "training.batch_size: Input should be a valid integer",
+        "export[0]: unknown exporter 'sttl' (did you mean 'stl'?)",
+    ]
+    for fragment in expected:
+        assert sum(fragment in line for line in lines[1:]) == 1, (fragment, lines)
+    assert all(line.strip().startswith(str(path)) for line in lines[1:])
+
+
+def test_reference_documents_every_key_and_is_up_to_date():
+    from medseg.pipeline.reference import reference_markdown, sections
+
+    for section, rows in sections().items():
+        for key, _, _, text in rows:
+            assert text, f"{section}.{key} has no description (add it to the class's Attributes: docstring)"
+    committed = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    assert committed == reference_markdown(), (
+        "docs/pipeline.md is stale: python -m medseg.pipeline.reference > docs/pipeline.md"
+    )
+
+
+def test_validate_prints_the_effective_values(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "medseg.cli", "validate", str(ROOT / "pipelines" / "ct_organs.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "training    patch [96, 96, 96], batch 2, 300 epochs × 250 iterations, sgd lr 0.01 (poly)" in res.stdout
+    assert "    iterations_per_epoch: 250" in res.stdout and "    grad_clip: 12.0" in res.stdout  # defaults shown too

@@ -26,3 +26,17 @@ def test_tensorboard_events(tmp_path: Path) -> None:
     log.append({"epoch": 1, "train_loss": 1.0, "lr": 0.01})
     log.close()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_curve_has_a_validation_axis_only_with_validation(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    log = EpochLog(tmp_path)
+    log.append({"epoch": 1, "train_loss": 1.0, "lr": 0.01})
+    fig = log.figure()
+    assert len(fig.axes) == 1
+    plt.close(fig)
+    log.append({"epoch": 2, "train_loss": 0.5, "lr": 0.01, "val_dice_mean": 0.7})
+    fig = log.figure()
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "validation"
+    plt.close(fig)
