@@ -157,3 +157,28 @@ def test_predict_missing_checkpoint_file(workspace, tmp_path):
     )
     assert r.returncode == 1
     assert "nope.pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_says_how_long_a_plan_too_long_for_this_device_takes(workspace, tmp_path):
+    long_plan = TINY.replace("max_epochs: 2, iterations_per_epoch: 2", "max_epochs: 100000000, iterations_per_epoch: 5")
+    long_plan = long_plan.replace("lr: 0.003}", "lr: 1.0e-12, early_stopping: 1}")
+    (tmp_path / "long.yaml").write_text(long_plan)
+    r = _medseg("train", str(tmp_path / "long.yaml"), "--data", str(workspace / "Dataset001_Tiny"), "-o",
+                str(tmp_path / "runs"), "--fold", "0", "--folds", "3")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(line for line in r.stderr.splitlines() if "s/iteration" in line)
+    assert line.startswith("WARNING") and "100000000 epochs × 5 iterations" in line and "days" in line
+    assert "--max-time" in line and "medseg plan --time-budget" in line
+
+
+def test_train_on_one_case_with_a_fold_says_what_to_do(workspace, tmp_path):
+    one = tmp_path / "one"
+    for sub in ("imagesTr", "labelsTr"):
+        (one / sub).mkdir(parents=True)
+    (one / "imagesTr" / "case0_0000.nii.gz").write_bytes((workspace / "Dataset001_Tiny" / "imagesTr" / "case0_0000.nii.gz").read_bytes())
+    (one / "labelsTr" / "case0.nii.gz").write_bytes((workspace / "Dataset001_Tiny" / "labelsTr" / "case0.nii.gz").read_bytes())
+    (one / "dataset.json").write_text((workspace / "Dataset001_Tiny" / "dataset.json").read_text())
+    r = _medseg("train", str(workspace / "tiny.yaml"), "--data", str(one), "-o", str(tmp_path / "r"), "--fold", "0")
+    assert r.returncode == 1
+    assert "1 case(s) cannot be split into 5 folds" in r.stderr and "no --fold" in r.stderr
+    assert "--folds" not in r.stderr.split("cannot be split")[1]  # 'use --folds 1' would not work either

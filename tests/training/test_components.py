@@ -78,3 +78,43 @@ def test_loader_workers_augment_on_cpu(cases) -> None:
     runs = [next(iter(make_loader(PatchStream(cases, (16, 16, 16), 2, seed=3, augment=aug), 1, False))) for _ in "ab"]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert not torch.equal(runs[0][0], plain[0]) and runs[0][1].dtype == plain[1].dtype
+
+
+def test_validation_dice_and_evaluation_dice_agree_on_empty_masks() -> None:
+    """One convention: a class absent from both prediction and reference scores 1 in both places."""
+    from medseg.metrics import dice
+    from medseg.training.validation import per_class_dice
+
+    pred = torch.zeros(6, 6, 4, dtype=torch.long)
+    ref = torch.zeros(6, 6, 4, dtype=torch.long)
+    pred[1:3, 1:3, 1:3] = 1
+    ref[1:4, 1:3, 1:3] = 1
+    got = per_class_dice(pred, ref, [1, 2])
+    assert got[1] == pytest.approx(dice(pred.numpy(), ref.numpy(), label=1))
+    assert got[2] == dice(pred.numpy(), ref.numpy(), label=2) == 1.0
+
+
+@pytest.mark.parametrize(("offset_mm", "accepted"), [(5e-4, True), (5e-3, False)])
+def test_training_and_prediction_accept_the_same_channel_grids(tmp_path, offset_mm: float, accepted: bool) -> None:
+    import numpy as np
+
+    from medseg.core import Volume
+    from medseg.errors import GeometryError
+    from medseg.io import read_channels, write
+    from medseg.training.cache import read_case
+    from medseg.training.dataset import TrainingCase
+
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    shifted = affine.copy()
+    shifted[0, 3] += offset_mm
+    write(Volume(np.zeros((1, 4, 4, 3), np.float32), affine), tmp_path / "c_0000.nii.gz")
+    write(Volume(np.ones((1, 4, 4, 3), np.float32), shifted), tmp_path / "c_0001.nii.gz")
+    paths = [tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"]
+    outcomes = []
+    for load in (lambda: read_channels(paths), lambda: read_case(TrainingCase("c", paths))):
+        try:
+            load()
+            outcomes.append(True)
+        except GeometryError:
+            outcomes.append(False)
+    assert outcomes == [accepted, accepted]
