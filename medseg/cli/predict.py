@@ -67,6 +67,12 @@ def predict(
     tta: bool = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: the pipeline's)."
     ),
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        help="Network arithmetic: auto (bfloat16 where the CPU/GPU has it natively), float32, bfloat16, float16 "
+        "(default: the pipeline's inference.precision).",
+    ),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series."),
     spacing_tolerance: float = typer.Option(
         None,
@@ -100,6 +106,11 @@ def predict(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if device != "auto":
         resolve_device(device, option="--device")
+    if precision is not None:
+        from medseg.core.precision import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision: unknown '{precision}'{did_you_mean(precision, PRECISIONS)}")
     if spacing_tolerance is not None and not spacing_tolerance > 0:
         raise ConfigError(f"--spacing-tolerance must be a positive fraction such as 0.1, got {spacing_tolerance}")
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
@@ -112,6 +123,7 @@ def predict(
         series_uid=series,
         exporters=split_list(export),
         spacing_tolerance=spacing_tolerance,
+        precision=precision,
     )
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)

@@ -20,6 +20,7 @@ from torch import nn
 
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
+from medseg.core.precision import choose_precision
 from medseg.core.steps import Step, invert
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, GeometryError, InputError
@@ -105,7 +106,9 @@ class Predictor:
         batch_size: windows per forward pass.
         mirror_axes: spatial axes to mirror for test-time augmentation.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
-        amp: float16 autocast on CUDA.
+        precision: ``"auto"`` (bfloat16 where the CPU/GPU computes it natively, else float32),
+            ``"float32"``, ``"bfloat16"`` or ``"float16"`` (GPU); see
+            :func:`medseg.core.precision.choose_precision`. Only the network runs in it.
         postprocess: post-processing steps applied to the label map.
         output: ``"labels"`` (``(1, X, Y, Z)`` uint8/uint16) or ``"probabilities"``
             (``(K, X, Y, Z)`` float32, kind ``"probability"``).
@@ -127,7 +130,7 @@ class Predictor:
         batch_size: int = 4,
         mirror_axes: Sequence[int] = (),
         device: str | torch.device = "auto",
-        amp: bool = True,
+        precision: str = "auto",
         postprocess: Sequence[Step] = (),
         output: Output = "labels",
         spatial_dims: int | None = None,
@@ -163,7 +166,8 @@ class Predictor:
         self.blend: Blend = blend
         self.batch_size = batch_size
         self.mirror_axes = tuple(mirror_axes)
-        self.amp = amp
+        self.precision = choose_precision(precision, self.device)
+        log.info("network precision: %s", self.precision.reason)
         self.postprocess = tuple(postprocess)
         self.output: Output = output
         self.output_device = output_device
@@ -186,7 +190,7 @@ class Predictor:
             blend=self.blend,
             batch_size=self.batch_size,
             mirror_axes=self.mirror_axes,
-            amp=self.amp,
+            precision=self.precision.dtype,
             output_device=self.output_device,
         )
         if self.spatial_dims == 3:

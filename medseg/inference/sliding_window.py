@@ -87,7 +87,7 @@ def sliding_window_inference(
     blend: Blend = "gaussian",
     batch_size: int = 4,
     mirror_axes: Sequence[int] = (),
-    amp: bool = False,
+    precision: torch.dtype | None = None,
     output_device: str | torch.device | None = "auto",
 ) -> torch.Tensor:
     """Run ``network`` over overlapping windows of ``image`` and blend the logits.
@@ -108,7 +108,8 @@ def sliding_window_inference(
         batch_size: windows per forward pass.
         mirror_axes: spatial axes (0 = X) to mirror for test-time augmentation; all
             ``2**len(mirror_axes)`` flip combinations are averaged.
-        amp: autocast to float16 on CUDA (ignored on the CPU); blending stays float32.
+        precision: autocast dtype of the network (``torch.bfloat16``/``torch.float16``; None: float32,
+            see :func:`medseg.core.precision.choose_precision`); blending stays float32.
         output_device: where the stitched logits live; ``"auto"`` keeps them on the
             compute device when they take less than half its free memory, else the CPU.
 
@@ -132,7 +133,6 @@ def sliding_window_inference(
     starts = window_starts(padded, patch, overlap)
     weights = importance_map(patch, blend, device=compute)
     flips = mirror_combinations(mirror_axes)
-    use_amp = amp and compute.type == "cuda"
     window_buf = torch.empty((batch_size, image.shape[1], *patch), dtype=image.dtype, device=compute)
     if len(patch) == 3 and channels_last(network):  # windows in the weights' layout: oneDNN's fast path
         window_buf = window_buf.contiguous(memory_format=torch.channels_last_3d)
@@ -149,7 +149,7 @@ def sliding_window_inference(
         for axes in flips:
             dims = [a + 2 for a in axes]
             xin = torch.flip(x, dims) if dims else x
-            autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+            autocast = torch.autocast(compute.type, dtype=precision) if precision else contextlib.nullcontext()
             with autocast:
                 y = network(xin)
             y = (torch.flip(y, dims) if dims else y).float()

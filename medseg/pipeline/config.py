@@ -93,7 +93,9 @@ class InferenceSpec(Section):
         batch_size: windows per forward pass.
         mirror_axes: spatial axes mirrored for test-time augmentation (e.g. ``[0, 1, 2]``; ``[]``: none).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
-        amp: mixed precision on CUDA.
+        precision: the network's arithmetic: ``"auto"`` (bfloat16 where the CPU or GPU computes it
+            natively — AVX-512 BF16/AMX CPUs, recent GPUs — else float32), ``"float32"``, ``"bfloat16"``
+            or ``"float16"`` (GPUs). Stitching, resampling and argmax stay float32.
         checkpoints: checkpoint files (paths relative to the pipeline file); several = fold ensemble.
     """
 
@@ -103,7 +105,7 @@ class InferenceSpec(Section):
     batch_size: PositiveInt = 4
     mirror_axes: list[Annotated[int, Field(ge=0, le=2)]] = Field(default_factory=list)
     device: str = "auto"
-    amp: bool = True
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     checkpoints: list[str] = Field(default_factory=list)
 
 
@@ -119,6 +121,24 @@ class PipelineSpec(Section):
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     postprocess: list[Any] = Field(default_factory=list)
     export: list[Any] = Field(default_factory=list)
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A config written by an earlier medseg (a checkpoint's, or an old file) in today's keys.
+
+    ``inference.amp`` became ``inference.precision`` (true → ``auto``, false → ``float32``);
+    ``training.amp: true`` meant "on CUDA only", which is today's default (``null``).
+    """
+    out = dict(data)
+    inference = out.get("inference")
+    if isinstance(inference, dict) and "amp" in inference and "precision" not in inference:
+        inference = dict(inference)
+        inference["precision"] = "auto" if inference.pop("amp") else "float32"
+        out["inference"] = inference
+        training = out.get("training")
+        if isinstance(training, dict) and training.get("amp") is True:  # written with inference.amp: the old meaning
+            out["training"] = {**training, "amp": None}
+    return out
 
 
 class Problems:

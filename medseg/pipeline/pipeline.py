@@ -32,6 +32,7 @@ from medseg.pipeline.config import (
     load_yaml,
     parse_step_list,
     pydantic_errors,
+    upgrade,
     validate_dataclass,
 )
 
@@ -131,6 +132,7 @@ class Pipeline:
         where = str(source) if source is not None else "<pipeline>"
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a pipeline is a mapping of sections, got {type(data).__name__}")
+        data = upgrade(data)
         allowed = list(PipelineSpec.model_fields)
         problems = Problems()
         for key in data:
@@ -234,13 +236,14 @@ class Pipeline:
         *,
         device: str = "auto",
         tta: bool | None = None,
+        precision: str | None = None,
     ) -> Predictor:
         """A :class:`medseg.inference.Predictor` with the networks of ``checkpoints``
         (default: ``inference.checkpoints``); see :func:`medseg.pipeline.predict.make_predictor`."""
         from medseg.pipeline.predict import make_predictor
 
         paths = [Path(c) for c in checkpoints] if checkpoints else self.checkpoint_paths()
-        return make_predictor(self, paths, device=device, tta=tta)
+        return make_predictor(self, paths, device=device, tta=tta, precision=precision)
 
     def predict(
         self,
@@ -249,6 +252,7 @@ class Pipeline:
         checkpoints: Sequence[str | os.PathLike[str]] | None = None,
         device: str = "auto",
         tta: bool | None = None,
+        precision: str | None = None,
     ) -> Volume | list[Volume]:
         """Segment one input (Volume, image file or DICOM folder) or a list of them.
 
@@ -256,7 +260,7 @@ class Pipeline:
         affine), post-processed. For folders of cases with resumable outputs use
         ``medseg predict`` / :func:`medseg.batch.run_batch`.
         """
-        predictor = self.predictor(checkpoints, device=device, tta=tta)
+        predictor = self.predictor(checkpoints, device=device, tta=tta, precision=precision)
         if isinstance(inputs, (Volume, str, Path)):
             return predictor.predict(inputs)
         return list(predictor.predict_many(inputs))

@@ -62,7 +62,12 @@ def inference_patch_size(pipeline: Pipeline) -> list[int]:
 
 
 def make_predictor(
-    pipeline: Pipeline, checkpoints: list[Path], *, device: str = "auto", tta: bool | None = None
+    pipeline: Pipeline,
+    checkpoints: list[Path],
+    *,
+    device: str = "auto",
+    tta: bool | None = None,
+    precision: str | None = None,
 ) -> Predictor:
     """A :class:`medseg.inference.Predictor` for the pipeline's inference settings.
 
@@ -71,6 +76,7 @@ def make_predictor(
         checkpoints: model files (several = fold ensemble).
         device: ``"auto"`` uses ``inference.device``; anything else overrides it (``--device``).
         tta: mirroring override (None: the pipeline's ``inference.mirror_axes``).
+        precision: overrides ``inference.precision`` (``--precision``).
 
     Raises:
         ConfigError: no window size (see :func:`inference_patch_size`), or a device this machine does not have.
@@ -96,7 +102,7 @@ def make_predictor(
         batch_size=inf.batch_size,
         mirror_axes=mirror_axes(pipeline, tta),
         device=dev,
-        amp=inf.amp,
+        precision=precision if precision is not None else inf.precision,
         postprocess=pipeline.postprocess,
         spatial_dims=pipeline.spatial_dims,
     )

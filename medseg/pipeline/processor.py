@@ -36,6 +36,7 @@ class PipelineProcessor:
         tta: mirroring override (None: the pipeline's setting).
         series_uid: DICOM series to read when an input folder holds several.
         spacing_tolerance: DICOM slice-gap tolerance (None: the pipeline's ``input.spacing_tolerance``).
+        precision: the network's precision (None: the pipeline's ``inference.precision``).
         exporters: exporters to run instead of the pipeline's ``export`` list (names, mappings or
             instances; validated here, before any case runs); default the pipeline's, or NIfTI.
     """
@@ -47,6 +48,7 @@ class PipelineProcessor:
     series_uid: str | None = None
     exporters: list[Any] | None = None
     spacing_tolerance: float | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         from medseg.batch import hash_file
@@ -69,7 +71,9 @@ class PipelineProcessor:
     def predictor(self) -> Predictor:
         """The networks, loaded on first use (so a Dask worker loads them once)."""
         if self._predictor is None:
-            self._predictor = make_predictor(self.pipeline, self.checkpoints, device=self.device, tta=self.tta)
+            self._predictor = make_predictor(
+                self.pipeline, self.checkpoints, device=self.device, tta=self.tta, precision=self.precision
+            )
         return self._predictor
 
     def export_specs(self) -> list[Exporter]:
@@ -82,8 +86,18 @@ class PipelineProcessor:
         for w in self._weights:
             h.update(w.encode())
         exporters = [(e.name, sorted(e.options().items())) for e in self._exporters]
-        h.update(repr((mirror_axes(self.pipeline, self.tta), exporters)).encode())
+        h.update(repr((mirror_axes(self.pipeline, self.tta), exporters, self.resolved_precision())).encode())
         return h.hexdigest()
+
+    def resolved_precision(self) -> str:
+        """The precision the network will run in here (bfloat16 on one machine may be float32 on another,
+        so it is part of the fingerprint: a batch resumed elsewhere re-runs its cases)."""
+        from medseg.core.device import resolve_device
+        from medseg.core.precision import choose_precision
+
+        inference = self.pipeline.spec.inference
+        device = resolve_device(self.device if self.device != "auto" else inference.device)
+        return choose_precision(self.precision or inference.precision, device).name
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -93,6 +107,7 @@ class PipelineProcessor:
             "checkpoints": [{"path": str(p), "sha256": w} for p, w in zip(self.checkpoints, self._weights)],
             "device": str(self.predictor.device),
             "mirror_axes": list(mirror_axes(self.pipeline, self.tta)),
+            "precision": self.predictor.precision.reason,
             "labels": {str(k): v for k, v in self.pipeline.labels.items()},
         }
 

@@ -80,7 +80,7 @@ class SegmentationTask:
         cases: Sequence[CachedCase],
         labels: Mapping[int, str],
         device: torch.device,
-        amp: bool,
+        precision: torch.dtype | None,
         settings: TrainingConfig,
     ) -> dict[str, float]:
         """Per-class Dice of a sliding-window prediction on each whole validation case."""
@@ -92,9 +92,9 @@ class SegmentationTask:
             kw = dict(patch_size=settings.patch_size, overlap=settings.val_overlap, batch_size=settings.val_batch_size)
             if len(settings.patch_size) == 2:  # slice-wise: one slice at a time
                 slices = image.permute(3, 0, 1, 2)
-                logits = torch.stack([predict_case(network, sl, amp=amp, **kw) for sl in slices], dim=-1)
+                logits = torch.stack([predict_case(network, sl, precision=precision, **kw) for sl in slices], dim=-1)
             else:
-                logits = predict_case(network, image, amp=amp, **kw)
+                logits = predict_case(network, image, precision=precision, **kw)
             per_case.append(per_class_dice(logits.argmax(0), target, fg))
         return dice_summary(per_case, {k: labels[k] for k in fg})
 
@@ -146,7 +146,7 @@ class ClassificationTask:
         cases: Sequence[CachedCase],
         labels: Mapping[int, str],
         device: torch.device,
-        amp: bool,
+        precision: torch.dtype | None,
         settings: TrainingConfig,
     ) -> dict[str, float]:
         """Accuracy on the centre crop of each validation case."""

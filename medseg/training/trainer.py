@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
+from medseg.core.precision import PrecisionChoice, training_precision
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
@@ -70,8 +71,7 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    amp: bool
-    amp_dtype: torch.dtype
+    precision: PrecisionChoice
     augment_in_loader: bool
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     epoch_log: EpochLog | None
@@ -231,8 +231,8 @@ class Trainer:
         torch.manual_seed(s.seed)
         network = build_network(self.network_name, **options).to(device)
         optimizer = build_optimizer(s.optimizer, network.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-        use_amp = s.amp and device.type == "cuda"
-        amp_dtype = torch.bfloat16 if s.amp_dtype == "bfloat16" else torch.float16
+        precision = training_precision(s.amp, s.amp_dtype, device)
+        log.info("training precision: %s", precision.reason)
         meta: dict[str, Any] = {
             "network_name": self.network_name,
             "network_options": options,
@@ -251,10 +251,9 @@ class Trainer:
             options=options,
             network=network,
             optimizer=optimizer,
-            scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+            scaler=torch.amp.GradScaler("cuda", enabled=precision.dtype == torch.float16 and device.type == "cuda"),
             loss_fn=self.task.loss(s.loss),
-            amp=use_amp,
-            amp_dtype=amp_dtype,
+            precision=precision,
             # on the CPU the loader workers augment (overlapping with compute); on a GPU the device does
             augment_in_loader=device.type == "cpu" and s.num_workers > 0,
             batches=iter(()),
@@ -391,7 +390,7 @@ class Trainer:
         """One optimiser step on a batch; returns the loss."""
         s = self.settings
         run.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp else nullcontext():
+        with run.precision.autocast(run.device):
             out = run.network(x)
         loss = run.loss_fn(out, y)
         run.scaler.scale(loss).backward()
@@ -443,7 +442,7 @@ class Trainer:
         t0 = row.pop("_t0")
         stop = False
         if run.val_cases and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.max_epochs):
-            metrics = self.validate(_unwrap(run.network), run.val_cases, run.labels, run.device, run.amp)
+            metrics = self.validate(_unwrap(run.network), run.val_cases, run.labels, run.device, run.precision.dtype)
             row.update(metrics)
             run.metrics = metrics
             score = metrics[self.task.score_key]
@@ -505,11 +504,11 @@ class Trainer:
         cases: Sequence[CachedCase],
         labels: Mapping[int, str],
         device: torch.device,
-        amp: bool,
+        precision: torch.dtype | None = None,
     ) -> dict[str, float]:
         """Per-class Dice (segmentation, sliding window on whole cases) or accuracy (classifier)."""
         network.eval()
-        return self.task.validate(network, cases, labels, device, amp, self.settings)
+        return self.task.validate(network, cases, labels, device, precision, self.settings)
 
 
 def _unwrap(network: nn.Module) -> nn.Module:

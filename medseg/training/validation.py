@@ -22,7 +22,7 @@ def predict_case(
     patch_size: Sequence[int],
     overlap: float = 0.5,
     batch_size: int = 4,
-    amp: bool = False,
+    precision: torch.dtype | None = None,
 ) -> Tensor:
     """Logits ``(K, *S)`` of one case ``image`` ``(C, *S)`` by Gaussian-blended sliding window.
 
@@ -38,7 +38,7 @@ def predict_case(
             overlap=overlap,
             blend="gaussian",
             batch_size=batch_size,
-            amp=amp,
+            precision=precision,
             output_device=image.device,
         )
     return logits[0]

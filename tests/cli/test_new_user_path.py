@@ -127,7 +127,8 @@ def test_constant_image_and_empty_prediction_are_reported(tmp_path: Path) -> Non
     assert "warning: blank: " in res.stderr and "the image is constant (every voxel = 0)" in res.stderr
     assert "warning: blank: " in res.stderr and "the mask is empty" in res.stderr
     assert "not read: " in res.stderr and "notes.txt" in res.stderr
-    assert "INFO" not in res.stderr  # per-case details are --verbose
+    info = [line for line in res.stderr.splitlines() if line.startswith("INFO")]
+    assert len(info) == 1 and "network precision: " in info[0]  # one line per run; per-case details are -v
     html = (out / "report.html").read_text()
     assert "Warnings" in html and "constant" in html and "notes.txt" in html
     report = json.loads((out / "report.json").read_text())

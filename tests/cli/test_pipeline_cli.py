@@ -175,8 +175,12 @@ def test_train_on_one_case_with_a_fold_says_what_to_do(workspace, tmp_path):
     one = tmp_path / "one"
     for sub in ("imagesTr", "labelsTr"):
         (one / sub).mkdir(parents=True)
-    (one / "imagesTr" / "case0_0000.nii.gz").write_bytes((workspace / "Dataset001_Tiny" / "imagesTr" / "case0_0000.nii.gz").read_bytes())
-    (one / "labelsTr" / "case0.nii.gz").write_bytes((workspace / "Dataset001_Tiny" / "labelsTr" / "case0.nii.gz").read_bytes())
+    (one / "imagesTr" / "case0_0000.nii.gz").write_bytes(
+        (workspace / "Dataset001_Tiny" / "imagesTr" / "case0_0000.nii.gz").read_bytes()
+    )
+    (one / "labelsTr" / "case0.nii.gz").write_bytes(
+        (workspace / "Dataset001_Tiny" / "labelsTr" / "case0.nii.gz").read_bytes()
+    )
     (one / "dataset.json").write_text((workspace / "Dataset001_Tiny" / "dataset.json").read_text())
     r = _medseg("train", str(workspace / "tiny.yaml"), "--data", str(one), "-o", str(tmp_path / "r"), "--fold", "0")
     assert r.returncode == 1

@@ -55,7 +55,7 @@ def threshold_net(threshold: float = 100.0) -> nn.Module:
 
 def test_identity_output_on_input_grid(make_volume) -> None:
     vol = make_volume(shape=(1, 20, 18, 12), affine="oblique")
-    out = Predictor(threshold_net(), patch_size=(8, 8, 8), device="cpu").predict(vol)
+    out = Predictor(threshold_net(), patch_size=(8, 8, 8), device="cpu", precision="float32").predict(vol)
     assert out.kind == "label" and out.array.dtype == np.uint8 and out.array.shape == (1, 20, 18, 12)
     assert np.array_equal(out.affine, vol.affine)
     np.testing.assert_array_equal(out.numpy(), (vol.numpy() > 100).astype(np.uint8))
@@ -63,7 +63,9 @@ def test_identity_output_on_input_grid(make_volume) -> None:
 
 def test_crop_step_is_inverted(make_volume) -> None:
     vol = make_volume(shape=(1, 16, 14, 12), affine="lps")
-    out = Predictor(threshold_net(), preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu").predict(vol)
+    out = Predictor(
+        threshold_net(), preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu", precision="float32"
+    ).predict(vol)
     assert out.grid == vol.grid and out.history == ()
     expected = (vol.numpy() > 100).astype(np.uint8)
     np.testing.assert_array_equal(out.numpy()[:, 2:-2, 2:-2, 2:-2], expected[:, 2:-2, 2:-2, 2:-2])
@@ -73,7 +75,9 @@ def test_crop_step_is_inverted(make_volume) -> None:
 def test_probabilities_output_and_ensemble(make_volume) -> None:
     vol = make_volume(shape=(1, 12, 12, 10))
     a, b = threshold_net(90.0), threshold_net(110.0)
-    probs = Predictor([a, b], patch_size=(8, 8, 8), output="probabilities", device="cpu").predict(vol)
+    probs = Predictor([a, b], patch_size=(8, 8, 8), output="probabilities", device="cpu", precision="float32").predict(
+        vol
+    )
     assert probs.kind == "probability" and probs.array.shape == (2, 12, 12, 10) and probs.grid == vol.grid
     x = vol.tensor(dtype=torch.float32)[None]
     with torch.no_grad():
@@ -84,12 +88,12 @@ def test_probabilities_output_and_ensemble(make_volume) -> None:
 def test_2d_network_runs_slice_wise(make_volume) -> None:
     net2d = nn.Conv2d(1, 3, 3, padding=1)
     vol = make_volume(shape=(1, 16, 16, 5))
-    pred = Predictor(net2d, patch_size=(16, 16), device="cpu", output="probabilities").predict(vol)
+    pred = Predictor(net2d, patch_size=(16, 16), device="cpu", precision="float32", output="probabilities").predict(vol)
     x = vol.tensor(dtype=torch.float32)
     with torch.no_grad():
         expected = torch.softmax(net2d(x.permute(3, 0, 1, 2)), 1).permute(1, 2, 3, 0)
     torch.testing.assert_close(pred.tensor(), expected, atol=1e-5, rtol=0)
-    labels = Predictor(net2d, patch_size=(16, 16, 1), spatial_dims=2, device="cpu").predict(vol)
+    labels = Predictor(net2d, patch_size=(16, 16, 1), spatial_dims=2, device="cpu", precision="float32").predict(vol)
     np.testing.assert_array_equal(labels.numpy()[0], expected.argmax(0).numpy())
 
 
@@ -98,7 +102,9 @@ def test_postprocess_path_and_many(make_volume, tmp_path) -> None:
 
     vol = make_volume(shape=(1, 14, 12, 10), affine="anisotropic")
     path = write(vol, tmp_path / "case.nii.gz")
-    pred = Predictor(threshold_net(), patch_size=(8, 8, 8), device="cpu", postprocess=[KeepLargestComponent()])
+    pred = Predictor(
+        threshold_net(), patch_size=(8, 8, 8), device="cpu", precision="float32", postprocess=[KeepLargestComponent()]
+    )
     outs = list(pred.predict_many([vol, path]))
     assert len(outs) == 2
     for out in outs:
@@ -131,7 +137,9 @@ def test_real_transforms_back_on_oblique_lps_grid(make_volume) -> None:
     arr += rng.normal(0, 5, arr.shape).astype(np.float32)
     vol = Volume(arr, lps_oblique)
     steps = [build_step("reorient", axcodes="RAS"), build_step("resample", spacing=(1.5, 1.5, 1.5))]
-    out = Predictor(threshold_net(), preprocess=steps, patch_size=(8, 8, 8), device="cpu").predict(vol)
+    out = Predictor(threshold_net(), preprocess=steps, patch_size=(8, 8, 8), device="cpu", precision="float32").predict(
+        vol
+    )
     assert out.spatial_shape == vol.spatial_shape
     assert np.array_equal(out.affine, vol.affine)
     truth = arr[0] > 100
@@ -152,7 +160,7 @@ def test_streamed_labels_equal_full_inversion(make_volume) -> None:
     assert streamed.grid == vol.grid and streamed.array.dtype == np.uint8
     np.testing.assert_array_equal(streamed.numpy(), argmax_labels(invert(pv, pre.history).tensor()))
     net = threshold_net()
-    kw = dict(preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu")
+    kw = dict(preprocess=[CropForTest(2)], patch_size=(6, 6, 6), device="cpu", precision="float32")
     a = Predictor(net, stream_labels=True, **kw).predict(vol)
     b = Predictor(net, stream_labels=False, **kw).predict(vol)
     np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -109,7 +109,7 @@ def test_cuda_amp_close_to_fp32() -> None:
     net = small_unet().cuda()
     x = torch.randn(1, 1, 40, 40, 40, device="cuda")
     a = sliding_window_inference(x, net, patch_size=(16, 16, 16))
-    b = sliding_window_inference(x, net, patch_size=(16, 16, 16), amp=True)
+    b = sliding_window_inference(x, net, patch_size=(16, 16, 16), precision=torch.float16)
     assert a.device.type == "cuda"
     torch.testing.assert_close(a, b, atol=5e-2, rtol=0)
 

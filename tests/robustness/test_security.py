@@ -240,7 +240,7 @@ input: {{modality: CT, channels: [CT], labels: {{1: liver}}}}
 preprocess:
   - resample: {{spacing: [3.0, 3.0, 3.0]}}
 network: {{name: unet, options: {{n_stages: 2, base_channels: 2, max_channels: 4}}}}
-inference: {{patch_size: [16, 16, 16], checkpoints: [{ckpt}], amp: false}}
+inference: {{patch_size: [16, 16, 16], checkpoints: [{ckpt}], precision: float32}}
 export:
   - nifti: {{}}
   - stats: {{}}
