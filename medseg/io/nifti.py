@@ -1,11 +1,20 @@
-"""NIfTI-1/2 reading and writing with nibabel."""
+"""NIfTI-1/2 reading and writing with nibabel.
+
+Compressed files (``.nii.gz``) are streamed through ISA-L's gzip (``isal.igzip``) instead of
+Python's zlib: it decompresses the same file about 2× and compresses about 3–4× faster, at a
+similar size (``benchmarks/RESULTS.md``, "Compressed NIfTI"); the decompressed bytes and the
+arrays are identical. Where ``isal`` is not importable, nibabel's own gzip handling is used.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -15,9 +24,10 @@ from medseg.errors import GeometryError, InputError
 from medseg.io.atomic import atomic_path
 from medseg.io.checks import check_allocation, check_values
 
-#: What nibabel raises for corrupt or inconsistent files (its own errors plus those of numpy/zlib/struct).
-_NIBABEL_ERRORS = (
+#: What nibabel raises for corrupt or inconsistent files (its own errors plus those of numpy/zlib/ISA-L/struct).
+_NIBABEL_ERRORS: tuple[type[BaseException], ...] = (
     nib.filebasedimages.ImageFileError,
+    nib.wrapstruct.WrapStructError,
     nib.spatialimages.HeaderDataError,
     nib.spatialimages.ImageDataError,
     gzip.BadGzipFile,
@@ -30,6 +40,8 @@ _NIBABEL_ERRORS = (
     IndexError,
     OverflowError,
 )
+#: ISA-L compression level of written ``.nii.gz`` (1: about nibabel's default size, several times faster).
+GZIP_LEVEL = 1
 #: Largest ratio deflate reaches (1032:1): a ``.nii.gz`` cannot hold more than this times its size.
 _MAX_GZIP_RATIO = 1032
 
@@ -42,13 +54,43 @@ def read_nifti(path: Path) -> Volume:
     2D ``(X, Y)`` → ``(1, X, Y, 1)``; 4D ``(X, Y, Z, T)`` → ``(T, X, Y, Z)``;
     5D ``(X, Y, Z, 1, C)`` (NIfTI vector intent) → ``(C, X, Y, Z)``.
     """
+    with _open(path) as img:
+        return _read_opened(path, img)
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[nib.Nifti1Image | nib.Nifti2Image]:
+    """The image of ``path``, its data readable while the block runs (gzip streamed through ISA-L)."""
+    isal = _isal() if str(path).lower().endswith(".gz") else None
+    errors = (*_NIBABEL_ERRORS, isal[1]) if isal is not None else _NIBABEL_ERRORS
     try:
         with nib.imageglobals.LoggingOutputSuppressor():  # header fixes are reported by our errors, not logs
-            img = nib.load(str(path))
-    except _NIBABEL_ERRORS as exc:
+            if isal is None:
+                yield nib.load(str(path))
+                return
+            with isal[0].open(path, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(0)
+                cls = nib.Nifti2Image if head in (struct.pack("<i", 540), struct.pack(">i", 540)) else nib.Nifti1Image
+                holder = nib.FileHolder(filename=str(path), fileobj=fh)
+                yield cls.from_file_map({"header": holder, "image": holder})
+    except errors as exc:
         raise InputError(
             f"{path}: not a readable NIfTI file ({exc}); check the file is complete and really NIfTI"
         ) from exc
+
+
+def _isal() -> tuple[Any, type[Exception]] | None:
+    """ISA-L's gzip module and its error class, or None where isal is not installed."""
+    try:
+        from isal import igzip
+        from isal.isal_zlib import IsalError
+    except ImportError:  # the same bytes through nibabel's gzip, only slower
+        return None
+    return igzip, IsalError
+
+
+def _read_opened(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> Volume:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: expected a NIfTI image, nibabel found {type(img).__name__}")
     shape = tuple(int(s) for s in img.shape)
@@ -127,8 +169,14 @@ def write_nifti(volume: Volume, path: Path) -> None:
     img.header.set_xyzt_units("mm", "sec")
     if volume.kind == "label":
         img.header.set_intent("label")
+    isal = _isal() if str(path).lower().endswith(".gz") else None
     with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+        if isal is None:
+            nib.save(img, str(tmp))
+        else:
+            with isal[0].open(tmp, "wb", compresslevel=GZIP_LEVEL) as fh:
+                holder = nib.FileHolder(filename=str(tmp), fileobj=fh)
+                img.to_file_map({"header": holder, "image": holder})
 
 
 def _nifti_dtype(data: np.ndarray, kind: str) -> np.ndarray:
