@@ -33,6 +33,8 @@ def describe(path: Path) -> list[dict[str, Any]]:
                 "spacing": [round(v, 4) for v in s.spacing] if s.spacing else None,
                 "orientation": s.orientation,
             }
+            if s.references or s.names:  # RTSTRUCT/SEG: what they reference and hold
+                rec.update(references=list(s.references), names=list(s.names))
             if s.is_image:
                 try:
                     vol = read(list(s.files), series_uid=s.uid)

@@ -15,7 +15,7 @@ Inside rule (the only one; both directions rely on it)
     stored as DICOM decimal strings, so contours drawn through voxel centres keep their
     boundary voxels). Polygons on one slice combine by **even-odd** (XOR): a polygon inside
     another is a hole, one inside a hole is an island again; this is RTSTRUCT's
-    CLOSED_PLANAR_XOR and what planning systems mean by an inner CLOSED_PLANAR contour. A
+    CLOSEDPLANAR_XOR and what planning systems mean by an inner CLOSED_PLANAR contour. A
     polygon that encloses no voxel centre (a sub-voxel contour) stands for the voxel nearest
     the mean of its vertices, so tiny structures are never lost.
 
