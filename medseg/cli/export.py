@@ -20,6 +20,7 @@ FORMATS = {
     "nrrd": "nrrd",
     "seg.nrrd": "seg_nrrd",
     "dicom-seg": "dicom_seg",
+    "rtstruct": "rtstruct",
     "stl": "stl",
     "obj": "obj",
     "ply": "ply",
@@ -54,24 +55,23 @@ def default_case_id(mask: Path) -> str:
 
 
 def read_mask(mask: Path, reference: Volume | None) -> Volume:
-    """Read the mask as a label volume; a DICOM SEG file is placed on the reference grid."""
+    """Read the mask as a label volume; a DICOM SEG or RTSTRUCT file is placed on the reference grid."""
     if mask.is_file() and is_dicom_file(mask) and image_suffix(mask) == "":
-        import pydicom
+        from medseg.io.clinical import file_label_kind
 
-        from medseg.export.dicom_seg import SEG_SOP_CLASS, read_dicom_seg
-
-        sop = str(pydicom.dcmread(mask, stop_before_pixels=True).get("SOPClassUID", ""))
-        if sop == SEG_SOP_CLASS:
+        kind = file_label_kind(mask)
+        if kind is not None:
             if reference is None:
-                raise InputError(f"{mask}: a DICOM SEG needs --reference (the image series it was made on)")
-            return read_dicom_seg(mask, reference)
+                what = "a DICOM SEG" if kind == "seg" else "an RTSTRUCT"
+                raise InputError(f"{mask}: {what} needs --reference (the image series it was made on)")
+            return read(mask, reference=reference)
     vol = read(mask)
     return vol.replace(kind="label" if vol.n_channels == 1 else "probability")
 
 
 @app.command()
 def export(
-    mask: Path = typer.Argument(..., help="Label map (NIfTI, NRRD, ...), or a DICOM SEG file."),
+    mask: Path = typer.Argument(..., help="Label map (NIfTI, NRRD, ...), or a DICOM SEG or RTSTRUCT file."),
     reference: Path | None = typer.Option(
         None, "--reference", "-r", help="The image the mask was made on: image file or DICOM folder."
     ),
@@ -82,12 +82,13 @@ def export(
     labels: Path | None = typer.Option(None, "--labels", help='JSON label names, e.g. {"1": "liver"}.'),
     case_id: str | None = typer.Option(None, "--case-id", help="Output file stem (default: the mask's name)."),
     dicom_source: Path | None = typer.Option(
-        None, "--dicom-source", help="Source DICOM series for dicom-seg when --reference is not DICOM."
+        None, "--dicom-source", help="Source DICOM series for dicom-seg/rtstruct when --reference is not DICOM."
     ),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID when the DICOM folder holds several."),
     meshes_in_html: bool = typer.Option(False, "--html-meshes", help="Embed surface meshes in the HTML viewer."),
 ) -> None:
-    """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG) and reports."""
+    """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG),
+    planning systems (RTSTRUCT) and reports."""
     from medseg.export import export_all, load_labels
 
     names = parse_formats(formats)
@@ -102,7 +103,7 @@ def export(
         label_names = load_labels(labels) if labels is not None else None
         specs: list[Any] = []
         for name in names:
-            if name == "dicom_seg" and dicom_source is not None:
+            if name in ("dicom_seg", "rtstruct") and dicom_source is not None:
                 specs.append({name: {"source_series": str(dicom_source)}})
             elif name == "html" and meshes_in_html:
                 specs.append({name: {"meshes": True}})

@@ -58,8 +58,8 @@ def coded_terms(name: str) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
     return hd.sr.CodedConcept.from_code(codes.SCT.Tissue), hd.sr.CodedConcept.from_code(codes.SCT.Tissue)
 
 
-def source_reference(case: ExportCase, source_series: str | None) -> Volume:
-    """The DICOM-read Volume whose files the SEG references (``case.image`` or ``source_series``).
+def source_reference(case: ExportCase, source_series: str | None, exporter: str = "dicom_seg") -> Volume:
+    """The DICOM-read Volume whose files the SEG/RTSTRUCT references (``case.image`` or ``source_series``).
 
     Raises:
         OutputError: no DICOM source is known.
@@ -71,9 +71,9 @@ def source_reference(case: ExportCase, source_series: str | None) -> Volume:
     if source_series is None:
         src = (image.meta.get("source") if image is not None else None) or "no image"
         raise OutputError(
-            f"{case.case_id}: DICOM SEG needs the source DICOM series, but the reference image ({src}) "
-            "was not read from DICOM; give the DICOM folder as the reference image, or the "
-            "dicom_seg option source_series (CLI: --dicom-source DIR)"
+            f"{case.case_id}: {'RTSTRUCT' if exporter == 'rtstruct' else 'DICOM SEG'} needs the source DICOM "
+            f"series, but the reference image ({src}) was not read from DICOM; give the DICOM folder as the "
+            f"reference image, or the {exporter} option source_series (CLI: --dicom-source DIR)"
         )
     ref = read_dicom(source_series)
     ref.require_grid(case.mask, "mask")
