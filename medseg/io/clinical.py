@@ -47,6 +47,7 @@ class LabelObject:
         referenced_series: SeriesInstanceUIDs of the image series it references.
         referenced_instances: SOPInstanceUIDs of the referenced images (slices).
         names: ROI names (RTSTRUCT) or segment labels (SEG), in file order.
+        empty: the names of ROIs without contours / segments without frames.
     """
 
     path: Path
@@ -59,6 +60,7 @@ class LabelObject:
     referenced_series: tuple[str, ...]
     referenced_instances: tuple[str, ...]
     names: tuple[str, ...]
+    empty: tuple[str, ...] = ()
 
 
 def label_kind(ds: pydicom.Dataset) -> str | None:
@@ -104,12 +106,32 @@ def _describe(path: Path, ds: pydicom.Dataset, kind: str) -> LabelObject:
                     instances += [str(i.get("ReferencedSOPInstanceUID", "")) for i in _items(c, "ContourImageSequence")]
         fors += [str(r.get("ReferencedFrameOfReferenceUID", "")) for r in _items(ds, "StructureSetROISequence")]
         names = [str(r.get("ROIName", "")) for r in _items(ds, "StructureSetROISequence")]
+        drawn = {
+            str(r.get("ReferencedROINumber", "")) for r in _items(ds, "ROIContourSequence") if r.get("ContourSequence")
+        }
+        empty = [
+            str(r.get("ROIName", ""))
+            for r in _items(ds, "StructureSetROISequence")
+            if str(r.get("ROINumber", "")) not in drawn
+        ]
     else:
         fors = [str(ds.get("FrameOfReferenceUID", ""))]
         for s in _items(ds, "ReferencedSeriesSequence"):
             series.append(str(s.get("SeriesInstanceUID", "")))
             instances += [str(i.get("ReferencedSOPInstanceUID", "")) for i in _items(s, "ReferencedInstanceSequence")]
         names = [str(s.get("SegmentLabel", "")) for s in _items(ds, "SegmentSequence")]
+        shared = _items(ds, "SharedFunctionalGroupsSequence")[:1]
+        framed = set()
+        for item in _items(ds, "PerFrameFunctionalGroupsSequence"):
+            ident = _items(item, "SegmentIdentificationSequence") or _items(
+                shared[0] if shared else None, "SegmentIdentificationSequence"
+            )
+            framed |= {str(i.get("ReferencedSegmentNumber", "")) for i in ident}
+        empty = [
+            str(s.get("SegmentLabel", ""))
+            for s in _items(ds, "SegmentSequence")
+            if str(s.get("SegmentNumber", "")) not in framed
+        ]
     return LabelObject(
         path=path,
         kind=kind,  # type: ignore[arg-type]
@@ -121,6 +143,7 @@ def _describe(path: Path, ds: pydicom.Dataset, kind: str) -> LabelObject:
         referenced_series=tuple(dict.fromkeys(s for s in series if s)),
         referenced_instances=tuple(dict.fromkeys(i for i in instances if i)),
         names=tuple(names),
+        empty=tuple(empty),
     )
 
 

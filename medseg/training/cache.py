@@ -21,7 +21,7 @@ import torch
 
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError
-from medseg.io import atomic_path, read, write_text_atomic
+from medseg.io import atomic_path, read, read_label, write_text_atomic
 from medseg.training.dataset import Case, Dataset
 from medseg.transforms.functional.resample import resample_to_grid
 
@@ -93,6 +93,8 @@ def case_key(case: Case, preprocess_key: str) -> str:
     """Hash of the case's input files (path, size, mtime) and of the preprocessing key."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}".encode())
+    if case.series_uid or case.label_names:  # which series, and which ROIs become which labels
+        h.update(f"|{case.series_uid}|{sorted((case.label_names or {}).items())}".encode())
     paths = [*case.images, *([case.label] if case.label else [])]
     for p in paths:
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
@@ -108,7 +110,7 @@ def read_case(case: Case) -> tuple[Volume, Volume | None]:
     Raises:
         GeometryError: channels, or image and label, are on different grids (names the case).
     """
-    channels = [read(p) for p in case.images]
+    channels = [read(p, series_uid=case.series_uid) for p in case.images]
     first = channels[0]
     for i, ch in enumerate(channels[1:], start=1):
         if not first.grid.matches(ch.grid, atol=1e-3):
@@ -120,7 +122,7 @@ def read_case(case: Case) -> tuple[Volume, Volume | None]:
     image = first.replace(array=np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0])
     label = None
     if case.label is not None:
-        label = read(case.label).replace(kind="label")
+        label = read_label(case.label, reference=first, labels=case.label_names)  # SEG/RTSTRUCT: on first's grid
         if not first.grid.matches(label.grid, atol=1e-3):
             raise GeometryError(
                 f"case '{case.case_id}': label {case.label} grid {label.spatial_shape} "
