@@ -33,7 +33,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from medseg.core.volume import Volume
 from medseg.errors import OutputError
@@ -109,7 +109,7 @@ class RtstructExporter(Exporter):
 
     def _dataset(self, case: ExportCase, ref: Volume, source: pydicom.Dataset, for_uid: str) -> FileDataset:
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+        meta.MediaStorageSOPClassUID = UID(RTSTRUCT_SOP_CLASS)
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
@@ -171,7 +171,7 @@ class RtstructExporter(Exporter):
         item = Dataset()
         item.ROIDisplayColor = list(label_color(value))
         item.ReferencedROINumber = number
-        seq = []
+        seq: list[Dataset] = []
         mask = case.label_map == value
         for k in np.flatnonzero(mask.any(axis=(0, 1))):
             for poly in trace_polygons(mask[:, :, k]):

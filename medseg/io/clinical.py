@@ -264,7 +264,7 @@ class Canvas:
         else:
             full, dtype = (1, *shape), np.uint8 if max(self.values, default=0) < 256 else np.uint16
         check_allocation(where, full, np.dtype(dtype).itemsize)
-        self.array = np.zeros(full, dtype=dtype)
+        self.array: np.ndarray = np.zeros(full, dtype=dtype)
         self.channel = {v: i for i, v in enumerate(self.values)}
         self.overlaps: dict[tuple[int, int], int] = {}
 

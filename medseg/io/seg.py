@@ -192,7 +192,7 @@ def _group(p: Path, frame: pydicom.Dataset, shared: pydicom.Dataset, name: str) 
 def _frame_groups(p: Path, ds: pydicom.Dataset, numbers: set[int]) -> list[tuple[int, np.ndarray, pydicom.Dataset]]:
     """``(segment number, ImagePositionPatient (LPS mm), per-frame item)`` of every frame."""
     shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else pydicom.Dataset()
-    out = []
+    out: list[tuple[int, np.ndarray, pydicom.Dataset]] = []
     for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
         try:
             number = int(_group(p, item, shared, "SegmentIdentificationSequence").ReferencedSegmentNumber)

@@ -111,14 +111,14 @@ def with_label_objects(dataset: Dataset, labels: LabelNames | None) -> Dataset:
         if problems:
             skipped.append(f"{case.case_id}: {obj.path}: {'; '.join(problems)}; skipped")
             continue
-        series_uid = _image_series_uid(case, obj)
-        if series_uid is False:
+        in_folder, series_uid = _image_series_uid(case, obj)
+        if not in_folder:
             skipped.append(
                 f"{case.case_id}: {obj.path}: references series {', '.join(obj.referenced_series)}, which is not in "
                 f"{case.images[0]}; skipped"
             )
             continue
-        kept.append(replace(case, series_uid=series_uid or None, label_names=_plain(spec)))
+        kept.append(replace(case, series_uid=series_uid, label_names=_plain(spec)))
     if not found:
         return dataset
     return _finish(dataset.source or Path("."), kept, skipped, labels or {}, list(dataset.channels), dataset)
@@ -221,16 +221,17 @@ def _series_folder(info: SeriesInfo) -> Path:
     return common
 
 
-def _image_series_uid(case: Case, obj: LabelObject) -> str | bool | None:
-    """The referenced series UID when the case's image is a DICOM folder holding it; False when it lacks it."""
+def _image_series_uid(case: Case, obj: LabelObject) -> tuple[bool, str | None]:
+    """``(found, series UID)``: the referenced series when the case's image is a DICOM folder holding it;
+    ``found`` is False when the folder lacks every series the object references."""
     image = case.images[0]
     if not image.is_dir():
-        return None  # an image file (NIfTI, one DICOM file): rasterised by geometry on its grid
+        return True, None  # an image file (NIfTI, one DICOM file): rasterised by geometry on its grid
     uids = {s.uid for s in find_series(image) if s.is_image}
     hit = [u for u in obj.referenced_series if u in uids]
     if hit:
-        return hit[0]
-    return False if obj.referenced_series else None
+        return True, hit[0]
+    return not obj.referenced_series, None
 
 
 def _plain(spec: LabelNames) -> dict[int, list[str]]:

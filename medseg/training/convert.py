@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def content_hash(case: Case) -> str:
         for f in files:
             h.update(f.name.encode())
             with open(f, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                while block := fh.read(1 << 20):
                     h.update(block)
     return h.hexdigest()
 
@@ -100,7 +101,7 @@ def convert_to_nnunet(dataset: Dataset, out: str | Path) -> ConvertReport:
         log.info("%s: converted", case.case_id)
     _write_record(record_path, done, report)
     cases = sorted(report.converted + report.reused)
-    meta = {
+    meta: dict[str, Any] = {
         "name": root.name.split("_", 1)[1],
         "description": f"converted by medseg from {dataset.source}",
         "channel_names": {str(i): name for i, name in enumerate(dataset.channels or ["image"])},
