@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,19 +202,19 @@ def test_nifti_image_needs_the_source_series(organs, tmp_path):
     np.testing.assert_array_equal(medseg.read(path, reference=folder).numpy(), mask.numpy())
 
 
-def test_pipeline_and_cli_know_the_format(organs, tmp_path):
+def test_pipeline_and_cli_know_the_format(organs, tmp_path, capsys):
+    from medseg.cli.main import main
     from medseg.pipeline import Pipeline
 
     p = Pipeline(input={"labels": ORGANS}, export=[{"rtstruct": {"interpreted_type": "AVOIDANCE"}}])
     assert p.exporters[0].name == "rtstruct" and p.to_dict()["export"][0]["rtstruct"]["interpreted_type"] == "AVOIDANCE"
     folder, _, mask = organs
     mask_path = medseg.write(mask, tmp_path / "pred.nii.gz")
-    run = subprocess.run(
-        [sys.executable, "-m", "medseg.cli", "export", str(mask_path), "-r", str(folder), "-f", "rtstruct",
-         "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert main(["export", str(mask_path), "-r", str(folder), "-f", "rtstruct", "-o", str(tmp_path / "out")]) == 0
     out = tmp_path / "out" / "pred.rtstruct.dcm"
-    assert run.stdout.split() == [str(out)]
+    assert capsys.readouterr().out.split() == [str(out)]
     np.testing.assert_array_equal(medseg.read(out, reference=folder).numpy(), mask.numpy())
+    assert main(["export", str(out), "-f", "nifti", "-o", str(tmp_path / "back")]) == 1  # an RTSTRUCT needs -r
+    assert "pred.rtstruct.dcm: an RTSTRUCT needs --reference" in capsys.readouterr().err
+    assert main(["export", str(out), "-r", str(folder), "-f", "nifti", "-o", str(tmp_path / "back")]) == 0
+    np.testing.assert_array_equal(medseg.read(tmp_path / "back" / "pred.rtstruct.nii.gz").numpy(), mask.numpy())
