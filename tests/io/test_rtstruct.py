@@ -70,7 +70,7 @@ def test_holes_islands_and_xor(ct, tmp_path):
 def test_oblique_series_by_uid_and_by_position(dicom_series, tmp_path):
     folder = dicom_series("obl", shape=(22, 18, 8), affine=oblique_affine((1.1, 0.9, 2.5)))
     ref = medseg.read(folder)
-    assert ref.orientation not in ("LPS", "RAS") or not np.allclose(ref.direction, np.diag(np.diag(ref.direction)))
+    assert not np.allclose(np.abs(ref.direction), np.eye(3), atol=0.05)  # really oblique
     idx = np.indices((22, 18)).astype(float)
     organ = ((idx[0] - 11) / 7) ** 2 + ((idx[1] - 9) / 5) ** 2 <= 1
     from medseg.io.contours import trace_polygons
@@ -217,7 +217,7 @@ def test_dicompyler_planning_system_rtstruct():
         medseg.read(rs, reference=ct, labels={2: ["Areola"]})
 
 
-def test_copy_of_sample_keeps_working(tmp_path):
+def test_dicompyler_series_is_found_beside_the_rtstruct(tmp_path):
     if not DICOMPYLER.exists():
         pytest.skip("dicompyler-core sample not shipped")
     shutil.copy(DICOMPYLER / "rtss.dcm", tmp_path / "rtss.dcm")
