@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from medseg.cli.main import app
+from medseg.cli.main import EXPORTER_NAMES, app
 from medseg.errors import ConfigError, InputError, did_you_mean
 
 if TYPE_CHECKING:
@@ -49,19 +49,18 @@ def default_case_id(mask: Path) -> str:
 
 
 def read_mask(mask: Path, reference: Volume | None) -> Volume:
-    """Read the mask as a label volume; a DICOM SEG file is placed on the reference grid."""
+    """Read the mask as a label volume; a DICOM SEG or RTSTRUCT file is placed on the reference grid."""
     from medseg.io import image_suffix, is_dicom_file, read
 
     if mask.is_file() and is_dicom_file(mask) and image_suffix(mask) == "":
-        import pydicom
+        from medseg.io.clinical import file_label_kind
 
-        from medseg.export.dicom_seg import SEG_SOP_CLASS, read_dicom_seg
-
-        sop = str(pydicom.dcmread(mask, stop_before_pixels=True).get("SOPClassUID", ""))
-        if sop == SEG_SOP_CLASS:
+        kind = file_label_kind(mask)
+        if kind is not None:
             if reference is None:
-                raise InputError(f"{mask}: a DICOM SEG needs --reference (the image series it was made on)")
-            return read_dicom_seg(mask, reference)
+                what = "a DICOM SEG" if kind == "seg" else "an RTSTRUCT"
+                raise InputError(f"{mask}: {what} needs --reference (the image series it was made on)")
+            return read(mask, reference=reference)
     vol = read(mask)
     return vol.replace(kind="label" if vol.n_channels == 1 else "probability")
 
@@ -82,7 +81,7 @@ def mask_label_names(mask: Path, volume: Volume, labels: Path | None) -> dict[in
 
 @app.command()
 def export(
-    mask: Path = typer.Argument(..., help="Label map (NIfTI, NRRD, ...), or a DICOM SEG file."),
+    mask: Path = typer.Argument(..., help="Label map (NIfTI, NRRD, ...), or a DICOM SEG or RTSTRUCT file."),
     reference: Path | None = typer.Option(
         None, "--reference", "-r", help="The image the mask was made on: image file or DICOM folder."
     ),
@@ -90,8 +89,8 @@ def export(
         ...,
         "--format",
         "-f",
-        help="Output format, repeatable or comma-separated: nifti, nrrd, seg.nrrd, dicom-seg, stl, obj, ply, png, "
-        "html, stats (snake_case spellings such as seg_nrrd work too).",
+        help=f"Output format, repeatable or comma-separated: {EXPORTER_NAMES} (snake_case spellings such as "
+        "seg_nrrd work too).",
     ),
     out: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     labels: Path | None = typer.Option(
@@ -102,12 +101,13 @@ def export(
     ),
     case_id: str | None = typer.Option(None, "--case-id", help="Output file stem (default: the mask's name)."),
     dicom_source: Path | None = typer.Option(
-        None, "--dicom-source", help="Source DICOM series for dicom-seg when --reference is not DICOM."
+        None, "--dicom-source", help="Source DICOM series for dicom-seg/rtstruct when --reference is not DICOM."
     ),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID when the DICOM folder holds several."),
     meshes_in_html: bool = typer.Option(False, "--html-meshes", help="Embed surface meshes in the HTML viewer."),
 ) -> None:
-    """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG) and reports."""
+    """Export MASK for 3D viewers (NIfTI, NRRD, Slicer .seg.nrrd, STL/OBJ/PLY, HTML), PACS (DICOM SEG),
+    planning systems (RTSTRUCT) and reports."""
     from medseg.export import export_all
     from medseg.io import read
 
@@ -123,7 +123,7 @@ def export(
         label_names = mask_label_names(mask, vol, labels)
         specs: list[Any] = []
         for name in names:
-            if name == "dicom_seg" and dicom_source is not None:
+            if name in ("dicom_seg", "rtstruct") and dicom_source is not None:
                 specs.append({name: {"source_series": str(dicom_source)}})
             elif name == "html" and meshes_in_html:
                 specs.append({name: {"meshes": True}})

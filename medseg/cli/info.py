@@ -39,6 +39,8 @@ def describe(path: Path, *, spacing_tolerance: float | None = None) -> list[dict
                 "n_slices": s.n_slices,
                 "shape": list(s.size),
             }
+            if s.references or s.names:  # RTSTRUCT/SEG: what they reference and hold
+                rec.update(references=list(s.references), names=list(s.names))
             if s.is_image:
                 try:
                     rec.update(_geometry_and_values(read_dicom(s, spacing_tolerance=tolerance)))

@@ -16,6 +16,9 @@ import typer
 
 from medseg.errors import MedsegError
 
+#: The exporters as ``--help`` names them (kept literal so --help stays fast; a test checks it lists every one).
+EXPORTER_NAMES = "nifti, nrrd, seg.nrrd, dicom-seg, rtstruct, stl, obj, ply, png, html, stats"
+
 app = typer.Typer(
     name="medseg",
     help="Medical image segmentation: read, pre-process, train, predict, post-process, export.",
@@ -36,7 +39,7 @@ def _root(
 
 def _register() -> None:
     """Import the command modules; each adds its command to :data:`app`."""
-    from medseg.cli import demo, evaluate, export, info, predict, train, validate  # noqa: F401
+    from medseg.cli import dataset, demo, evaluate, export, info, predict, train, validate  # noqa: F401
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from medseg.cli.main import app
+from medseg.cli.main import EXPORTER_NAMES, app
 from medseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 #: Shown in ``--help``; a test checks it names every registered exporter.
 EXPORT_HELP = (
-    "Exporters, repeatable or comma-separated (default: the pipeline's export list): nifti, nrrd, seg.nrrd, "
-    "dicom-seg, stl, obj, ply, png, html, stats (snake_case spellings such as seg_nrrd work too)."
+    f"Exporters, repeatable or comma-separated (default: the pipeline's export list): {EXPORTER_NAMES} "
+    "(snake_case spellings such as seg_nrrd work too)."
 )
 
 

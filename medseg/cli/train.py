@@ -30,7 +30,12 @@ def parse_duration(text: str, option: str) -> float:
 @app.command()
 def train(
     pipeline: Path = typer.Argument(..., help="Pipeline file (YAML)."),
-    data: Path = typer.Option(..., "--data", help="nnU-Net/MSD folder (imagesTr, labelsTr) or a CSV manifest."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="nnU-Net/MSD folder (imagesTr, labelsTr), a CSV manifest, or a DICOM export whose image series have "
+        "RTSTRUCT/SEG objects (ROI names matched to input.labels).",
+    ),
     output: Path = typer.Option(Path("runs"), "-o", "--output", help="Run folder (checkpoints, logs, cache)."),
     fold: int = typer.Option(
         None, "--fold", help="Cross-validation fold to train (default: all cases, no validation)."

@@ -1,4 +1,4 @@
-"""DICOM Segmentation (SEG) export with highdicom, and reading a SEG back onto a grid.
+"""DICOM Segmentation (SEG) export with highdicom (reading a SEG back: :mod:`medseg.io.seg`).
 
 The SEG references its source series: study, series and frame-of-reference UIDs
 are taken from the source images and every frame points at the source slice it
@@ -27,16 +27,15 @@ from pydicom.valuerep import format_number_as_ds
 
 from medseg.core import geometry
 from medseg.core.volume import Volume
-from medseg.errors import DicomError, GeometryError, InputError, OutputError
+from medseg.errors import DicomError, InputError, OutputError
 from medseg.export.base import ExportCase, Exporter, register_exporter
 from medseg.export.labels import label_color
 from medseg.io import atomic_path, read_dicom
+from medseg.io.seg import POSITION_TOLERANCE, SEG_SOP_CLASS, read_dicom_seg
 
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+__all__ = ["POSITION_TOLERANCE", "SEG_SOP_CLASS", "DicomSegExporter", "coded_terms", "read_dicom_seg"]
+
 _ABNORMAL = ("lesion", "tumor", "tumour", "nodule", "neoplasm", "metastasis", "cyst")
-_TRACKING = re.compile(r"label (\d+)$")
-#: Largest distance (in voxels) of a SEG frame from a reference slice; real series jitter by ~0.1 voxel.
-POSITION_TOLERANCE = 0.25
 
 
 def coded_terms(name: str) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
@@ -59,8 +58,8 @@ def coded_terms(name: str) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
     return hd.sr.CodedConcept.from_code(codes.SCT.Tissue), hd.sr.CodedConcept.from_code(codes.SCT.Tissue)
 
 
-def source_reference(case: ExportCase, source_series: str | None) -> Volume:
-    """The DICOM-read Volume whose files the SEG references (``case.image`` or ``source_series``).
+def source_reference(case: ExportCase, source_series: str | None, exporter: str = "dicom_seg") -> Volume:
+    """The DICOM-read Volume whose files the SEG/RTSTRUCT references (``case.image`` or ``source_series``).
 
     Raises:
         OutputError: no DICOM source is known.
@@ -72,9 +71,9 @@ def source_reference(case: ExportCase, source_series: str | None) -> Volume:
     if source_series is None:
         src = (image.meta.get("source") if image is not None else None) or "no image"
         raise OutputError(
-            f"{case.case_id}: DICOM SEG needs the source DICOM series, but the reference image ({src}) "
-            "was not read from DICOM; give the DICOM folder as the reference image, or the "
-            "dicom_seg option source_series (CLI: --dicom-source DIR)"
+            f"{case.case_id}: {'RTSTRUCT' if exporter == 'rtstruct' else 'DICOM SEG'} needs the source DICOM "
+            f"series, but the reference image ({src}) was not read from DICOM; give the DICOM folder as the "
+            f"reference image, or the {exporter} option source_series (CLI: --dicom-source DIR)"
         )
     ref = read_dicom(source_series)
     ref.require_grid(case.mask, "mask")
@@ -232,106 +231,3 @@ def _to_source_order(ref: Volume, frames: np.ndarray, sources: Sequence[pydicom.
     out = np.zeros((int(sources[0].NumberOfFrames), *frames.shape[1:]), dtype=frames.dtype)
     out[np.asarray(indices, dtype=int)] = frames
     return out
-
-
-def read_dicom_seg(path: str | Path, reference: Volume, *, fractional: bool = False) -> Volume:
-    """Read a DICOM SEG onto the grid of ``reference``.
-
-    Frames are placed by their ImagePositionPatient, so any reference on the same
-    grid works (DICOM-read or NIfTI). Segments become their label value (the
-    ``"label N"`` TrackingID medseg writes, else the segment number); where
-    segments overlap, the later one wins.
-
-    Args:
-        path: the SEG file.
-        reference: a Volume on the grid the SEG was made on.
-        fractional: return per-segment fractions ``(S, X, Y, Z)`` float32 in 0..1
-            (segment order) instead of a label map.
-
-    Returns:
-        ``(1, X, Y, Z)`` uint8/uint16 label map (``kind="label"``), or the fractions
-        (``kind="probability"``); ``meta["labels"]`` maps value → segment label.
-
-    Raises:
-        InputError: not a SEG file.
-        GeometryError: the SEG frames do not lie on the reference grid.
-    """
-    p = Path(path)
-    try:
-        ds = pydicom.dcmread(p)
-    except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise InputError(f"{p}: not a readable DICOM file ({exc})") from exc
-    if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
-        raise InputError(f"{p}: not a DICOM Segmentation (SOP class {ds.get('SOPClassUID', 'missing')})")
-    numbers: list[int] = []
-    labels: dict[int, str] = {}
-    value_of: dict[int, int] = {}
-    for item in ds.SegmentSequence:
-        m = _TRACKING.search(str(item.get("TrackingID", "")))
-        number = int(item.SegmentNumber)
-        value = int(m.group(1)) if m else number
-        numbers.append(number)
-        value_of[number] = value
-        labels[value] = str(item.SegmentLabel)
-    pixels = ds.pixel_array
-    pixels = pixels[None] if pixels.ndim == 2 else pixels
-    lps = geometry.LPS_TO_RAS @ reference.affine
-    inv = np.linalg.inv(lps)
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    _check_plane(p, shared, ds.PerFrameFunctionalGroupsSequence[0], lps, ds, reference)
-    x, y, z = reference.spatial_shape
-    scale = float(ds.get("MaximumFractionalValue", 1)) if ds.SegmentationType == "FRACTIONAL" else 1.0
-    order = {n: i for i, n in enumerate(numbers)}
-    frac = np.zeros((len(numbers), x, y, z), dtype=np.float32)
-    for i, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        number = int(_group(p, item, shared, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-        pos = np.array([float(v) for v in _group(p, item, shared, "PlanePositionSequence").ImagePositionPatient])
-        ijk = inv[:3, :3] @ pos + inv[:3, 3]
-        k = round(float(ijk[2]))
-        if max(abs(ijk[0]), abs(ijk[1]), abs(ijk[2] - k)) > POSITION_TOLERANCE or not 0 <= k < z:
-            raise GeometryError(
-                f"{p}: frame {i + 1} at {np.round(pos, 3).tolist()} mm (LPS) is not a slice of the reference "
-                f"{reference.meta.get('source') or 'image'} (voxel index {np.round(ijk, 3).tolist()}); "
-                "give the image the SEG was made on"
-            )
-        frac[order[number], :, :, k] = pixels[i].T.astype(np.float32) / scale
-    meta = {"source": str(p), "format": "dicom-seg", "labels": labels, "series_uid": str(ds.SeriesInstanceUID)}
-    if fractional:
-        return Volume(frac, reference.affine, kind="probability", meta=meta)
-    top = max(labels, default=0)
-    out = np.zeros((x, y, z), dtype=np.uint8 if top < 256 else np.uint16)
-    for n in numbers:
-        out[frac[order[n]] >= 0.5] = value_of[n]
-    return Volume(out[None], reference.affine, kind="label", meta=meta)
-
-
-def _group(p: Path, frame: pydicom.Dataset, shared: pydicom.Dataset, name: str) -> pydicom.Dataset:
-    """A functional group item of one frame (per-frame first, then shared)."""
-    for src in (frame, shared):
-        if name in src and len(src[name].value):
-            return src[name].value[0]
-    raise InputError(f"{p}: SEG frames lack {name}; cannot place them in space")
-
-
-def _check_plane(
-    p: Path, shared: pydicom.Dataset, first: pydicom.Dataset, lps: np.ndarray, ds: pydicom.Dataset, ref: Volume
-) -> None:
-    ori = np.array([float(v) for v in _group(p, first, shared, "PlaneOrientationSequence").ImageOrientationPatient])
-    ps = [float(v) for v in _group(p, first, shared, "PixelMeasuresSequence").PixelSpacing]
-    d = geometry.direction(lps)
-    sp = geometry.spacing(lps)
-    ok = (
-        np.allclose(ori[:3], d[:, 0], atol=1e-3)
-        and np.allclose(ori[3:], d[:, 1], atol=1e-3)
-        and np.isclose(ps[0], sp[1], rtol=1e-3)
-        and np.isclose(ps[1], sp[0], rtol=1e-3)
-        and (int(ds.Columns), int(ds.Rows)) == ref.spatial_shape[:2]
-    )
-    if not ok:
-        raise GeometryError(
-            f"{p}: SEG planes (orientation {np.round(ori, 4).tolist()}, spacing {ps}, "
-            f"{ds.Columns}×{ds.Rows}) do not match the reference {ref.meta.get('source') or 'image'} "
-            f"(orientation {np.round(np.concatenate([d[:, 0], d[:, 1]]), 4).tolist()}, spacing "
-            f"{[round(sp[1], 4), round(sp[0], 4)]}, {ref.spatial_shape[0]}×{ref.spatial_shape[1]}); "
-            "give the image the SEG was made on"
-        )

@@ -1,4 +1,4 @@
-"""Reading and writing volumes: NIfTI, NRRD/MHA/MHD, DICOM series, 2D images.
+"""Reading and writing volumes: NIfTI, NRRD/MHA/MHD, DICOM series, DICOM SEG and RTSTRUCT, 2D images.
 
 ``read(path)`` picks the reader from the content and suffix; ``write(volume, path)``
 picks the writer from the suffix and always writes atomically.
@@ -13,6 +13,7 @@ from pathlib import Path
 from medseg.core.volume import Volume
 from medseg.errors import InputError, OutputError
 from medseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from medseg.io.clinical import Reference, file_label_kind
 from medseg.io.dicom import SPACING_TOLERANCE, SeriesInfo, find_series, is_dicom_file, read_dicom
 from medseg.io.image2d import read_image2d, write_image2d
 from medseg.io.itk import read_itk, write_itk
@@ -26,6 +27,7 @@ from medseg.io.naming import (
     image_suffix,
 )
 from medseg.io.nifti import read_nifti, write_nifti
+from medseg.io.roi_names import LabelNames
 
 __all__ = [
     "SPACING_TOLERANCE",
@@ -40,6 +42,7 @@ __all__ = [
     "read",
     "read_channels",
     "read_dicom",
+    "read_label",
     "write",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -51,25 +54,47 @@ def read(
     *,
     series_uid: str | None = None,
     spacing_tolerance: float = SPACING_TOLERANCE,
+    reference: Reference | None = None,
+    labels: LabelNames | None = None,
+    as_channels: bool = False,
 ) -> Volume:
-    """Read an image file, a DICOM folder, or a list of DICOM files as a :class:`Volume`.
+    """Read an image file, a DICOM folder, a list of DICOM files, or a DICOM SEG/RTSTRUCT as a :class:`Volume`.
 
     Args:
         path: NIfTI (``.nii``, ``.nii.gz``), NRRD/MHA/MHD, PNG/TIFF, a DICOM file,
-            a folder holding one DICOM series (searched recursively), or a list of DICOM files.
+            a folder holding one DICOM series (searched recursively), a list of DICOM files,
+            or a DICOM SEG or RTSTRUCT file (read as a label map).
         series_uid: the series to read when a DICOM folder holds several.
         spacing_tolerance: DICOM: largest deviation of a slice gap from the median gap, as a
             fraction (0.05 = 5 %); a larger one (missing slices) is an error.
+        reference: SEG/RTSTRUCT only: the image series they were made on (Volume, DICOM folder,
+            file list or image file); the labels come out on exactly its grid. A SEG without it
+            is read on its own frames' geometry; an RTSTRUCT without it looks for the series beside it.
+        labels: SEG/RTSTRUCT only: ``{value: name}`` or ``{value: [name, synonym, "PATTERN*"]}``
+            mapping ROI/segment names to label values (see :mod:`medseg.io.roi_names`).
+        as_channels: SEG/RTSTRUCT only: one channel per label instead of a label map.
 
     Raises:
         InputError: the path is missing, not an image, corrupt, or ambiguous;
             the message names the file and what to do.
     """
     if not isinstance(path, (str, os.PathLike)):
+        _no_label_options(path, reference, labels, as_channels)
         return read_dicom([Path(p) for p in path], series_uid=series_uid, spacing_tolerance=spacing_tolerance)
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if p.is_file() and (p.suffix.lower() == ".dcm" or is_dicom_file(p)):
+        kind = file_label_kind(p, force=not is_dicom_file(p))
+        if kind == "seg":
+            from medseg.io.seg import read_seg
+
+            return read_seg(p, reference=reference, labels=labels, as_channels=as_channels)
+        if kind == "rtstruct":
+            from medseg.io.rtstruct import read_rtstruct
+
+            return read_rtstruct(p, reference=reference, labels=labels, as_channels=as_channels)
+    _no_label_options(p, reference, labels, as_channels)
     if p.is_dir():
         return read_dicom(p, series_uid=series_uid, spacing_tolerance=spacing_tolerance)
     suffix = image_suffix(p)
@@ -87,6 +112,28 @@ def read(
         f"{p}: not a recognised image (suffix '{p.suffix}', no DICOM preamble); medseg reads "
         f"{', '.join(SUFFIXES)}, DICOM files and DICOM folders"
     )
+
+
+def _no_label_options(path: object, reference: object, labels: object, as_channels: bool) -> None:
+    given = [n for n, v in (("reference", reference), ("labels", labels), ("as_channels", as_channels)) if v]
+    if given:
+        raise InputError(
+            f"{path}: {', '.join(given)} apply to DICOM SEG and RTSTRUCT files only; this is an image (drop them)"
+        )
+
+
+def read_label(path: str | os.PathLike[str], *, reference: Volume, labels: LabelNames | None = None) -> Volume:
+    """The label map of a case whose image is ``reference``.
+
+    A DICOM SEG or RTSTRUCT is rasterised on the reference's grid (``labels`` maps its ROI/segment
+    names to values); any other label file (NIfTI, NRRD, ...) is read as it is, its grid left for
+    the caller to check.
+    """
+    p = Path(path)
+    dicom = p.is_file() and (p.suffix.lower() == ".dcm" or is_dicom_file(p))
+    if dicom and file_label_kind(p, force=not is_dicom_file(p)) is not None:
+        return read(p, reference=reference, labels=labels)
+    return read(p).replace(kind="label")
 
 
 def read_channels(

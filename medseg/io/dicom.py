@@ -9,6 +9,7 @@ measured step between slices, so gantry tilt gives an honest sheared affine.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,9 +24,12 @@ from medseg.core import geometry
 from medseg.core.volume import Volume
 from medseg.errors import DicomError, InputWarning
 from medseg.io.checks import check_allocation
+from medseg.io.clinical import describe as describe_label_object
 from medseg.io.dicom_pixels import PYDICOM_ERRORS
 from medseg.io.dicom_pixels import decode as _decode
 from medseg.io.dicom_pixels import pydicom_warnings as _pydicom_warnings
+
+log = logging.getLogger(__name__)
 
 #: SOP classes that carry no image to segment, with a readable name for errors.
 NON_IMAGE_SOP_CLASSES = {
@@ -74,6 +78,8 @@ class SeriesInfo:
         files: the files of the series.
         is_image: False for SR, RTSTRUCT, SEG and other non-image objects.
         kind: SOP class name (e.g. ``"CT Image Storage"``).
+        references: for RTSTRUCT and SEG, the SeriesInstanceUIDs of the image series they reference.
+        names: for RTSTRUCT and SEG, the ROI names or segment labels.
         affine: 4×4 voxel → RAS mm of the series as :func:`read_dicom` reads it, or None.
     """
 
@@ -87,13 +93,18 @@ class SeriesInfo:
     files: tuple[Path, ...]
     is_image: bool
     kind: str
+    references: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
     affine: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: the parsed headers, so reading the series does not parse them again
     headers: tuple[tuple[Path, pydicom.Dataset], ...] = field(default=(), repr=False, compare=False)
 
     def summary(self) -> str:
-        """One line: UID, modality, description, slices, size."""
+        """One line: UID, modality, description, slices, size (RTSTRUCT/SEG: what they reference)."""
         desc = f" '{self.description}'" if self.description else ""
+        if self.references or self.names:
+            refs = ", ".join(self.references) or "no series recorded"
+            return f"{self.uid} {self.modality}{desc}: {len(self.names)} ROI/segment(s) on series {refs}"
         return f"{self.uid} {self.modality}{desc}: {self.n_slices} slices of {self.size[0]}×{self.size[1]}"
 
 
@@ -428,6 +439,13 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
                 sp, orient = tuple(geometry.spacing(ras)), geometry.orientation(ras)  # type: ignore[assignment]
             except DicomError:
                 ras = None  # listed without geometry; reading it reports the problem in full
+        labelled = []
+        for f, ds in items:
+            try:
+                if (obj := describe_label_object(f, ds)) is not None:
+                    labelled.append(obj)
+            except DicomError as exc:  # listed without references; reading it reports the problem in full
+                log.debug("%s: %s", f, exc)
         out.append(
             SeriesInfo(
                 uid=uid,
@@ -442,6 +460,8 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
                 kind=_sop_class(ds0)[1],
                 affine=ras,
                 headers=tuple(items),
+                references=tuple(dict.fromkeys(u for obj in labelled for u in obj.referenced_series)),
+                names=tuple(n for obj in labelled for n in obj.names),
             )
         )
     return sorted(out, key=lambda s: (-int(s.is_image), -s.n_slices, s.uid))

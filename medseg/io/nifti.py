@@ -174,7 +174,10 @@ def write_nifti(volume: Volume, path: Path) -> None:
         if isal is None:
             nib.save(img, str(tmp))
         else:
-            with isal[0].open(tmp, "wb", compresslevel=GZIP_LEVEL) as fh:
+            # no file name and no time in the gzip header: the same volume always gives the same bytes
+            with open(tmp, "wb") as raw, isal[0].IGzipFile(
+                filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0
+            ) as fh:
                 holder = nib.FileHolder(filename=str(tmp), fileobj=fh)
                 img.to_file_map({"header": holder, "image": holder})
 

@@ -31,7 +31,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medseg.errors import ConfigError, did_you_mean
 
@@ -50,7 +59,10 @@ class InputSpec(Section):
     Attributes:
         modality: e.g. ``"CT"``, ``"MR"`` (checked against DICOM Modality when known).
         channels: one name per input channel (``_0000``, ``_0001``, ... in nnU-Net layout).
-        labels: label value → name; 0 is background and is implied.
+        labels: label value → name; 0 is background and is implied. In the file a value may
+            also list the RTSTRUCT/SEG names that mean it, name first:
+            ``{1: [liver, Liver, "LIVER*"]}`` (see :mod:`medseg.io.roi_names`); ``labels`` keeps
+            the first name, ``label_synonyms`` the whole lists.
         spacing_tolerance: DICOM inputs: largest deviation of a slice gap from the series'
             median gap, as a fraction (0.05 = 5 %); larger gaps (missing slices) fail the case.
     """
@@ -59,6 +71,46 @@ class InputSpec(Section):
     channels: list[str] = Field(default_factory=lambda: ["image"], min_length=1)
     labels: dict[int, str] = Field(default_factory=lambda: {1: "foreground"}, min_length=1)
     spacing_tolerance: float = Field(0.05, gt=0.0)
+    label_synonyms: dict[int, list[str]] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_synonyms(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "label_synonyms" in data:
+                raise ValueError(
+                    "unknown key 'label_synonyms': list synonyms in labels, e.g. labels: {1: [liver, Liver]}"
+                )
+            if isinstance(data.get("labels"), dict):
+                data = {**data, "label_synonyms": data["labels"]}
+        return data
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _first_names(cls, v: Any) -> Any:
+        from medseg.io.roi_names import parse_label_names
+
+        return {k: names[0] for k, names in parse_label_names(v).items()}
+
+    @field_validator("label_synonyms", mode="before")
+    @classmethod
+    def _synonym_lists(cls, v: Any) -> Any:
+        from medseg.io.roi_names import parse_label_names
+
+        try:
+            return parse_label_names(v)
+        except ValueError:
+            return {}  # the same value is reported once, under 'labels'
+
+    @model_serializer(mode="wrap")
+    def _dump_synonyms(self, handler: Any) -> Any:
+        data = handler(self)
+        if any(len(names) > 1 for names in self.label_synonyms.values()) and "labels" in data:
+            data["labels"] = {
+                k: self.label_synonyms[int(k)] if len(self.label_synonyms.get(int(k), ())) > 1 else name
+                for k, name in data["labels"].items()
+            }
+        return data
 
     @field_validator("labels")
     @classmethod
@@ -204,7 +256,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         current = SECTION_MODELS.get(part, field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [n for n, f in current.model_fields.items() if not f.exclude]  # excluded: derived, not written
     return []
 
 

@@ -195,6 +195,12 @@ class Pipeline:
         return {0: "background", **self.labels}
 
     @property
+    def label_synonyms(self) -> dict[int, list[str]]:
+        """Label value → the RTSTRUCT/SEG names that mean it, the label's name first (``input.labels`` lists)."""
+        synonyms = self.spec.input.label_synonyms
+        return {v: list(synonyms.get(v) or [name]) for v, name in self.spec.input.labels.items()}
+
+    @property
     def n_classes(self) -> int:
         """Output channels of the network: background + the highest label value."""
         return max(self.labels) + 1

@@ -94,6 +94,8 @@ def _dataclass_rows(cls: type) -> Iterator[tuple[str, str, str, str]]:
 def _model_rows(model: Any) -> Iterator[tuple[str, str, str, str]]:
     docs = field_docs(model)
     for name, info in model.model_fields.items():
+        if info.exclude:  # derived, not a key of the file
+            continue
         default = info.get_default(call_default_factory=True)
         yield name, _type_name(info.annotation), _default_text(default), docs.get(name, "")
 

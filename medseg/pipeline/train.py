@@ -22,14 +22,23 @@ def train_pipeline(
     resume: bool = True,
     **overrides: Any,
 ) -> TrainResult:
-    """Train the pipeline's network on ``dataset`` (nnU-Net folder, CSV manifest, or Dataset).
+    """Train the pipeline's network on ``dataset`` (nnU-Net folder, CSV manifest, DICOM export, or Dataset).
 
     The checkpoints carry the whole pipeline config, so ``medseg predict CHECKPOINT``
     needs no other file. ``overrides`` replace fields of the ``training:`` section
-    (e.g. ``max_epochs=2``, ``device="cpu"``).
+    (e.g. ``max_epochs=2``, ``device="cpu"``). RTSTRUCT/SEG labels are matched to
+    ``input.labels`` (names, synonyms, patterns); cases left out are listed in
+    ``OUT_DIR/skipped_cases.txt``.
     """
     from medseg.core.registry import check_options
-    from medseg.training import Trainer, TrainingConfig
+    from medseg.training import Trainer, TrainingConfig, load_dataset
+
+    if not hasattr(dataset, "cases"):
+        dataset = load_dataset(dataset, labels=pipeline.label_synonyms)
+        if dataset.skipped:
+            from medseg.io import write_text_atomic
+
+            write_text_atomic(Path(out_dir) / "skipped_cases.txt", "\n".join(dataset.skipped) + "\n")
 
     settings = pipeline.training_config
     if overrides:

@@ -22,7 +22,7 @@ import torch
 from medseg.core.labels import label_values
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError
-from medseg.io import SPACING_TOLERANCE, atomic_path, read, read_channels, write_text_atomic
+from medseg.io import SPACING_TOLERANCE, atomic_path, read_channels, read_label, write_text_atomic
 from medseg.training.dataset import Dataset, TrainingCase
 from medseg.transforms.functional.resample import resample_to_grid
 
@@ -94,6 +94,8 @@ def case_key(case: TrainingCase, preprocess_key: str) -> str:
     """Hash of the case's input files (path, size, mtime) and of the preprocessing key."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}".encode())
+    if case.series_uid or case.label_names:  # which series, and which ROIs become which labels
+        h.update(f"|{case.series_uid}|{sorted((case.label_names or {}).items())}".encode())
     paths = [*case.images, *([case.label] if case.label else [])]
     for p in paths:
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
@@ -112,13 +114,13 @@ def read_case(case: TrainingCase, spacing_tolerance: float = SPACING_TOLERANCE) 
         GeometryError: channels, or image and label, are on different grids (names the case and what differs).
     """
     try:
-        image = read_channels(case.images, spacing_tolerance=spacing_tolerance)
+        image = read_channels(case.images, series_uid=case.series_uid, spacing_tolerance=spacing_tolerance)
     except GeometryError as exc:
         raise GeometryError(f"case '{case.case_id}': {exc}") from exc
     image = image.replace(array=np.asarray(image.numpy(), dtype=np.float32))
     label = None
     if case.label is not None:
-        label = read(case.label).replace(kind="label")
+        label = read_label(case.label, reference=image, labels=case.label_names)  # SEG/RTSTRUCT: on the image grid
         try:
             image.require_grid(label, "label", fix="the label must be drawn on the image's grid")
         except GeometryError as exc:

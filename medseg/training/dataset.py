@@ -17,6 +17,7 @@ from medseg.errors import InputError
 from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file
 from medseg.io.naming import split_channel
+from medseg.io.roi_names import LabelNames
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,18 @@ class TrainingCase:
     Attributes:
         case_id: unique name (file stem in nnU-Net layout).
         images: one path per channel (file, or DICOM folder), in channel order.
-        label: label map file (0 = background) or None (classification-only / unlabeled).
+        label: label map file (0 = background), a DICOM SEG/RTSTRUCT, or None (classification-only / unlabeled).
         class_label: case-level class for classifiers, or None.
+        series_uid: the image series to read when the image folder holds several (clinical exports).
+        label_names: for SEG/RTSTRUCT labels, ``{value: [name, synonym, pattern, ...]}`` of the ROIs to read.
     """
 
     case_id: str
     images: list[Path]
     label: Path | None = None
     class_label: int | None = None
+    series_uid: str | None = None
+    label_names: dict[int, list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,14 @@ class Dataset:
         labels: label value → name (0 = background), from ``dataset.json`` when present.
         channels: channel names (e.g. ``["CT"]``, ``["T1", "T2"]``).
         source: the folder or CSV it came from.
+        skipped: one line per case left out (e.g. an RTSTRUCT without a wanted ROI), naming case and file.
     """
 
     cases: list[TrainingCase]
     labels: dict[int, str] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)
     source: Path | None = None
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -63,7 +70,7 @@ class Dataset:
         raise InputError(f"{self.source}: no case '{case_id}'")
 
 
-def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+def load_dataset(path: str | os.PathLike[str], *, labels: LabelNames | None = None) -> Dataset:
     """Open a training dataset.
 
     Accepted layouts:
@@ -72,24 +79,46 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
       channel ``_0000``, ``_0001``, ...), ``labelsTr/CASE.nii.gz``.
     * CSV manifest: columns ``image`` (and ``image2``, ``image3``, ... for more channels),
       ``label`` and/or ``class`` (case-level integer), optional ``case_id``; relative paths
-      are relative to the CSV's folder.
+      are relative to the CSV's folder. A label may be a DICOM SEG or RTSTRUCT file.
     * A folder of DICOM series: one sub-folder per case holding the DICOM files and a
       label file named ``label.*`` (or ``labels/CASE.*`` / ``labelsTr/CASE.*`` beside them).
+    * A clinical DICOM export (any folder layout): image series with RTSTRUCT or SEG objects
+      that reference them, matched through their UIDs (see :mod:`medseg.training.clinical`).
+
+    Args:
+        path: the folder or CSV.
+        labels: ``{value: [name, synonym, "PATTERN*"]}`` mapping RTSTRUCT ROI / SEG segment
+            names to label values (a pipeline's ``label_synonyms``); needed for SEG/RTSTRUCT labels.
+            Cases whose objects miss a wanted ROI, or match one ambiguously, are left out and
+            listed in ``Dataset.skipped``.
 
     Raises:
         InputError: unknown layout, missing files, cases without labels; the message names
             the file or case.
     """
+    from medseg.training import clinical
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such dataset file or folder")
     if p.is_file():
         if p.suffix.lower() == ".csv":
-            return _load_csv(p)
+            return clinical.with_label_objects(_load_csv(p), labels)
         raise InputError(f"{p}: a dataset is a folder (nnU-Net layout or DICOM series) or a .csv manifest")
     if (p / "imagesTr").is_dir():
         return _load_nnunet(p)
+    if not _has_label_files(p):
+        return clinical.load_dicom_export(p, labels)
     return _load_dicom_folder(p)
+
+
+def _has_label_files(root: Path) -> bool:
+    """True for the one-folder-per-case DICOM layout with label image files (``label.*``, ``labels/``)."""
+    if (root / "labels").is_dir() or (root / "labelsTr").is_dir():
+        return True
+    return any(
+        f.name.startswith("label") and image_suffix(f) for sub in root.iterdir() if sub.is_dir() for f in sub.iterdir()
+    )
 
 
 def _load_nnunet(root: Path) -> Dataset:

@@ -175,15 +175,16 @@ def test_disk_full_fails_the_case_and_the_batch_goes_on(tmp_path: Path, monkeypa
     out = tmp_path / "out"
     import nibabel
 
-    real_save = nibabel.save
+    real_write = nibabel.Nifti1Image.to_file_map
 
-    def save(img, filename):  # type: ignore[no-untyped-def]
-        if "case_001" in str(filename):
-            Path(filename).write_bytes(b"partial")
+    def write(img, file_map=None, **kwargs):  # type: ignore[no-untyped-def]
+        holder = (file_map or img.file_map)["image"]
+        if "case_001" in str(holder.filename):
+            holder.fileobj.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(img, filename)
+        return real_write(img, file_map, **kwargs)
 
-    monkeypatch.setattr(nibabel, "save", save)
+    monkeypatch.setattr(nibabel.Nifti1Image, "to_file_map", write)
     report = run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)
     rows = {r.case_id: r for r in report.rows}
     assert rows["case_001"].status == "failed"
@@ -192,7 +193,7 @@ def test_disk_full_fails_the_case_and_the_batch_goes_on(tmp_path: Path, monkeypa
     assert not (out / "case_001.nii.gz").exists()
     assert not provenance_path(out, "case_001").exists()
     assert not list(out.glob(".*"))
-    monkeypatch.setattr(nibabel, "save", real_save)
+    monkeypatch.setattr(nibabel.Nifti1Image, "to_file_map", real_write)
     retry = run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)
     assert {r.case_id: r.status for r in retry.rows}["case_001"] == "succeeded"
     assert retry.skipped == 2

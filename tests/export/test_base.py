@@ -13,14 +13,15 @@ from medseg.core import Volume
 from medseg.errors import ConfigError, GeometryError, InputError, InputWarning, OutputError
 from medseg.export import EXPORTERS, build_exporters, check_case_id, export_all, label_table, load_labels, prepare
 
-ALL = ["dicom_seg", "html", "nifti", "nrrd", "obj", "ply", "png", "seg_nrrd", "stats", "stl"]
+ALL = ["dicom_seg", "html", "nifti", "nrrd", "obj", "ply", "png", "rtstruct", "seg_nrrd", "stats", "stl"]
+NEED_DICOM = ("dicom_seg", "rtstruct")  # tested with a DICOM source in test_dicom_seg.py / test_rtstruct.py
 
 
 def test_registry_lists_every_format():
     assert EXPORTERS.names() == ALL
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "dicom_seg"])
+@pytest.mark.parametrize("name", [n for n in ALL if n not in NEED_DICOM])
 def test_every_exporter_writes_inside_out_dir(name, phantom, tmp_path):
     image, label = phantom
     paths = EXPORTERS.build(name)(label, tmp_path / "out", "case_1", image=image, labels={1: "liver"})
@@ -32,7 +33,7 @@ def test_every_exporter_writes_inside_out_dir(name, phantom, tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "dicom_seg"])
+@pytest.mark.parametrize("name", [n for n in ALL if n not in NEED_DICOM])
 def test_every_exporter_handles_an_empty_mask(name, phantom, tmp_path):
     image, label = phantom
     empty = label.replace(array=np.zeros_like(label.numpy()))

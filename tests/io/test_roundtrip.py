@@ -202,3 +202,12 @@ def test_compressed_nifti_through_isal_is_byte_identical_to_nibabel(tmp_path):
     assert gzip.decompress(ours.read_bytes()) == gzip.decompress(theirs.read_bytes())
     assert np.array_equal(read(theirs).numpy()[0], np.asanyarray(nib.load(theirs).dataobj))
     assert np.array_equal(read(ours).numpy()[0], data)
+
+
+def test_compressed_nifti_bytes_do_not_depend_on_the_file_name_or_time(tmp_path):
+    from medseg.io import write
+
+    vol = Volume(np.arange(60, dtype=np.int16).reshape(1, 5, 4, 3), np.eye(4))
+    a = write(vol, tmp_path / "a.nii.gz").read_bytes()
+    b = write(vol, tmp_path / "other_name.nii.gz").read_bytes()
+    assert a == b
