@@ -55,11 +55,8 @@ def read_mask(mask: Path, reference: Volume | None) -> Volume:
     if mask.is_file() and is_dicom_file(mask) and image_suffix(mask) == "":
         from medseg.io.clinical import file_label_kind
 
-        kind = file_label_kind(mask)
-        if kind is not None:
-            if reference is None:
-                what = "a DICOM SEG" if kind == "seg" else "an RTSTRUCT"
-                raise InputError(f"{mask}: {what} needs --reference (the image series it was made on)")
+        if file_label_kind(mask) is not None:
+            # a SEG without --reference lies on its own frames; an RTSTRUCT looks for its series beside it
             return read(mask, reference=reference)
     vol = read(mask)
     return vol.replace(kind="label" if vol.n_channels == 1 else "probability")

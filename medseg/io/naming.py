@@ -33,11 +33,13 @@ def image_suffix(path: str | os.PathLike[str]) -> str:
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:
-    """The file name without its image suffix: ``ct_001.nii.gz`` → ``ct_001``, ``ct_001.seg.nrrd`` →
-    ``ct_001`` (not ``ct_001.seg``); other files lose their last suffix."""
+    """The file name without its image suffix: ``ct_001.nii.gz`` → ``ct_001``, ``ct_001.seg.nrrd`` and
+    ``ct_001.seg.dcm`` (Slicer / dcmqi segmentations) → ``ct_001`` (not ``ct_001.seg``); other files lose their
+    last suffix."""
     name = Path(path).name
-    if name.lower().endswith(".seg.nrrd"):
-        return name[: -len(".seg.nrrd")]
+    for double in (".seg.nrrd", ".seg.dcm"):
+        if name.lower().endswith(double):
+            return name[: -len(double)]
     suffix = image_suffix(name)
     return name[: -len(suffix)] if suffix else Path(name).stem
 

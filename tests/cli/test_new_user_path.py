@@ -133,3 +133,15 @@ def test_constant_image_and_empty_prediction_are_reported(tmp_path: Path) -> Non
     assert "Warnings" in html and "constant" in html and "notes.txt" in html
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["with_warnings"] == 1 and report["skipped_inputs"][0]["path"].endswith("notes.txt")
+
+
+def test_export_of_a_seg_keeps_its_segment_names_and_a_plain_stem(tmp_path: Path) -> None:
+    import shutil
+
+    seg = tmp_path / "volume.seg.dcm"
+    shutil.copy(ROOT / "sample_data" / "dicom_seg" / "liver_seg.dcm", seg)
+    res = _medseg("export", str(seg), "-f", "nifti,stl", "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["volume.labels.json", "volume.nii.gz", "volume_Liver.stl"]
+    assert json.loads((tmp_path / "out" / "volume.labels.json").read_text()) == {"1": "Liver"}
