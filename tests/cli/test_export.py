@@ -74,7 +74,7 @@ def test_dicom_seg_out_and_back_in(dicom_series, tmp_path):
     assert seg.is_file()
     r = _medseg("export", str(seg), "-r", str(folder), "-f", "nifti", "-o", str(tmp_path / "back"))
     assert r.returncode == 0, r.stderr
-    np.testing.assert_array_equal(read(tmp_path / "back" / "mask.seg.nii.gz").numpy()[0], lab)
+    np.testing.assert_array_equal(read(tmp_path / "back" / "mask.nii.gz").numpy()[0], lab)
 
 
 def test_empty_mask_warns_and_exports(sample, tmp_path):
