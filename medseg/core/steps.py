@@ -24,11 +24,15 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
+import numpy as np
+
 from medseg.core.registry import Registry
 from medseg.core.volume import HistoryEntry, Volume
 from medseg.errors import GeometryError
 
 Stage = Literal["preprocess", "postprocess"]
+#: A box of voxels: ``((start, stop), ...)`` per spatial axis, stops exclusive.
+Box = tuple[tuple[int, int], ...]
 S = TypeVar("S", bound=type)
 
 #: Every registered step, whatever its stage.
@@ -53,6 +57,24 @@ class Step(abc.ABC):
         use ``entry.state`` (e.g. the grid before the step).
         """
         return volume
+
+    @classmethod
+    def restrict(
+        cls, entry: HistoryEntry, box: Box, out_shape: tuple[int, ...], out_affine: np.ndarray
+    ) -> tuple[HistoryEntry, Box] | None:
+        """For inverting onto part of the step's input grid only (see :func:`invert_region`).
+
+        Args:
+            entry: the step's history entry.
+            box: the part of the step's input grid wanted.
+            out_shape: the step's output grid shape.
+            out_affine: the step's output grid affine.
+
+        Returns:
+            ``(entry for that part, box of the output grid its inverse reads)``, or None when the step
+            cannot invert a part (the default: the whole grid is inverted then).
+        """
+        return None
 
     def options(self) -> dict[str, Any]:
         """The step's options as plain data (for YAML/JSON)."""
@@ -84,6 +106,53 @@ def register_step(name: str, stage: Stage = "preprocess") -> Callable[[S], S]:
 def build_step(name: str, **options: Any) -> Step:
     """Instantiate the step registered as ``name`` with ``options`` (did-you-mean on typos)."""
     return STEPS.build(name, **options)  # type: ignore[no-any-return]
+
+
+def regions_invertible(history: tuple[HistoryEntry, ...] | list[HistoryEntry]) -> bool:
+    """True when every step of ``history`` inverts to the identity or can invert a part of its grid
+    (:meth:`Step.restrict`, with the grid recorded in its entry): then :func:`invert_region` works."""
+    for entry in history:
+        cls = STEPS.get(entry.step)
+        if cls.inverse.__func__ is Step.inverse.__func__:  # type: ignore[attr-defined]
+            continue  # intensity steps: the identity
+        if cls.restrict.__func__ is Step.restrict.__func__ or "in_shape" not in entry.state:  # type: ignore[attr-defined]
+            return False
+    return True
+
+
+def invert_region(prediction: Volume, history: tuple[HistoryEntry, ...] | list[HistoryEntry], box: Box) -> Volume:
+    """:func:`invert` for the ``box`` of the grid before the first step only: the result is what ``invert``
+    gives there (up to float rounding), computed from the part of ``prediction`` it depends on.
+
+    Returns:
+        A Volume on the sub-grid ``box`` (its affine is the first grid's, shifted to ``box``).
+
+    Raises:
+        GeometryError: a step cannot invert a part (check :func:`regions_invertible` first).
+    """
+    if not regions_invertible(history):
+        raise GeometryError("invert_region: a step of this history cannot invert part of its grid; use invert()")
+    spatial = [e for e in history if STEPS.get(e.step).inverse.__func__ is not Step.inverse.__func__]  # type: ignore[attr-defined]
+    if not spatial:
+        return _sub_volume(prediction, box)
+    outputs = [(tuple(int(s) for s in e.state["in_shape"]), np.asarray(e.state["in_affine"])) for e in spatial[1:]]
+    outputs.append((prediction.spatial_shape, prediction.affine))
+    restricted, current = [], box
+    for entry, (out_shape, out_affine) in zip(spatial, outputs):
+        step = STEPS.get(entry.step).restrict(entry, current, out_shape, out_affine)
+        if step is None:
+            raise GeometryError(f"invert_region: step '{entry.step}' cannot invert part of its grid; use invert()")
+        sub_entry, current = step
+        restricted.append(sub_entry)
+    return invert(_sub_volume(prediction, current), restricted)
+
+
+def _sub_volume(volume: Volume, box: Box) -> Volume:
+    """The part ``box`` of ``volume``, with the affine of that part."""
+    shift = np.eye(4)
+    shift[:3, 3] = [start for start, _ in box]
+    index = (slice(None), *(slice(start, stop) for start, stop in box))
+    return volume.replace(array=volume.array[index], affine=volume.affine @ shift)
 
 
 def invert(prediction: Volume, history: tuple[HistoryEntry, ...] | list[HistoryEntry]) -> Volume:

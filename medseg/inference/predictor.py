@@ -21,7 +21,7 @@ from torch import nn
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.precision import choose_precision
-from medseg.core.steps import Step, invert
+from medseg.core.steps import Step, invert, invert_region, regions_invertible
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.inference.sliding_window import sliding_window_inference
@@ -61,9 +61,13 @@ def argmax_labels(probabilities: torch.Tensor) -> np.ndarray:
 def invert_to_labels(probabilities: Volume) -> Volume:
     """Invert ``probabilities`` ``(K, X, Y, Z)`` through its history one class at a time, keeping the argmax.
 
-    Equivalent to ``argmax(invert(probabilities))`` (ties go to the lower class) but
-    only one inverted class plus a running maximum are held on the input grid instead
-    of ``K`` float channels.
+    Equivalent to ``argmax(invert(probabilities))`` (ties go to the lower class) but only one inverted
+    class plus a running maximum are held on the input grid instead of ``K`` float channels, and only
+    inside the box that can hold foreground: an input voxel whose interpolation reads nothing but
+    background-winning voxels of the prediction is background, so outside the box around the
+    foreground (one voxel wider, mapped through the history by world position) nothing is computed.
+    Histories with a step that cannot invert a part (:meth:`medseg.core.steps.Step.restrict`) are
+    inverted whole.
 
     Returns:
         label Volume ``(1, X, Y, Z)`` uint8 (uint16 above 256 classes) on the grid before
@@ -71,24 +75,83 @@ def invert_to_labels(probabilities: Volume) -> Volume:
     """
     probs = probabilities.tensor()
     k = int(probs.shape[0])
-    best = labels = None
-    affine = probabilities.affine
+    if k == 0:
+        raise InputError("invert_to_labels: the probabilities have no channel")
+    dtype = np.uint8 if k <= 256 else np.uint16
+    history = probabilities.history
+
+    def one_class(c: int) -> Volume:
+        return probabilities.replace(array=probs[c : c + 1])
+
+    if not regions_invertible(history):  # a step that cannot invert a part: the whole grid
+        whole, affine = _running_argmax(k, lambda c: invert(one_class(c), history))
+        return Volume(whole.astype(dtype)[None], affine, kind="label", meta=probabilities.meta)
+    shape, affine = first_grid(probabilities)
+    labels = np.zeros((1, *shape), dtype=dtype)
+    box = foreground_box(probs, probabilities.affine, shape, affine)
+    if box is not None:
+        part, _ = _running_argmax(k, lambda c: invert_region(one_class(c), history, box))
+        labels[(0, *(slice(a, b) for a, b in box))] = part.astype(dtype)
+    return Volume(labels, affine, kind="label", meta=probabilities.meta)
+
+
+def _running_argmax(k: int, back: Callable[[int], Volume]) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax over the ``k`` classes of ``back(c)`` (each class inverted in turn) and the grid's affine."""
+    best = labels = affine = None
     for c in range(k):
-        inverted = invert(probabilities.replace(array=probs[c : c + 1]), probabilities.history)
+        inverted = back(c)
         channel = inverted.tensor()[0]
         if best is None or labels is None:
             best = channel.float().clone()
-            labels = torch.zeros(best.shape, dtype=torch.int16 if k <= 256 else torch.int32, device=best.device)
+            labels = torch.zeros(best.shape, dtype=torch.int32, device=best.device)
             affine = inverted.affine
             continue
         better = channel > best
         torch.maximum(best, channel.to(best.device, best.dtype), out=best)
         labels[better] = c
         del inverted, channel, better
-    if labels is None:
+    if labels is None or affine is None:
         raise InputError("invert_to_labels: the probabilities have no channel")
-    arr = labels.cpu().numpy().astype(np.uint8 if k <= 256 else np.uint16)[None]
-    return Volume(arr, affine, kind="label", meta=probabilities.meta)
+    return labels.cpu().numpy(), affine
+
+
+def first_grid(volume: Volume) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid before ``volume``'s history (its own grid when no step changed the grid)."""
+    for entry in volume.history:
+        if "in_shape" in entry.state:
+            return tuple(int(s) for s in entry.state["in_shape"]), np.asarray(entry.state["in_affine"])  # type: ignore[return-value]
+    return volume.spatial_shape, volume.affine
+
+
+def foreground_box(
+    probs: torch.Tensor, affine: np.ndarray, shape: tuple[int, int, int], target_affine: np.ndarray
+) -> tuple[tuple[int, int], ...] | None:
+    """The box of the grid ``(shape, target_affine)`` outside which the inverted argmax is background.
+
+    Candidate foreground = voxels of ``probs`` ``(K, X, Y, Z)`` whose background probability is below
+    1/2 (where it is at least 1/2 it wins, and so does every interpolation of such voxels: it is a
+    convex combination); their bounding box, one voxel wider (the linear interpolation stencil), is
+    mapped by world position onto the target grid and widened by one voxel for rounding. None when no
+    voxel is a candidate.
+    """
+    if probs.shape[0] < 2:
+        return None
+    candidate = probs[0] < 0.5
+    plane = candidate.any(dim=2)  # (X, Y)
+    if not bool(plane.any()):
+        return None
+    hits = [plane.any(dim=1), plane.any(dim=0), candidate.any(dim=1).any(dim=0)]
+    lo, hi = [], []
+    for hit in hits:
+        index = torch.nonzero(hit).flatten()
+        lo.append(int(index[0]) - 1)
+        hi.append(int(index[-1]) + 1)
+    corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    landed = (np.linalg.solve(np.asarray(target_affine, dtype=np.float64), affine) @ corners.T)[:3]
+    low = np.floor(landed.min(axis=1)).astype(int) - 1
+    high = np.ceil(landed.max(axis=1)).astype(int) + 2
+    box = tuple((max(0, int(a)), min(int(n), int(b))) for a, b, n in zip(low, high, shape))
+    return box if all(b > a for a, b in box) else None
 
 
 class Predictor:

@@ -34,10 +34,10 @@ def image_suffix(path: str | os.PathLike[str]) -> str:
 
 def file_stem(path: str | os.PathLike[str]) -> str:
     """The file name without its image suffix: ``ct_001.nii.gz`` → ``ct_001``, ``ct_001.seg.nrrd`` and
-    ``ct_001.seg.dcm`` (Slicer / dcmqi segmentations) → ``ct_001`` (not ``ct_001.seg``); other files lose their
-    last suffix."""
+    ``ct_001.seg.dcm`` (Slicer / dcmqi segmentations) and ``ct_001.rtstruct.dcm`` → ``ct_001`` (not
+    ``ct_001.seg``); other files lose their last suffix."""
     name = Path(path).name
-    for double in (".seg.nrrd", ".seg.dcm"):
+    for double in (".seg.nrrd", ".seg.dcm", ".rtstruct.dcm"):
         if name.lower().endswith(double):
             return name[: -len(double)]
     suffix = image_suffix(name)

@@ -175,9 +175,10 @@ def write_nifti(volume: Volume, path: Path) -> None:
             nib.save(img, str(tmp))
         else:
             # no file name and no time in the gzip header: the same volume always gives the same bytes
-            with open(tmp, "wb") as raw, isal[0].IGzipFile(
-                filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0
-            ) as fh:
+            with (
+                open(tmp, "wb") as raw,
+                isal[0].IGzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0) as fh,
+            ):
                 holder = nib.FileHolder(filename=str(tmp), fileobj=fh)
                 img.to_file_map({"header": holder, "image": holder})
 

@@ -61,6 +61,41 @@ def background_fill(volume: Volume) -> list[float] | float:
     return 0.0
 
 
+def restrict_world(
+    entry: HistoryEntry,
+    box: tuple[tuple[int, int], ...],
+    out_shape: Sequence[int],
+    out_affine: np.ndarray,
+    stencil: int,
+) -> tuple[HistoryEntry, tuple[tuple[int, int], ...]]:
+    """:meth:`medseg.core.steps.Step.restrict` of a step whose inverse maps every input voxel by world
+    position, reading output voxels within ``stencil`` voxels of where it lands (0: exact index maps such
+    as reorient; 1: linear interpolation).
+
+    The entry for the part has the part's shape and shifted affine; the output box covers every voxel the
+    inverse reads for the part (clipped to the output grid, whose edges the inverse extends as before), so
+    inverting the part gives exactly the values a whole-grid inversion gives there.
+    """
+    _, affine = input_grid(entry)
+    start = np.array([b[0] for b in box], dtype=np.float64)
+    stop = np.array([b[1] for b in box], dtype=np.float64)
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    corners = np.array([[x, y, z, 1.0] for x in (start[0], stop[0] - 1) for y in (start[1], stop[1] - 1)
+                        for z in (start[2], stop[2] - 1)])  # fmt: skip
+    landed = (np.linalg.solve(np.asarray(out_affine, dtype=np.float64), affine) @ corners.T)[:3]
+    low = np.floor(landed.min(axis=1) + 1e-6).astype(int) - stencil
+    high = np.ceil(landed.max(axis=1) - 1e-6).astype(int) + stencil + 1
+    out_box = tuple((max(0, int(lo)), min(int(n), int(hi))) for lo, hi, n in zip(low, high, out_shape))
+    state = {
+        **entry.state,
+        "in_shape": [int(b - a) for a, b in box],
+        "in_affine": (affine @ shift).tolist(),
+        "out_shape": [b - a for a, b in out_box],
+    }
+    return HistoryEntry(entry.step, state), out_box
+
+
 def resample_back(volume: Volume, entry: HistoryEntry, *, outside_fill: bool = False) -> Volume:
     """Resample ``volume`` (on the step's output grid) onto the step's input grid.
 

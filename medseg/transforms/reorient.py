@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.core.steps import Step, register_step
+from medseg.core.steps import Box, Step, register_step
 from medseg.core.volume import HistoryEntry, Volume
 from medseg.errors import ConfigError, GeometryError
 from medseg.transforms.functional.convert import as_tensor
@@ -16,7 +16,7 @@ from medseg.transforms.functional.orientation import (
     orientation_transform,
     transform_affine,
 )
-from medseg.transforms.grid_state import grid_state, input_grid
+from medseg.transforms.grid_state import grid_state, input_grid, restrict_world
 
 _PAIRS = ({"R", "L"}, {"A", "P"}, {"S", "I"})
 
@@ -51,6 +51,13 @@ class Reorient(Step):
         affine = transform_affine(volume.affine, transform, volume.spatial_shape)
         entry = self.entry(**grid_state(volume, x.shape[1:], transform=transform.astype(int).tolist()))
         return volume.with_step(x, affine, entry)
+
+    @classmethod
+    def restrict(
+        cls, entry: HistoryEntry, box: Box, out_shape: tuple[int, ...], out_affine: np.ndarray
+    ) -> tuple[HistoryEntry, Box]:
+        """A box maps to a box: the inverse only permutes and flips."""
+        return restrict_world(entry, box, out_shape, out_affine, stencil=0)
 
     @classmethod
     def inverse(cls, volume: Volume, entry: HistoryEntry) -> Volume:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medseg.core.steps import Step, register_step
+from medseg.core.steps import Box, Step, register_step
 from medseg.core.volume import Grid, HistoryEntry, Volume
 from medseg.errors import ConfigError
 from medseg.transforms.functional.convert import as_tensor
@@ -34,7 +34,7 @@ from medseg.transforms.functional.resample import (
     resample_separable,
     resample_to_grid,
 )
-from medseg.transforms.grid_state import grid_state, resample_back
+from medseg.transforms.grid_state import grid_state, resample_back, restrict_world
 
 Interpolation = Literal["nearest", "linear", "cubic"]
 GridConvention = Literal["extent", "first_voxel"]
@@ -155,6 +155,13 @@ class Resample(Step):
     def inverse(cls, volume: Volume, entry: HistoryEntry) -> Volume:
         """Back onto the input grid: labels nearest, probabilities/logits/intensities linear."""
         return resample_back(volume, entry)
+
+    @classmethod
+    def restrict(
+        cls, entry: HistoryEntry, box: Box, out_shape: tuple[int, ...], out_affine: np.ndarray
+    ) -> tuple[HistoryEntry, Box]:
+        """The inverse interpolates linearly by world position: a part reads a box one voxel wider."""
+        return restrict_world(entry, box, out_shape, out_affine, stencil=1)
 
 
 @register_step("resample_to")

@@ -214,7 +214,11 @@ def test_pipeline_and_cli_know_the_format(organs, tmp_path, capsys):
     out = tmp_path / "out" / "pred.rtstruct.dcm"
     assert capsys.readouterr().out.split() == [str(out)]
     np.testing.assert_array_equal(medseg.read(out, reference=folder).numpy(), mask.numpy())
-    assert main(["export", str(out), "-f", "nifti", "-o", str(tmp_path / "back")]) == 1  # an RTSTRUCT needs -r
-    assert "pred.rtstruct.dcm: an RTSTRUCT needs --reference" in capsys.readouterr().err
+    lone = tmp_path / "elsewhere" / "deeper" / "pred.rtstruct.dcm"  # no series beside it
+    lone.parent.mkdir(parents=True)
+    lone.write_bytes(out.read_bytes())
+    assert main(["export", str(lone), "-f", "nifti", "-o", str(tmp_path / "back")]) == 1
+    err = capsys.readouterr().err
+    assert "pred.rtstruct.dcm" in err and "reference" in err and len(err.strip().splitlines()) == 1
     assert main(["export", str(out), "-r", str(folder), "-f", "nifti", "-o", str(tmp_path / "back")]) == 0
-    np.testing.assert_array_equal(medseg.read(tmp_path / "back" / "pred.rtstruct.nii.gz").numpy(), mask.numpy())
+    np.testing.assert_array_equal(medseg.read(tmp_path / "back" / "pred.nii.gz").numpy(), mask.numpy())

@@ -164,3 +164,56 @@ def test_streamed_labels_equal_full_inversion(make_volume) -> None:
     a = Predictor(net, stream_labels=True, **kw).predict(vol)
     b = Predictor(net, stream_labels=False, **kw).predict(vol)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _blob_probabilities(shape, centre, radius, k=4, seed=0):
+    """Smooth class probabilities: background far from ``centre``, classes 1..k-1 inside ``radius``."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+    dist = np.sqrt(((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0))
+    logits = rng.normal(0, 0.3, size=(k, *shape)).astype(np.float32)
+    logits[0] += 3.0 * (dist - radius) / radius
+    for c in range(1, k):
+        logits[c] += 1.0 + 0.5 * np.sin(grid[0] / (2.0 + c))
+    return torch.softmax(torch.from_numpy(logits), 0)
+
+
+@pytest.mark.parametrize(
+    ("affine", "spacing", "centre", "anisotropic"),
+    [
+        ("oblique", (1.5, 1.5, 1.5), (8, 9, 6), False),
+        ("lps", (0.9, 1.3, 2.4), (1, 2, 1), False),  # the foreground touches the corner of the grid
+        ("oblique", (0.8, 0.8, 3.5), (10, 4, 5), True),
+    ],
+)
+def test_inverting_only_the_foreground_box_gives_the_whole_grid_result(affine, spacing, centre, anisotropic, make_volume):
+    from medseg.core import build_step, invert
+    from medseg.inference import argmax_labels, invert_to_labels
+    from medseg.inference.predictor import first_grid, foreground_box
+
+    vol = make_volume(shape=(1, 34, 30, 20), affine=affine)
+    steps = [build_step("reorient", axcodes="RAS"), build_step("resample", spacing=spacing, anisotropic=anisotropic)]
+    pre = vol
+    for step in steps:
+        pre = step(pre)
+    probs = _blob_probabilities(pre.spatial_shape, centre, radius=4.0)
+    pv = Volume(probs, pre.affine, kind="probability", history=pre.history)
+    box = foreground_box(probs, pv.affine, *first_grid(pv))
+    assert box is not None and np.prod([b - a for a, b in box]) < 0.9 * np.prod(vol.spatial_shape)
+    fast = invert_to_labels(pv)
+    whole = argmax_labels(invert(pv, pre.history).tensor())
+    assert fast.grid == vol.grid
+    assert (fast.numpy() != whole).sum() <= 2  # equal up to float rounding at exact ties
+    assert (whole != 0).sum() > 50
+
+
+def test_no_foreground_inverts_to_an_empty_map_on_the_input_grid(make_volume):
+    from medseg.core import build_step
+    from medseg.inference import invert_to_labels
+
+    vol = make_volume(shape=(1, 20, 18, 10), affine="oblique")
+    pre = build_step("resample", spacing=2.0)(build_step("reorient", axcodes="LPS")(vol))
+    probs = torch.zeros((3, *pre.spatial_shape))
+    probs[0] = 1.0
+    out = invert_to_labels(Volume(probs, pre.affine, kind="probability", history=pre.history))
+    assert out.grid == vol.grid and not out.numpy().any()

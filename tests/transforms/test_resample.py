@@ -263,3 +263,17 @@ def test_first_voxel_grid_shape_option(make_volume):
     )
     with pytest.raises(ConfigError, match="grid must be one of"):
         Resample(spacing=1.0, grid="corner")  # type: ignore[arg-type]
+
+
+def test_an_axis_that_keeps_its_size_is_still_resampled_when_its_spacing_changes():
+    """torch's trilinear kernel copies an axis whose size does not change, whatever scale it is given; the
+    separable resampler must not take that shortcut (100 voxels of 1 mm → 100 of 1.004 mm moves voxels)."""
+    import torch
+
+    from medseg.transforms.functional.resample import resample_separable
+
+    x = torch.arange(100, dtype=torch.float32).reshape(1, 100, 1, 1).expand(1, 100, 2, 2).contiguous()
+    scale = 1.004
+    out = resample_separable(x, (100, 2, 2), (scale, 1.0, 1.0), ((scale - 1) / 2, 0.0, 0.0), ("linear",) * 3)
+    expected = (torch.arange(100, dtype=torch.float64) + 0.5) * scale - 0.5
+    assert torch.allclose(out[0, :, 0, 0].double(), expected.clamp(0, 99), atol=1e-4)

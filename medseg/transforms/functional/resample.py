@@ -147,7 +147,10 @@ def resample_separable(
     """
     out_shape = [int(s) for s in out_shape]
     kernels_fit = x.is_floating_point() or (x.dtype == torch.uint8 and all(m == "nearest" for m in modes))
-    if fill is None and kernels_fit and "cubic" not in modes and _centre_aligned(scale, offset):
+    # torch's kernels ignore the given scale along an axis whose size does not change: use them only
+    # where every such axis really is the identity
+    same_size_ok = all(out_shape[k] != x.shape[k + 1] or abs(scale[k] - 1.0) < 1e-12 for k in range(3))
+    if fill is None and kernels_fit and "cubic" not in modes and same_size_ok and _centre_aligned(scale, offset):
         for mode in ("linear", "nearest"):
             axes = [k for k in range(3) if modes[k] == mode]
             if axes:
