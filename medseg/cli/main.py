@@ -35,7 +35,7 @@ def _root(
 def _register() -> None:
     from medseg.cli import info  # noqa: F401  (commands register themselves on import)
 
-    for name in ("validate", "train", "predict", "evaluate", "export", "demo"):
+    for name in ("validate", "plan", "train", "predict", "evaluate", "export", "demo"):
         try:
             __import__(f"medseg.cli.{name}")
         except ModuleNotFoundError as exc:
