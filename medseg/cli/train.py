@@ -12,24 +12,42 @@ from medseg.cli.main import app
 
 @app.command()
 def train(
-    pipeline: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+    pipeline: Path = typer.Argument(None, help="Pipeline file (YAML); omitted: plan one from --data first."),
     data: Path = typer.Option(..., "--data", help="nnU-Net/MSD folder (imagesTr, labelsTr) or a CSV manifest."),
     output: Path = typer.Option(Path("runs"), "-o", "--output", help="Run folder (checkpoints, logs, cache)."),
-    fold: int = typer.Option(
-        None, "--fold", help="Cross-validation fold to train (default: all cases, no validation)."
+    fold: str = typer.Option(
+        None, "--fold", help="Cross-validation fold to train, or 'all' (default: all cases, no validation)."
     ),
-    n_folds: int = typer.Option(5, "--folds", help="Number of folds of the split (splits.json)."),
+    n_folds: str = typer.Option("5", "--folds", help="Number of folds of the split (splits.json); 'all': train all 5."),
     device: str = typer.Option(None, "--device", "-d", help="auto, cpu, cuda, cuda:1 (default: the pipeline's)."),
     max_epochs: int = typer.Option(None, "--epochs", help="Override training.max_epochs."),
+    time_budget: str = typer.Option(None, "--time-budget", help="Without a pipeline: plan for this time per fold."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from last.pt when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train (one fold, or all cases) and write best/last checkpoints, CSV log and curve."""
+    """Train (one fold, every fold, or all cases) and write best/last checkpoints, CSV log and curve.
+
+    With every fold (``--fold all``), the out-of-fold predictions then choose the post-processing
+    (``final_pipeline.yaml``). Without a pipeline file, ``medseg plan`` runs first into the run folder.
+    """
     from medseg.pipeline import Pipeline
 
+    folds, n = _folds(fold, n_folds)
+    if pipeline is not None and time_budget is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError("--time-budget plans a new pipeline: omit PIPELINE, or plan with 'medseg plan --time-budget'")
+    if pipeline is None:
+        pipeline = _plan_first(data, output, device, time_budget, n)
     p = Pipeline.from_yaml(pipeline)
     overrides = {k: v for k, v in {"device": device, "max_epochs": max_epochs}.items() if v is not None}
-    result = p.train(data, output, fold=fold, n_folds=n_folds, resume=resume, **overrides)
+    for k in folds:
+        result = p.train(data, output, fold=k, n_folds=n, resume=resume, **overrides)
+    if len(folds) > 1:
+        from medseg.planning.postprocessing import determine_postprocessing
+
+        chosen = determine_postprocessing(output, data, p, n_folds=n, device=device or "auto")
+        typer.echo(f"{'postprocess':16s} {chosen.summary()} → {chosen.pipeline_path}")
     info = {
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
@@ -43,3 +61,33 @@ def train(
     else:
         for k, v in info.items():
             typer.echo(f"{k:16s} {v}")
+
+
+def _folds(fold: str | None, n_folds: str) -> tuple[list[int | None], int]:
+    """``--fold`` / ``--folds`` → the folds to train and the number of folds."""
+    from medseg.errors import ConfigError
+
+    every = n_folds == "all" or fold == "all"
+    try:
+        n = 5 if n_folds == "all" else int(n_folds)
+        if every:
+            return list(range(n)), n
+        return [None if fold is None else int(fold)], n
+    except ValueError:
+        raise ConfigError(
+            f"--fold takes a fold number or 'all', --folds a number or 'all'; got {fold!r}, {n_folds!r}"
+        ) from None
+
+
+def _plan_first(data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int) -> Path:
+    """Plan into the run folder (once: a plan already there is reused, so resuming trains the same network)."""
+    planned = output / "pipeline.yaml"
+    if planned.exists():
+        typer.echo(f"{'plan':16s} {planned} (planned earlier, reused)")
+        return planned
+    from medseg.cli.plan import plan_options
+    from medseg.planning.workflow import plan_dataset
+
+    files = plan_dataset(data, output, plan_options(device or "auto", None, time_budget, None, None, n_folds))  # type: ignore[arg-type]
+    typer.echo(f"{'plan':16s} {files.pipeline}")
+    return files.pipeline
