@@ -48,7 +48,7 @@ def plan(
     time_budget: str = typer.Option(None, "--time-budget", help="Training time of one run: 7200, 2h, 90m, 1h30m."),
     modality: str = typer.Option(None, "--modality", help="CT or MR (or one per channel, comma-separated)."),
     config: str = typer.Option(None, "--config", help="Force the 3d or 2d configuration."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (the validation cost in the schedule)."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (validation cost); 0: all cases, none."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Measure on the device (off: nnU-Net's estimate)."),
     explain: bool = typer.Option(False, "--explain", help="Print every decision with its rule and numbers."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan record as JSON."),

@@ -38,7 +38,7 @@ def train(
 
         raise ConfigError("--time-budget plans a new pipeline: omit PIPELINE, or plan with 'medseg plan --time-budget'")
     if pipeline is None:
-        pipeline = _plan_first(data, output, device, time_budget, n)
+        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0)
     p = Pipeline.from_yaml(pipeline)
     overrides = {k: v for k, v in {"device": device, "max_epochs": max_epochs}.items() if v is not None}
     for k in folds:

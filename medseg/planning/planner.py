@@ -62,7 +62,8 @@ class PlanOptions:
         time_budget_s: wall-clock budget of one training run (one fold), seconds.
         modality: per-channel modality override (one value applies to every channel).
         config: force ``"3d"`` or ``"2d"``.
-        n_folds: folds of the cross-validation the schedule's validation assumes.
+        n_folds: folds of the cross-validation the schedule's validation assumes (0: training on
+            all cases, no validation).
     """
 
     device: str = "cpu"
@@ -257,7 +258,11 @@ def _nnunet_estimate(
 
 
 def _rungs(sequence: list[Network], fitted: Network) -> list[tuple[Network, str]]:
-    """Cheaper networks for a short budget: narrower first, then half and quarter the patch voxels."""
+    """Cheaper networks for a short budget: narrower first, then half, a quarter, ... of the patch voxels.
+
+    Time per step grows with width² × voxels, so halving the widths comes first (4× fewer
+    operations); then the patch shrinks along nnU-Net's shrink order, down to 16³ voxels.
+    """
     start = next(i for i, n in enumerate(sequence) if n.topology.patch == fitted.topology.patch)
     volume = float(np.prod(fitted.topology.patch))
 
@@ -275,6 +280,12 @@ def _rungs(sequence: list[Network], fitted: Network) -> list[tuple[Network, str]
         cand = network_for(top.topology, base)
         if all(cand != c for c, _ in out):
             out.append((cand, why))
+    frac = 0.125
+    while (smallest := smaller(frac)) is not sequence[-1] and np.prod(smallest.topology.patch) >= 16**3:
+        cand = network_for(smallest.topology, NARROWER_BASES[1])
+        if all(cand != c for c, _ in out):
+            out.append((cand, f"a quarter of the widths, 1/{round(1 / frac)} of the patch voxels"))
+        frac /= 2
     return out
 
 
@@ -289,6 +300,7 @@ class _Context:
     budget_bytes: float
     budget_text: str
     sizer: Sizer | None
+    probes: list[tuple[Network, int, Measurement]] = field(default_factory=list)
 
 
 def _size(
@@ -297,6 +309,8 @@ def _size(
     plan_axes, axcodes, order = _axis_map(target, name)
     spacing = [float(target[a]) for a in plan_axes]
     median = [float(median_ras[a]) for a in plan_axes]
+    if ctx.device is not None:  # one model per configuration: 2D and 3D networks do not share memory or speed
+        ctx.sizer = Sizer(ctx.device, ctx.in_channels, ctx.n_classes)
     # medseg's U-Net needs at least one pooling (two stages); nnU-Net's sequence ends below that
     sequence = [network_for(t) for t in rules.shrink_sequence(spacing, median) if t.n_stages >= 2]
     if not sequence:
@@ -322,8 +336,12 @@ def _size(
     ladder_text = ""
     if ctx.options.time_budget_s is not None:
         assert ctx.sizer is not None
+        memory_fit = net.topology.patch
         net, batch, schedule, measured, ladder_text = _fit_time(ctx, sequence, net, batch, cap, median, name)
         seconds = measured.seconds_per_iteration if measured is not None else seconds
+        if net.topology.patch != memory_fit:
+            mem_rule = "smaller than the memory allows, for the time budget (see network.options.channels_per_stage)"
+            mem_text = f"the memory allowed {fmt(_to_pipeline(list(memory_fit), plan_axes, order))}; " + mem_text
     elif ctx.sizer is not None and batch != rules.MIN_BATCH:
         m = ctx.sizer.measure(net, batch) if (seconds * batch / 2) <= PROBE_MAX_S else None
         if m is not None and m.ok:
@@ -358,7 +376,10 @@ def _size(
                  "nnU-Net" if ctx.sizer is None else "medseg"),
     ]  # fmt: skip
     if math.isfinite(seconds):
-        conf.notes.append(f"{fmt(seconds)} s per training iteration on {ctx.options.device}")
+        how = "measured" if measured is not None else "estimated, not run"
+        conf.notes.append(f"{fmt(seconds)} s per training iteration on {ctx.options.device} ({how})")
+    if ctx.sizer is not None:
+        ctx.probes += ctx.sizer.probes
     return conf
 
 
@@ -372,15 +393,16 @@ def _fit_time(
     """Walk the ladder until a network gets ≥ MIN_ITERATIONS in the budget (the last rung otherwise)."""
     assert ctx.sizer is not None and ctx.options.time_budget_s is not None
     budget = ctx.options.time_budget_s
-    n_val = max(1, math.ceil(ctx.fp.n_cases / max(ctx.options.n_folds, 2)))
+    n_val = math.ceil(ctx.fp.n_cases / ctx.options.n_folds) if ctx.options.n_folds >= 2 else 0
     tried: list[str] = []
+    too_short: ConfigError | None = None
     best: tuple[int, Network, Schedule, Measurement] | None = None
     rungs = _rungs(sequence, fitted)
     for i, (net, why) in enumerate(rungs):
         _, predicted_s = ctx.sizer.predict(net, batch)
         guess = (budget - ctx.setup_s) / max(predicted_s, 1e-9)
         if i < len(rungs) - 1 and (predicted_s > PROBE_MAX_S or guess < 0.5 * MIN_ITERATIONS):
-            tried.append(f"{why}: ≈{fmt(predicted_s)} s/it predicted → ≈{guess:.0f} iterations, not run")
+            tried.append(f"{why}: ≥ {fmt(predicted_s)} s/it at the best rate seen → ≤ {guess:.0f} iterations, not run")
             continue
         m = ctx.sizer.measure(net, batch, window_batch=VALIDATION_BATCH, overhead=True)
         if not m.ok:
@@ -388,13 +410,20 @@ def _fit_time(
             continue
         windows = validation_windows(median, net.topology.patch)
         val_s = windows * n_val * m.seconds_per_window
-        schedule = budget_schedule(budget, ctx.setup_s, m.seconds_per_iteration, m.epoch_overhead_s, val_s)
+        try:
+            schedule = budget_schedule(budget, ctx.setup_s, m.seconds_per_iteration, m.epoch_overhead_s, val_s)
+        except ConfigError as exc:
+            too_short = exc  # a smaller rung may still fit the budget
+            tried.append(f"{why}: {fmt(m.seconds_per_iteration)} s/it measured, too slow for the budget")
+            continue
         tried.append(f"{why}: {fmt(m.seconds_per_iteration)} s/it measured → {schedule.iterations} iterations")
         if best is None or schedule.iterations > best[0]:
             best = (schedule.iterations, net, schedule, m)
         if schedule.iterations >= MIN_ITERATIONS:
             break
     if best is None:
+        if too_short is not None:
+            raise too_short
         raise ConfigError(f"{ctx.options.device}: no candidate network could be probed for the time budget")
     _, net, schedule, m = best
     verdict = (
@@ -440,7 +469,7 @@ def plan(
     if options.time_budget_s is not None and setup_seconds is not None:
         setup_s = setup_seconds([*preprocess_head, _resample_step(target)])
     budget_bytes, budget_text = math.nan, ""
-    sizer = None
+    sizer: Sizer | None = None
     if device is not None:
         budget_bytes, how = device.memory_budget()
         if options.memory_gb is not None:
@@ -457,7 +486,7 @@ def plan(
     chosen, choice = _choose(ctx, configurations, target, median_ras, n_voxels)
     decisions = [spacing_decision, crop_decision, norm_decision, choice]
     pipeline = assemble(fp, configurations[chosen], target, preprocess_head, modalities, options, decisions)
-    return Plan(pipeline, decisions, configurations, chosen, fp, options, list(sizer.probes) if sizer else [])
+    return Plan(pipeline, decisions, configurations, chosen, fp, options, ctx.probes)
 
 
 def _resample_step(target: np.ndarray) -> dict[str, Any]:

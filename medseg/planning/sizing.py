@@ -9,9 +9,9 @@ iterations per second it measures. Measurements come from a :class:`Device`
 everything here stays a pure function of the fingerprint and the measurements.
 
 To keep probing to seconds, two cheap calibration probes fit a model — memory = c + 16 B ×
-parameters + k × feature-map elements × batch, time = a + b × multiply-adds × batch, refitted
-with every probe — which picks the candidate to verify; only candidates predicted to run
-within :data:`PROBE_MAX_S` are run, others keep the prediction and say so.
+parameters + k × feature-map elements × batch, time ∝ multiply-adds × batch, refitted with
+every probe — which picks the candidate to verify; only candidates predicted to run within
+:data:`PROBE_MAX_S` are run, others keep the prediction and say so.
 """
 
 from __future__ import annotations
@@ -179,19 +179,20 @@ class Device(Protocol):
 # ---- memory -------------------------------------------------------------------------------------
 @dataclass
 class MemoryModel:
-    """Fitted to the probes so far: memory = c + 16 B × params + k × feature-map elements × batch,
-    seconds per iteration = a + b × multiply-adds × batch.
+    """Fitted to the probes so far: memory = c + 16 B × params + k × feature-map elements × batch;
+    seconds per iteration ≈ multiply-adds × batch × the fastest rate any probe reached.
 
-    With one probe, ``c`` is that probe's baseline (interpreter, torch) and ``a`` is 0; with
-    two or more, both lines are least-squares fits, so fixed costs (allocator arenas, kernel
-    workspaces, the optimiser's step) are not mistaken for activations.
+    With one probe, ``c`` is that probe's baseline (interpreter, torch); with two or more, the
+    memory line is a least-squares fit, so fixed costs (allocator arenas, kernel workspaces)
+    are not mistaken for activations. The time estimate only decides which probes to skip;
+    taking the fastest rate (an optimistic guess: small probes run at a lower rate, and a
+    shared machine slows some probes down) skips a probe only when even that guess is too slow.
     """
 
     points: list[tuple[float, float, float, float, float]] = field(default_factory=list)
     c: float = 0.0
     k: float = 1.0
-    a: float = 0.0
-    b: float = 0.0
+    rate: float = 0.0  # seconds per multiply-add and sample
 
     def add(self, m: Measurement, params: int, feature_map: int, macs: float, batch: int) -> None:
         """Add a measured probe and refit."""
@@ -211,17 +212,13 @@ class MemoryModel:
         else:
             self.c = float(bases[-1])
             self.k = max(float((ys[-1] - self.c) / xs[-1]), 1e-3)
-        if len(set(ms.tolist())) >= 2:
-            b, a = np.polyfit(ms, ts, 1)
-            self.b, self.a = max(float(b), 0.0), max(float(a), 0.0)
-        if self.b == 0.0:
-            self.a, self.b = 0.0, float(np.mean(ts / ms))
+        self.rate = float(np.min(ts / ms))
 
     def memory(self, params: int, feature_map: int, batch: int) -> float:
         return self.c + PARAM_BYTES * params + self.k * feature_map * batch
 
     def seconds(self, macs: float, batch: int) -> float:
-        return self.a + self.b * macs * batch
+        return self.rate * macs * batch
 
 
 @dataclass
@@ -308,7 +305,9 @@ def fit_memory(sizer: Sizer, sequence: list[Network], budget: float) -> Sized:
         if mem > budget:
             continue
         if secs > PROBE_MAX_S:
-            notes.append(f"patch {fmt(net.topology.patch)}: predicted {fmt_bytes(mem)}, not run (≈{fmt_seconds(secs)})")
+            notes.append(
+                f"patch {fmt(net.topology.patch)}: predicted {fmt_bytes(mem)}, not run (≥ {fmt_seconds(secs)} a step)"
+            )
             return Sized(net, rules.MIN_BATCH, mem, secs, None, notes)
         m = sizer.measure(net, rules.MIN_BATCH)
         if m.ok and m.peak_bytes <= budget:
@@ -395,7 +394,7 @@ def budget_schedule(
     epochs = int(min(rules.NNUNET_EPOCHS, max(round(total / rules.NNUNET_ITERATIONS), min(MIN_EPOCHS, int(total)), 1)))
     if overhead_s > 0:
         epochs = max(1, min(epochs, int(OVERHEAD_SHARE * loop / overhead_s)))
-    validations = max(1, int(VALIDATION_SHARE * loop / validation_s)) if validation_s > 0 else epochs
+    validations = max(1, int(VALIDATION_SHARE * loop / validation_s)) if validation_s > 0 else 1
     val_every = max(1, math.ceil(epochs / validations))
     n_val = epochs // val_every + (1 if epochs % val_every else 0)
     spend = loop - epochs * overhead_s - n_val * validation_s
