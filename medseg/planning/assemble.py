@@ -135,7 +135,8 @@ def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any]
                 "training.max_time_s",
                 training["max_time_s"],
                 "hard stop: the trainer ends after the epoch that reaches it, even if the machine slows down",
-                "the budget minus the measured pre-processing",
+                f"--time-budget {fmt_seconds(budget or 0.0)} − {fmt_seconds((budget or 0.0) - s.max_time_s)} of "
+                "measured pre-processing",
                 "medseg",
             )
         )

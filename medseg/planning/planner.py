@@ -337,6 +337,12 @@ def _size(
     if ctx.options.time_budget_s is not None:
         assert ctx.sizer is not None
         memory_fit = net.topology.patch
+        if batch > rules.REFERENCE_BATCH[len(spacing)]:
+            # a budget is spent better on more steps than on larger ones: nnU-Net's reference batch at most
+            batch_text += (
+                f"; the time budget caps it at nnU-Net's reference batch {rules.REFERENCE_BATCH[len(spacing)]}"
+            )
+            batch = rules.REFERENCE_BATCH[len(spacing)]
         net, batch, schedule, measured, ladder_text = _fit_time(ctx, sequence, net, batch, cap, median, name)
         seconds = measured.seconds_per_iteration if measured is not None else seconds
         if net.topology.patch != memory_fit:

@@ -132,3 +132,33 @@ def test_cache_reuses_unchanged_cases_by_content(known: Path, tmp_path: Path) ->
     assert third.intensity(0)["max"] == 400.0
     assert load_fingerprint(cache).data["cases"] == third.data["cases"]
     json.loads(cache.read_text())  # valid JSON on disk
+
+
+def test_folder_of_dicom_cases_and_csv_manifest(tmp_path: Path) -> None:
+    """Whatever ``medseg train --data`` accepts: DICOM case folders (CT from the Modality tag) and a CSV."""
+    from medseg.data import ct_phantom
+    from medseg.data.dicom_series import write_series
+    from medseg.io import read, write
+    from medseg.planning.planner import plan
+
+    root = tmp_path / "dicom"
+    rows = ["image,label"]
+    for i in range(2):
+        image, label = ct_phantom((24, 20, 8), (1.2, 1.2, 3.0), seed=i)
+        write_series(image, root / f"case{i}")
+        on_grid = read(root / f"case{i}")  # the label must lie on the series' grid as read
+        write(label.replace(affine=on_grid.affine), root / f"case{i}" / "label.nii.gz")
+        write(image, tmp_path / "nifti" / f"img{i}.nii.gz")
+        write(label, tmp_path / "nifti" / f"lab{i}.nii.gz")
+        rows.append(f"nifti/img{i}.nii.gz,nifti/lab{i}.nii.gz")
+    fp = fingerprint_dataset(root)
+    assert fp.n_cases == 2 and fp.modalities == ["CT"] and fp.channels == ["channel0"]
+    assert fp.cases[0]["spacing"] == pytest.approx([1.2, 1.2, 3.0], abs=1e-4)
+    p = plan(fp)
+    assert any("percentile_clip" in s for s in p.pipeline["preprocess"])  # CT from DICOM Modality
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    fc = fingerprint_dataset(manifest)
+    assert fc.n_cases == 2 and fc.channels == ["image"]
+    assert fc.cases[0]["labels"].keys() == fp.cases[0]["labels"].keys()
+    assert {"zscore": {"over": "image"}} in plan(fc).pipeline["preprocess"]  # no modality known: z-score
