@@ -310,7 +310,8 @@ def _size(
     spacing = [float(target[a]) for a in plan_axes]
     median = [float(median_ras[a]) for a in plan_axes]
     if ctx.device is not None:  # one model per configuration: 2D and 3D networks do not share memory or speed
-        ctx.sizer = Sizer(ctx.device, ctx.in_channels, ctx.n_classes)
+        shape = tuple(max(1, round(float(median_ras[a]))) for a in order)  # a median case, as the sampler sees it
+        ctx.sizer = Sizer(ctx.device, ctx.in_channels, ctx.n_classes, shape)
     # medseg's U-Net needs at least one pooling (two stages); nnU-Net's sequence ends below that
     sequence = [network_for(t) for t in rules.shrink_sequence(spacing, median) if t.n_stages >= 2]
     if not sequence:
@@ -384,8 +385,8 @@ def _size(
     if math.isfinite(seconds):
         how = "measured" if measured is not None else "estimated, not run"
         conf.notes.append(f"{fmt(seconds)} s per training iteration on {ctx.options.device} ({how})")
-    if ctx.sizer is not None:
-        ctx.probes += ctx.sizer.probes
+    if ctx.sizer is not None:  # reported in the pipeline's axis order, like everything else
+        ctx.probes += [(_reorder_network(n, plan_axes, order), b, m) for n, b, m in ctx.sizer.probes]
     return conf
 
 

@@ -37,9 +37,10 @@ from medseg.errors import ConfigError
 from medseg.planning.decisions import fmt_bytes
 from medseg.planning.sizing import Measurement, ProbeRequest
 
-#: Timed training steps stop after this many seconds (at least 2 steps, at most 10).
-MIN_TIMING_S = 1.0
-MAX_TIMED_STEPS = 10
+#: Timed training steps stop after this many seconds (at least 2 steps, at most 20): on a shared
+#: machine single steps vary several-fold, so the mean is taken over seconds, not one step.
+MIN_TIMING_S = 2.0
+MAX_TIMED_STEPS = 20
 
 
 # ---- the parent side ----------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class ProbeDevice:
             "augment": request.augment,
             "window_batch": request.window_batch,
             "overhead": request.overhead,
+            "image_shape": list(request.image_shape) if request.image_shape else None,
         }
         key = json.dumps(payload, sort_keys=True)
         if key in self._memo:
@@ -279,10 +281,15 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     x = torch.randn((batch, int(opts["in_channels"]), *patch), device=device)
     y = torch.randint(0, int(opts["out_channels"]), (batch, 1, *patch), device=device)
     generator = torch.Generator().manual_seed(0)
+    stack = contextlib.ExitStack()
+    sample = (
+        _sampler(stack, req, int(opts["in_channels"]), int(opts["out_channels"])) if req.get("image_shape") else None
+    )
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
 
     def step() -> None:
-        xi, yi = augment(x, y, generator) if augment is not None else (x, y)
+        xb, yb = (x, y) if sample is None else (t.to(device, non_blocking=True) for t in sample())
+        xi, yi = augment(xb, yb, generator) if augment is not None else (xb, yb)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             out = net(xi)
@@ -309,7 +316,30 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
             )
     if req.get("overhead"):
         result["epoch_overhead_s"] = _overhead_seconds(net, optimizer, opts)
+    stack.close()
     return result
+
+
+def _sampler(stack: contextlib.ExitStack, req: dict[str, Any], channels: int, classes: int) -> Any:
+    """The trainer's patch sampler over one cached case of ``image_shape`` (memory-mapped ``.npy``, as in training)."""
+    import numpy as np
+
+    from medseg.training.cache import CachedCase, _locations
+    from medseg.training.loader import PatchStream
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    shape = tuple(int(s) for s in req["image_shape"])
+    rng = np.random.default_rng(0)
+    np.save(folder / "image.npy", rng.standard_normal((channels, *shape), dtype=np.float32))
+    label = np.zeros((1, *shape), np.uint8)
+    centre = tuple(slice(s // 4, max(s // 4 + 1, 3 * s // 4)) for s in shape)
+    label[(0, *centre)] = rng.integers(1, max(classes, 2), size=label[(0, *centre)].shape, dtype=np.uint8)
+    np.save(folder / "label.npy", label)
+    np.savez(folder / "locations.npz", **_locations(label, rng))
+    case = CachedCase("probe", folder, np.eye(4), shape)  # type: ignore[arg-type]
+    stream = PatchStream([case], tuple(req["patch"]), int(req["batch"]), foreground_ratio=0.33, seed=0)
+    draw = np.random.default_rng(1)
+    return lambda: stream.batch(draw)
 
 
 def _window_seconds(net: Any, n: int, channels: int, patch: tuple[int, ...], autocast: Any, sync: Any) -> float:

@@ -127,6 +127,8 @@ class ProbeRequest:
         augment: run medseg's default augmentation in the step (the trainer does, on the device).
         window_batch: also time forward passes of this many windows in eval mode (validation cost); 0: no.
         overhead: also time one epoch's bookkeeping (checkpoint save, log and curve).
+        image_shape: ``(X, Y, Z)`` of a pre-processed case to draw each step's patches from, as
+            the trainer's patch sampler does (None: random tensors, no sampling cost).
     """
 
     network: dict[str, Any]
@@ -135,6 +137,7 @@ class ProbeRequest:
     augment: bool = True
     window_batch: int = 0
     overhead: bool = False
+    image_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,10 +239,13 @@ class Sized:
 class Sizer:
     """Measures candidates on a device, with the calibrated model to skip expensive ones."""
 
-    def __init__(self, device: Device, in_channels: int, n_classes: int) -> None:
+    def __init__(
+        self, device: Device, in_channels: int, n_classes: int, image_shape: tuple[int, ...] | None = None
+    ) -> None:
         self.device = device
         self.in_channels = in_channels
         self.n_classes = n_classes
+        self.image_shape = image_shape
         self.model: MemoryModel | None = None
         self.probes: list[tuple[Network, int, Measurement]] = []
         self._done: dict[tuple[Any, ...], Measurement] = {}
@@ -253,7 +259,13 @@ class Sizer:
 
     def measure(self, net: Network, batch: int, **extra: Any) -> Measurement:
         """Probe ``net`` at ``batch`` (a probe already run with the same request is reused)."""
-        request = ProbeRequest(net.options(self.in_channels, self.n_classes), net.topology.patch, batch, **extra)
+        request = ProbeRequest(
+            net.options(self.in_channels, self.n_classes),
+            net.topology.patch,
+            batch,
+            image_shape=self.image_shape,
+            **extra,
+        )
         key = (repr(request.network), request.patch, batch, request.window_batch, request.overhead)
         if key in self._done:
             return self._done[key]

@@ -32,7 +32,7 @@ def cpu() -> ProbeDevice:
 
 @pytest.mark.slow
 def test_cpu_probe_measures_peak_rss_and_speed(cpu: ProbeDevice) -> None:
-    small = cpu.measure(_request((16, 16, 16), window_batch=2, overhead=True))
+    small = cpu.measure(_request((16, 16, 16), window_batch=2, overhead=True, image_shape=(24, 20, 18)))
     large = cpu.measure(_request((48, 48, 48)))
     assert small.ok and large.ok, (small.error, large.error)
     # the baseline is the interpreter with torch and medseg loaded; the step adds to it
