@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py --budget-s 300                          # medseg + MONAI, phantoms
     python benchmarks/accuracy.py --budget-s 300 --nnunet                 # + nnU-Net v2 (its own venv)
     python benchmarks/accuracy.py --task colin27 --budget-s 300 --nnunet  # the real MR task
+    python benchmarks/accuracy.py --methods medseg-plan --budget-s 300    # the pipeline medseg plan writes
 
 Tasks (``--task``):
 
@@ -17,6 +18,10 @@ Tasks (``--task``):
 
 Methods (each trains for ``--budget-s`` seconds of wall clock on the CPU, then predicts
 the test cases with its own default inference):
+
+- medseg-plan: ``medseg plan --time-budget BUDGET`` on the training set, probed on this CPU
+  (spacing, normalisation, network, patch, schedule, post-processing all planned), then
+  that pipeline trained as planned (its ``training.max_time_s`` stops the loop).
 
 - medseg: ``pipelines/ct_organs.yaml`` (5-stage U-Net, Dice+CE, SGD, default augmentation,
   mirroring at test time, post-processing; for ``colin27`` with the task's labels, z-score
@@ -115,8 +120,12 @@ TASKS = {
 }
 
 
-def phantom_case(seed: int, scale: float = 1.0) -> tuple[Any, Any]:
-    """One varied CT phantom ``(image, label)``: size, spacing, orientation, organ size/HU, noise."""
+def phantom_case(seed: int, scale: float = 1.0, slice_mm: tuple[float, float] = (2.0, 3.0)) -> tuple[Any, Any]:
+    """One varied CT phantom ``(image, label)``: size, spacing, orientation, organ size/HU, noise.
+
+    ``slice_mm``: range of the slice spacing; thicker slices than the default 2–3 mm get
+    proportionally fewer of them (the same body height).
+    """
     from medseg.core import make_affine
     from medseg.data import ct_phantom
     from medseg.data.phantoms import ORGANS, Organ
@@ -124,7 +133,9 @@ def phantom_case(seed: int, scale: float = 1.0) -> tuple[Any, Any]:
     rng = np.random.default_rng(seed)
     shape = tuple(int(v * scale) for v in rng.integers([80, 80, 40], [113, 113, 65]))
     inplane = float(rng.uniform(1.2, 2.0))
-    spacing = (inplane, inplane, float(rng.uniform(2.0, 3.0)))
+    spacing = (inplane, inplane, float(rng.uniform(*slice_mm)))
+    if slice_mm != (2.0, 3.0):
+        shape = (shape[0], shape[1], max(4, round(shape[2] * 2.5 / float(np.mean(slice_mm)))))
     kind = seed % 3
     if kind == 0:
         direction = np.eye(3)
@@ -248,6 +259,41 @@ def train_medseg(task: Task, train: Path, work: Path, budget_s: float, patch: in
     config["inference"]["patch_size"] = [patch] * 3
     pipeline = Pipeline.from_dict(config, source=pipeline.source)
     return pipeline, result.best_checkpoint, {"train_s": seconds, "iterations": result.epochs * 10}
+
+
+def train_medseg_plan(train: Path, work: Path, budget_s: float) -> tuple[Any, Path, dict]:
+    """``medseg plan --time-budget`` on the training set (probed on this CPU), then train that pipeline as planned.
+
+    Planned for training on all cases without validation (``n_folds=0``), as the other methods
+    train; the planned ``training.max_time_s`` stops the loop. The planning time is reported
+    apart from the training time.
+    """
+    from medseg.pipeline import Pipeline
+    from medseg.planning.planner import PlanOptions
+    from medseg.planning.workflow import plan_dataset
+
+    t0 = time.perf_counter()
+    files = plan_dataset(train, work / "plan", PlanOptions(device="cpu", time_budget_s=budget_s, n_folds=0))
+    plan_s = time.perf_counter() - t0
+    pipeline = Pipeline.from_yaml(files.pipeline)
+    t0 = time.perf_counter()
+    result = pipeline.train(train, work / "run", fold=None, resume=False, progress=False, cache_dir=work / "cache")
+    seconds = time.perf_counter() - t0
+    s = pipeline.training_config
+    conf = files.plan.configurations[files.plan.chosen]
+    chose = (
+        f"{files.plan.chosen}, spacing {[round(v, 2) for v in conf.spacing]} mm, patch {conf.patch}, batch {conf.batch}, "
+        f"widths {list(conf.network.features)}, {s.max_epochs} × {s.iterations_per_epoch} iterations planned, "
+        f"{[next(iter(p)) for p in pipeline.to_dict()['preprocess']]}"
+    )
+    stats = {
+        "train_s": seconds,
+        "iterations": result.epochs * s.iterations_per_epoch,
+        "plan_s": plan_s,
+        "plan": chose,
+        "pipeline": str(files.pipeline),
+    }
+    return pipeline, result.best_checkpoint, stats
 
 
 def predict_medseg(pipeline: Any, checkpoint: Path, tests: list, out: Path) -> dict[str, Path]:
@@ -415,6 +461,9 @@ def report(task: Task, res: dict[str, Any], command: str) -> str:
             + " | ".join(cells)
             + f" | {r['metrics']['mean']['dice']:.3f} |"
         )
+    for name, r in res["methods"].items():
+        if r["train"].get("plan"):
+            lines += ["", f"{name} chose: {r['train']['plan']} (planned in {r['train']['plan_s']:.0f} s, not counted)."]
     agree = res.get("agreement")
     if agree:
         lines += [
@@ -448,7 +497,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=4)
     ap.add_argument("--patch", type=int, default=64, help="training and inference patch edge (voxels)")
     ap.add_argument("--scale", type=float, default=1.0, help="phantom size factor (smaller: faster)")
-    ap.add_argument("--methods", default="medseg,monai", help="comma list of medseg, monai, nnunet")
+    ap.add_argument("--methods", default="medseg,monai", help="comma list of medseg, medseg-plan, monai, nnunet")
     ap.add_argument("--nnunet", action="store_true", help="add nnU-Net v2")
     ap.add_argument("--nnunet-tta", action=argparse.BooleanOptionalAction, default=True, help="nnU-Net mirroring")
     ap.add_argument("--keep-previous", action="store_true", help="keep other methods' results from OUT/accuracy.json")
@@ -457,9 +506,9 @@ def main() -> None:
     args = ap.parse_args()
     task = TASKS[args.task]
     methods = [m for m in args.methods.split(",") if m] + (["nnunet"] if args.nnunet else [])
-    unknown = sorted(set(methods) - {"medseg", "monai", "nnunet"})
+    unknown = sorted(set(methods) - {"medseg", "medseg-plan", "monai", "nnunet"})
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, monai, nnunet")
+        raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, medseg-plan, monai, nnunet")
     t0 = time.perf_counter()
     command = ("python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
     out = (args.out or OUT / ("accuracy" if task.name == "phantom" else f"accuracy_{task.name}")).resolve()
@@ -493,6 +542,9 @@ def main() -> None:
             agree_dir = out / "agreement"
             agree_dir.mkdir(exist_ok=True)
             res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
+        elif name == "medseg-plan":
+            pipeline, ckpt, stats = train_medseg_plan(train, out / "medseg_plan", args.budget_s)
+            paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
         elif name == "monai":
             net, stats = train_monai(task, train, args.budget_s, args.patch)
             paths = predict_monai(task, net, tests, pred_dir, args.patch)

@@ -92,12 +92,21 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return r
 
 
-def write_case(seed: int, side: str, image_path: Path, label_path: Path) -> None:
-    """Write one re-gridded hemisphere (image float32, labels uint8) as NIfTI, seeded by ``seed``."""
+def write_case(
+    seed: int,
+    side: str,
+    image_path: Path,
+    label_path: Path,
+    spacing_range: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+) -> None:
+    """Write one re-gridded hemisphere (image float32, labels uint8) as NIfTI, seeded by ``seed``.
+
+    ``spacing_range``: lowest and highest spacing per axis (mm); default 1.2–2.2 mm on every axis.
+    """
     rng = np.random.default_rng(seed)
     image, labels, affine = hemisphere(side)
     direction = _rotation(rng, 10.0)
-    spacing = rng.uniform(1.2, 2.2, 3)
+    spacing = rng.uniform(1.2, 2.2, 3) if spacing_range is None else rng.uniform(*spacing_range)
     # the output grid covers the hemisphere's box in the rotated frame (LPS world, as SimpleITK)
     src = _to_sitk(image, affine)
     corners = np.array(

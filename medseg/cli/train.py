@@ -10,26 +10,9 @@ import typer
 from medseg.cli.main import app
 
 
-def parse_duration(text: str, option: str) -> float:
-    """``"90m"`` → 5400.0 s; ``"2h"``, ``"1.5h"``, ``"45s"``, ``"3600"`` (seconds) likewise.
-
-    Raises:
-        ConfigError: not a positive duration (names ``option``).
-    """
-    import re
-
-    from medseg.errors import ConfigError
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*", str(text).lower())
-    if m is None or float(m.group(1)) <= 0:
-        raise ConfigError(f"{option}: expected a positive duration such as 90m, 2h or 3600 (seconds), got {text!r}")
-    factor = {"s": 1, "sec": 1, None: 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[m.group(2)]
-    return float(m.group(1)) * factor
-
-
 @app.command()
 def train(
-    pipeline: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+    pipeline: Path = typer.Argument(None, help="Pipeline file (YAML); omitted: plan one from --data first."),
     data: Path = typer.Option(
         ...,
         "--data",
@@ -37,10 +20,10 @@ def train(
         "RTSTRUCT/SEG objects (ROI names matched to input.labels).",
     ),
     output: Path = typer.Option(Path("runs"), "-o", "--output", help="Run folder (checkpoints, logs, cache)."),
-    fold: int = typer.Option(
-        None, "--fold", help="Cross-validation fold to train (default: all cases, no validation)."
+    fold: str = typer.Option(
+        None, "--fold", help="Cross-validation fold to train, or 'all' (default: all cases, no validation)."
     ),
-    n_folds: int = typer.Option(5, "--folds", help="Number of folds of the split (splits.json)."),
+    n_folds: str = typer.Option("5", "--folds", help="Number of folds of the split (splits.json); 'all': train all 5."),
     device: str = typer.Option(None, "--device", "-d", help="auto, cpu, cuda, cuda:1 (default: the pipeline's)."),
     max_epochs: int = typer.Option(None, "--epochs", help="Override training.max_epochs."),
     max_time: str = typer.Option(
@@ -49,22 +32,46 @@ def train(
         help="Wall-clock budget, e.g. 90m, 2h, 3600 (s): sets training.max_time_s; the "
         "learning-rate schedule then runs over the budget.",
     ),
+    time_budget: str = typer.Option(
+        None, "--time-budget", help="Without a pipeline: plan for this time per fold (e.g. 2h), then train."
+    ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from last.pt when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train (one fold, or all cases) and write best/last checkpoints, CSV log and curve."""
+    """Train (one fold, every fold, or all cases) and write best/last checkpoints, CSV log and curve.
+
+    With every fold (``--fold all``), the out-of-fold predictions then choose the post-processing
+    (``final_pipeline.yaml``). Without a pipeline file, ``medseg plan`` runs first into the run folder.
+    """
     from medseg.pipeline import Pipeline
 
     if device is not None:
         from medseg.core.device import resolve_device
 
         resolve_device(device, option="--device")  # a device this machine lacks fails here, named as typed
+    folds, n = _folds(fold, n_folds)
+    if pipeline is not None and time_budget is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError(
+            "--time-budget plans a new pipeline: omit PIPELINE, or give this pipeline a budget with --max-time"
+        )
+    if pipeline is None:
+        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0)
     p = Pipeline.from_yaml(pipeline)
+    from medseg.planning.workflow import parse_duration
+
     budget = parse_duration(max_time, "--max-time") if max_time is not None else None
     overrides = {
         k: v for k, v in {"device": device, "max_epochs": max_epochs, "max_time_s": budget}.items() if v is not None
     }
-    result = p.train(data, output, fold=fold, n_folds=n_folds, resume=resume, **overrides)
+    for k in folds:
+        result = p.train(data, output, fold=k, n_folds=n, resume=resume, **overrides)
+    if len(folds) > 1:
+        from medseg.planning.postprocessing import determine_postprocessing
+
+        chosen = determine_postprocessing(output, data, p, n_folds=n, device=device or "auto")
+        typer.echo(f"{'postprocess':16s} {chosen.summary()} → {chosen.pipeline_path}")
     info = {
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
@@ -78,3 +85,33 @@ def train(
     else:
         for k, v in info.items():
             typer.echo(f"{k:16s} {v}")
+
+
+def _folds(fold: str | None, n_folds: str) -> tuple[list[int | None], int]:
+    """``--fold`` / ``--folds`` → the folds to train and the number of folds."""
+    from medseg.errors import ConfigError
+
+    every = n_folds == "all" or fold == "all"
+    try:
+        n = 5 if n_folds == "all" else int(n_folds)
+        if every:
+            return list(range(n)), n
+        return [None if fold is None else int(fold)], n
+    except ValueError:
+        raise ConfigError(
+            f"--fold takes a fold number or 'all', --folds a number or 'all'; got {fold!r}, {n_folds!r}"
+        ) from None
+
+
+def _plan_first(data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int) -> Path:
+    """Plan into the run folder (once: a plan already there is reused, so resuming trains the same network)."""
+    planned = output / "pipeline.yaml"
+    if planned.exists():
+        typer.echo(f"{'plan':16s} {planned} (planned earlier, reused)")
+        return planned
+    from medseg.cli.plan import plan_options
+    from medseg.planning.workflow import plan_dataset
+
+    files = plan_dataset(data, output, plan_options(device or "auto", None, time_budget, None, None, n_folds))  # type: ignore[arg-type]
+    typer.echo(f"{'plan':16s} {files.pipeline}")
+    return files.pipeline

@@ -137,7 +137,9 @@ def label_on_grid(label: Volume, image: Volume) -> np.ndarray:
     return out.cpu().numpy()
 
 
-def _locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def foreground_locations(label: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Voxel indices ``(K, 3)`` int32 of each foreground class of ``label`` ``(1, X, Y, Z)`` (at most
+    :data:`MAX_LOCATIONS` per class, subsampled with ``rng``), keyed ``c<value>`` (``locations.npz``)."""
     out = {}
     lab = label[0]
     for c in np.unique(lab):
@@ -193,7 +195,7 @@ def prepare_case(
     if lab is not None:
         with atomic_path(folder / "label.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, lab)
-        locs = _locations(lab, np.random.default_rng(0))
+        locs = foreground_locations(lab, np.random.default_rng(0))
         with atomic_path(folder / "locations.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **locs)  # type: ignore[arg-type]
     meta = {

@@ -144,6 +144,21 @@ def save_checkpoint(
     return Path(path)
 
 
+def update_config(path: str | os.PathLike[str], **sections: Any) -> Path:
+    """Replace sections of the pipeline config a checkpoint carries (e.g. ``postprocess=[...]``), atomically;
+    weights and everything else stay as they are.
+
+    Raises:
+        CheckpointError: not a readable medseg checkpoint (see :func:`load_checkpoint`).
+    """
+    load_checkpoint(path)  # the same checks and errors
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    data["config"] = {**dict(data.get("config") or {}), **plain(sections)}
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,

@@ -132,9 +132,18 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for checkpoints and logs)."""
-        out = dataclasses.asdict(self)
+        out = _lists(dataclasses.asdict(self))
         out["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         return out
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, recursively (plain data for YAML, JSON and checkpoints)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

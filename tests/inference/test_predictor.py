@@ -186,7 +186,9 @@ def _blob_probabilities(shape, centre, radius, k=4, seed=0):
         ("oblique", (0.8, 0.8, 3.5), (10, 4, 5), True),
     ],
 )
-def test_inverting_only_the_foreground_box_gives_the_whole_grid_result(affine, spacing, centre, anisotropic, make_volume):
+def test_inverting_only_the_foreground_box_gives_the_whole_grid_result(
+    affine, spacing, centre, anisotropic, make_volume
+):
     from medseg.core import build_step, invert
     from medseg.inference import argmax_labels, invert_to_labels
     from medseg.inference.predictor import first_grid, foreground_box

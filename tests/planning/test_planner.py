@@ -1,0 +1,209 @@
+"""The planner as a pure function of the fingerprint and (fake) device measurements."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.core import make_affine
+from medseg.errors import ConfigError
+from medseg.pipeline import Pipeline
+from medseg.planning import rules
+from medseg.planning.fingerprint import fingerprint_dataset
+from medseg.planning.planner import PlanOptions, plan
+from medseg.planning.sizing import MIN_ITERATIONS, Measurement, ProbeRequest, multiply_adds, network_for
+
+from .conftest import box_case, dataset_json, write_case
+
+
+class FakeDevice:
+    """Memory and time from formulas (so the planner's model of them is exact)."""
+
+    name = "fake"
+    kind = "cpu"
+
+    def __init__(self, budget: float = 8e9, seconds_per_mac: float = 1e-10, fixed_s: float = 0.002) -> None:
+        self.budget = budget
+        self.seconds_per_mac = seconds_per_mac
+        self.fixed_s = fixed_s
+        self.requests: list[ProbeRequest] = []
+
+    def memory_budget(self) -> tuple[float, str]:
+        return self.budget, "fake budget"
+
+    @staticmethod
+    def network(req: ProbeRequest):
+        o = req.network
+        strides = tuple(tuple(s) for s in o["strides"])
+        pools = tuple(int(np.log2(np.prod([s[a] for s in strides]))) for a in range(len(req.patch)))
+        top = rules.Topology(
+            strides, tuple(tuple(k) for k in o["kernel_sizes"]), req.patch, tuple(2**p for p in pools), pools
+        )
+        from medseg.planning.sizing import Network
+
+        return Network(top, tuple(o["channels_per_stage"]))
+
+    def peak(self, req: ProbeRequest) -> float:
+        net = self.network(req)
+        fmap = rules.feature_map_size(net.topology, net.features, req.network["out_channels"])
+        return 300e6 + 12.0 * fmap * req.batch
+
+    def measure(self, req: ProbeRequest) -> Measurement:
+        self.requests.append(req)
+        net = self.network(req)
+        macs = multiply_adds(net, req.network["in_channels"], req.network["out_channels"])
+        return Measurement(
+            True,
+            peak_bytes=self.peak(req),
+            baseline_bytes=200e6,
+            seconds_per_iteration=self.fixed_s + self.seconds_per_mac * macs * req.batch,
+            seconds_per_window=self.seconds_per_mac * macs / 3,
+            epoch_overhead_s=0.05,
+        )
+
+
+def _dataset(root: Path, n: int = 4, shape=(64, 64, 64), spacing=(1.0, 1.0, 1.0), channel: str = "CT") -> Path:
+    for i in range(n):
+        image = np.zeros(shape, np.float32)
+        image[4:-4, 4:-4, 1:-1] = -50.0 + i
+        label = np.zeros(shape, np.uint8)
+        sl = tuple(slice(s // 4, s // 2) for s in shape)
+        label[sl] = 1
+        image[label > 0] = 60.0 + 10 * i
+        write_case(root, f"c{i}", image, label, make_affine(spacing))
+    dataset_json(root, {"background": 0, "organ": 1}, channels=(channel,))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory) -> Path:
+    return _dataset(tmp_path_factory.mktemp("cube") / "ds")
+
+
+def test_no_probe_reproduces_nnunet_sizing(cube: Path) -> None:
+    p = plan(fingerprint_dataset(cube))
+    conf = p.configurations["3d"]
+    # the nonzero box is 56 × 56 × 62 at 1 mm: the patch is all of it; pooled jointly 56 → 28 → 14 → 7 (3 times,
+    # z alone at 8 voxels is not pooled again: a single axis needs ≥ 12), so 62 is padded to a multiple of 8
+    assert p.chosen == "3d" and conf.patch == [56, 56, 64]
+    assert conf.network.topology.pools == (3, 3, 3) and conf.network.features == (32, 64, 128, 256)
+    # 5 % of 4 cases of 64³ is less than one patch: the batch is nnU-Net's minimum, 2
+    assert conf.batch == 2
+    assert p.pipeline["training"]["max_epochs"] == 1000 and p.pipeline["training"]["iterations_per_epoch"] == 250
+    pipe = Pipeline.from_dict(p.pipeline)
+    assert [s.name for s in pipe.preprocess] == ["reorient", "crop_foreground", "percentile_clip", "resample"]
+
+
+def test_ct_normalisation_uses_the_fingerprint(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    p = plan(fp)
+    clip = next(s["percentile_clip"] for s in p.pipeline["preprocess"] if "percentile_clip" in s)
+    stats = fp.intensity(0)
+    assert clip["low"] == pytest.approx(stats["percentile_00_5"], abs=1e-3)
+    assert clip["high"] == pytest.approx(stats["percentile_99_5"], abs=1e-3)
+    assert clip["mean"] == pytest.approx(np.mean([60, 70, 80, 90]), abs=1e-3)
+    assert p.pipeline["input"]["modality"] == "CT"
+    mr = plan(fp, PlanOptions(modality=("MR",)))
+    assert {"zscore": {"over": "nonzero"}} in mr.pipeline["preprocess"]  # crop keeps 0.74 < 0.75 of the volume
+
+
+def test_memory_budget_shrinks_the_patch_and_is_measured(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    roomy = plan(fp, PlanOptions(), FakeDevice(budget=8e9))
+    assert roomy.configurations["3d"].patch == [56, 56, 64]
+    full_peak = FakeDevice().peak(_request(roomy))  # the last probe verified the full patch
+    tight = FakeDevice(budget=300e6 + 0.5 * (full_peak - 300e6))
+    small = plan(fp, PlanOptions(), tight)
+    conf = small.configurations["3d"]
+    assert np.prod(conf.patch) < 56 * 56 * 64
+    assert conf.measured is not None and conf.measured.peak_bytes <= tight.budget
+    assert len(tight.requests) <= 6  # calibration + verification, not a walk over every candidate
+    text = next(d for d in small.decisions if d.key == "training.patch_size").numbers
+    assert "measured" in text and "fake budget" in text
+
+
+def _request(p) -> ProbeRequest:
+    net, batch, _ = p.probes[-1]
+    return ProbeRequest(net.options(1, 2), net.topology.patch, batch)
+
+
+def test_memory_too_small_is_one_clear_error(cube: Path) -> None:
+    with pytest.raises(ConfigError, match=r"even the smallest patch .* raise --memory-gb"):
+        plan(fingerprint_dataset(cube), PlanOptions(), FakeDevice(budget=250e6))
+
+
+def test_time_budget_sizes_the_schedule(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    device = FakeDevice(seconds_per_mac=2e-12)
+    p = plan(fp, PlanOptions(time_budget_s=600.0), device, lambda steps: 30.0)
+    conf = p.configurations[p.chosen]
+    s = conf.schedule
+    m = conf.measured
+    assert m is not None
+    loop = (600.0 - 30.0) * 0.95
+    used = s.iterations * m.seconds_per_iteration + s.max_epochs * m.epoch_overhead_s
+    assert used <= loop and used > 0.75 * loop  # the schedule fills the budget without passing it
+    assert s.max_time_s == pytest.approx(570.0)
+    assert p.pipeline["training"]["max_time_s"] == pytest.approx(570.0)
+    assert s.iterations >= MIN_ITERATIONS and conf.network.features[0] == 32
+
+
+def test_short_budget_picks_a_narrower_network_and_says_why(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    net = network_for(rules.pool_and_conv_props([1.0] * 3, [56, 56, 64]))
+    full = 0.002 + 2e-11 * multiply_adds(net, 1, 2) * 2  # seconds per iteration of the nnU-Net-size network
+    budget = 0.6 * MIN_ITERATIONS * full  # too few iterations for it
+    p = plan(fp, PlanOptions(time_budget_s=budget, config="3d"), FakeDevice(seconds_per_mac=2e-11), lambda s: 1.0)
+    conf = p.configurations["3d"]
+    assert conf.network.features[0] < 32 or np.prod(conf.patch) < 56 * 56 * 64
+    widths = next(d for d in p.decisions if d.key == "network.options.channels_per_stage")
+    assert widths.origin == "medseg" and "time budget" in widths.numbers and "iterations" in widths.numbers
+
+
+def test_budget_below_preprocessing_is_an_error(cube: Path) -> None:
+    with pytest.raises(ConfigError, match="--time-budget .* less than one iteration"):
+        plan(fingerprint_dataset(cube), PlanOptions(time_budget_s=10.0), FakeDevice(), lambda s: 12.0)
+
+
+def test_anisotropic_thick_slices_choose_2d_along_the_coarse_axis(tmp_path: Path) -> None:
+    # 1 × 1 × 6 mm, 8 slices: the 3D network could pool z once → 2D, slices along z (RAS kept)
+    fp = fingerprint_dataset(_dataset(tmp_path / "z", n=3, shape=(64, 64, 8), spacing=(1.0, 1.0, 6.0)))
+    p = plan(fp)
+    assert p.chosen == "2d" and p.pipeline["preprocess"][0] == {"reorient": {"axcodes": "RAS"}}
+    assert len(p.pipeline["training"]["patch_size"]) == 2 and p.pipeline["network"]["options"]["spatial_dims"] == 2
+    # the same data with the thick axis along x: slices must run along x, so it goes last (A, S, R)
+    fx = fingerprint_dataset(_dataset(tmp_path / "x", n=3, shape=(8, 64, 64), spacing=(6.0, 1.0, 1.0)))
+    px = plan(fx)
+    assert px.chosen == "2d" and px.pipeline["preprocess"][0] == {"reorient": {"axcodes": "ASR"}}
+    resample = px.pipeline["preprocess"][-1]["resample"]["spacing"]
+    assert resample == pytest.approx([1.0, 1.0, 6.0])  # in the reoriented (A, S, R) order
+    Pipeline.from_dict(px.pipeline)
+    forced = plan(fx, PlanOptions(config="3d"))
+    assert forced.chosen == "3d" and len(forced.pipeline["training"]["patch_size"]) == 3
+
+
+def test_postprocessing_proposals_follow_label_statistics(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for i in range(3):
+        image, label = box_case(fg_value=100.0 + i)
+        write_case(root, f"c{i}", image, label, make_affine((1.0, 1.0, 3.0)))
+    dataset_json(root, {"background": 0, "organ": 1, "cyst": 2}, channels=("MR",))
+    p = plan(fingerprint_dataset(root))
+    post = p.pipeline["postprocess"]
+    # organ: 2 components (smallest 4 voxels × 3 mm³); cyst: one component, with a hole
+    assert {"keep_largest_component": {"per_label": True, "connectivity": 26, "labels": [2]}} in post
+    assert {"remove_small_components": {"min_size_mm3": 6.0, "per_label": True, "labels": [1]}} in post
+    assert {"fill_holes": {"mode": "3d", "labels": [1]}} in post
+    Pipeline.from_dict(p.pipeline)
+
+
+def test_every_decision_has_a_rule_and_numbers_or_says_none(cube: Path) -> None:
+    p = plan(fingerprint_dataset(cube), PlanOptions(), FakeDevice())
+    keys = {d.key for d in p.decisions}
+    for key in ("preprocess.resample", "training.patch_size", "training.batch_size", "network.options.strides"):
+        assert key in keys
+    assert all(d.rule for d in p.decisions)
+    assert not any(isinstance(d.value, float) and math.isnan(d.value) for d in p.decisions)
