@@ -115,7 +115,7 @@ class Pipeline:
         with problems.collect():
             self.exporters: list[Exporter] = _build_exporters(where, self.spec.export)
         with problems.collect():
-            _check_network(where, self.spec.network)
+            _check_network(where, self)
         with problems.collect():
             self.training_config: TrainingConfig = _build_training(where, self.spec.training)
         problems.raise_if_any()
@@ -341,12 +341,20 @@ def _build_exporters(where: str, items: list[Any]) -> list[Exporter]:
     return out
 
 
-def _check_network(where: str, spec: NetworkSpec) -> None:
+def _check_network(where: str, pipeline: Pipeline) -> None:
     from medseg.networks import list_networks
+    from medseg.pipeline import weights
 
+    spec = pipeline.spec.network
     names = list_networks()
     if spec.name not in names:
         raise ConfigError(f"{where}: network.name: unknown network '{spec.name}'{did_you_mean(spec.name, names)}")
+    if weights.carries_weights(spec.name):  # a file with its weights: options and files are checked now
+        try:
+            input_spec = pipeline.spec.input
+            weights.check_network(spec, weights.base_dir(pipeline), dict(input_spec.labels), list(input_spec.channels))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _build_training(where: str, options: dict[str, Any]) -> TrainingConfig:
