@@ -110,6 +110,7 @@ class Pipeline:
             self.spec = PipelineSpec.model_construct(**_raw_sections(data))
         with problems.collect():
             self.preprocess: list[Step] = _build_steps(where, "preprocess", self.spec.preprocess)
+            _bind_files(where, self.preprocess, self.source)
         with problems.collect():
             self.postprocess: list[Step] = _build_steps(where, "postprocess", self.spec.postprocess)
         with problems.collect():
@@ -323,6 +324,17 @@ def _build_steps(where: str, section: str, items: list[Any]) -> list[Step]:
             steps.append(validate_dataclass(where, path, cls, options))
     problems.raise_if_any()
     return steps
+
+
+def _bind_files(where: str, steps: list[Step], source: Path | None) -> None:
+    """Steps that run a network (``crop_by_model``) find their files relative to the pipeline file."""
+    for i, step in enumerate(steps):
+        bind = getattr(step, "bind_base_dir", None)
+        if callable(bind):
+            try:
+                bind(source.parent if source is not None else None)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: preprocess[{i}].{step.name}.{exc}") from exc
 
 
 def _build_exporters(where: str, items: list[Any]) -> list[Exporter]:
