@@ -45,7 +45,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _heldout_copy(t1: Volume, mask: Volume) -> tuple[Volume, Volume]:
+def heldout_copy(t1: Volume, mask: Volume) -> tuple[Volume, Volume]:
     """Colin27 on another grid (LPS, anisotropic), with changed contrast and noise."""
     from medseg.transforms import Reorient, Resample
 
@@ -87,7 +87,7 @@ def prepare(sample: Path, out: Path) -> dict[str, Any]:
             indent=2,
         ),
     )
-    img, ref = _heldout_copy(t1, mask)
+    img, ref = heldout_copy(t1, mask)
     held = medseg.write(img, out / "heldout" / "colin27_lps.nii.gz")
     held_ref = medseg.write(ref, out / "heldout" / "reference" / "colin27_lps.nii.gz")
     return {"dataset": ds, "heldout": held, "heldout_ref": held_ref, "dicom": sample / "mr_dicom"}

@@ -240,7 +240,8 @@ class CropByModel(Step):
         """The stage's region ``(X, Y, Z)`` (bool) on ``volume``'s grid."""
         from medseg.postprocess.components import keep_largest_component
 
-        labels = self.predictor().predict(volume).numpy()[0]
+        # the stage starts from this volume: its prediction is inverted to here, not through earlier steps
+        labels = self.predictor().predict(volume.replace(history=())).numpy()[0]
         mask = np.isin(labels, self.labels) if self.labels else labels > 0
         if self.keep_largest and mask.any():
             mask = keep_largest_component(mask.astype(np.uint8), per_label=False, connectivity=26) > 0
