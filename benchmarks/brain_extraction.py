@@ -128,6 +128,12 @@ def main() -> None:
         "",
         "Reference: Colin27's BET mask (`ch2bet > 0`), re-gridded with the image for the LPS copy.",
     ]
+    if not timing_rows:
+        lines += [
+            "",
+            "Timings not measured in this run (`--no-timing`); `python benchmarks/brain_extraction.py --results "
+            "benchmarks/RESULTS.md` measures them (medseg's two-stage pipeline vs deepbet's CLI, same file).",
+        ]
     if timing_rows:
         lines += [
             "",
