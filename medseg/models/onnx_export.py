@@ -44,6 +44,8 @@ def _export(network: nn.Module, example: torch.Tensor, dynamic: bool) -> bytes:
             dynamic_shapes=shapes,
             verbose=False,
         )
+    if program is None:
+        raise ConfigError("torch.onnx.export returned no program")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         program.save(str(path))

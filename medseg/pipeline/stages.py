@@ -107,6 +107,10 @@ class CropByModel(Step):
     margin_fraction: float = 0.0
     min_plane_fraction: float = 0.0
     empty: str = "keep"
+    # built from the options, not options themselves
+    _steps: list[Step] = field(init=False, repr=False, compare=False, default_factory=list)
+    _base_dir: Path | None = field(init=False, repr=False, compare=False, default=None)
+    _predictor: Any = field(init=False, repr=False, compare=False, default=None)  # a Predictor, once loaded
 
     def __post_init__(self) -> None:
         from pydantic import ValidationError
@@ -195,7 +199,8 @@ class CropByModel(Step):
         with _LOCK:
             if self._predictor is None:
                 object.__setattr__(self, "_predictor", self._make_predictor())
-        return self._predictor  # type: ignore[return-value]
+        assert self._predictor is not None
+        return self._predictor
 
     def _make_predictor(self) -> Predictor:
         from medseg.core.device import resolve_device
