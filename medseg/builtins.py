@@ -20,6 +20,7 @@ def register_builtins() -> None:
     _done = True
     import medseg.export
     import medseg.networks
+    import medseg.pipeline.stages
     import medseg.postprocess
     import medseg.transforms  # noqa: F401  (spatial and intensity steps, patches)
 

@@ -12,7 +12,11 @@ from medseg.cli.main import app
 @app.command()
 def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Where the demo writes everything."),
-    sample_data: Path = typer.Option(None, "--sample-data", help="The sample_data folder (default: the checkout's)."),
+    sample_data: Path = typer.Option(
+        None,
+        "--sample-data",
+        help="The sample_data folder (default: the one installed with medseg, or the checkout's).",
+    ),
     train: bool = typer.Option(
         False, "--train", help="Train a model briefly instead of loading the shipped checkpoint."
     ),

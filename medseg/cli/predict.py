@@ -29,11 +29,13 @@ EXPORT_HELP = (
 
 
 def load_pipeline_and_checkpoints(target: Path, checkpoints: list[Path] | None) -> tuple[Pipeline, list[Path]]:
-    """``target`` is a pipeline YAML (checkpoints from it or ``--checkpoint``) or a checkpoint file."""
+    """``target`` is a pipeline YAML (checkpoints from it or ``--checkpoint``), a checkpoint file, a model
+    package (``.zip``), an installed model's name or a shipped pipeline's name (see
+    :func:`medseg.models.targets.resolve_target`)."""
+    from medseg.models.targets import check_checkpoints_exist, resolve_target
     from medseg.pipeline import Pipeline
 
-    if not target.exists():
-        raise ConfigError(f"{target}: no such pipeline or checkpoint file")
+    target = resolve_target(target)
     if target.suffix.lower() in (".pt", ".pth", ".ckpt"):
         from medseg.training import load_checkpoint
 
@@ -45,7 +47,10 @@ def load_pipeline_and_checkpoints(target: Path, checkpoints: list[Path] | None) 
         pipeline = Pipeline.from_dict(ckpt.config, source=target)
         return pipeline, [target, *(checkpoints or [])]
     pipeline = Pipeline.from_yaml(target)
-    return pipeline, list(checkpoints) if checkpoints else pipeline.checkpoint_paths()
+    if checkpoints:
+        return pipeline, list(checkpoints)
+    check_checkpoints_exist(target, pipeline.checkpoint_paths())
+    return pipeline, pipeline.checkpoint_paths()
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
@@ -57,7 +62,11 @@ def split_list(values: list[str] | None) -> list[str] | None:
 
 @app.command()
 def predict(
-    target: Path = typer.Argument(..., help="Pipeline file (YAML) or a checkpoint (.pt) carrying its pipeline."),
+    target: Path = typer.Argument(
+        ...,
+        help="Pipeline file (YAML), checkpoint (.pt) carrying its pipeline, model package (.zip), installed model "
+        "name, or shipped pipeline name (e.g. brain_extraction).",
+    ),
     input: Path = typer.Option(
         ..., "-i", "--input", help="Image file, DICOM folder, folder of cases, or .csv manifest."
     ),

@@ -12,16 +12,19 @@ from medseg.cli.main import app
 
 @app.command()
 def validate(
-    pipeline: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+    pipeline: Path = typer.Argument(
+        ..., help="Pipeline file (YAML), model package (.zip), installed model or shipped pipeline name."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the effective pipeline (defaults filled in) as JSON."),
 ) -> None:
     """Validate PIPELINE (keys, step names and options, types and ranges; every mistake at once) and print
     its effective values, every default filled in. The keys and defaults of every section: docs/pipeline.md."""
     import yaml
 
+    from medseg.models.targets import resolve_target
     from medseg.pipeline import Pipeline
 
-    p = Pipeline.from_yaml(pipeline)
+    p = Pipeline.from_yaml(resolve_target(pipeline))
     effective = p.to_dict()
     if as_json:
         typer.echo(json.dumps(effective, indent=2))

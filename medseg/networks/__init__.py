@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from medseg.networks.blocks import ConvBlock, ConvOps, conv_ops
 from medseg.networks.classifier import ConvBlockClassifier
+from medseg.networks.external import CarriedWeightsNetwork, resolve_weights_path
 from medseg.networks.init import init_weights
 from medseg.networks.registry import (
     NETWORKS,
@@ -26,6 +27,7 @@ from medseg.networks.unet import UNet
 
 __all__ = [
     "NETWORKS",
+    "CarriedWeightsNetwork",
     "ConvBlock",
     "ConvBlockClassifier",
     "ConvOps",
@@ -39,5 +41,6 @@ __all__ = [
     "network_info",
     "patch_divisor",
     "register_network",
+    "resolve_weights_path",
     "tiny_options",
 ]

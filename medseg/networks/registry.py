@@ -36,6 +36,8 @@ class NetworkInfo:
         divisor: options (defaults applied) → per-axis divisor of the patch size.
         tiny: small options for tests and examples (``spatial_dims`` is added by the caller).
         tiny_patch: spatial dims → a patch size that fits ``tiny``.
+        carries_weights: the network is a file with its weights (TorchScript, ONNX): it needs no
+            checkpoint and cannot be trained by medseg (see :mod:`medseg.networks.external`).
     """
 
     name: str
@@ -43,6 +45,7 @@ class NetworkInfo:
     divisor: Callable[[dict[str, Any]], tuple[int, ...]]
     tiny: dict[str, Any] = field(default_factory=dict)
     tiny_patch: Callable[[int], tuple[int, ...]] = lambda dims: (32,) * dims
+    carries_weights: bool = False
 
 
 def register_network(
@@ -52,11 +55,13 @@ def register_network(
     divisor: Callable[[dict[str, Any]], tuple[int, ...]],
     tiny: dict[str, Any] | None = None,
     tiny_patch: Callable[[int], tuple[int, ...]] | None = None,
+    carries_weights: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a network class/factory under ``name`` with its :class:`NetworkInfo`."""
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        info = NetworkInfo(name, task, divisor, dict(tiny or {}), tiny_patch or (lambda dims: (32,) * dims))
+        tiny_size = tiny_patch or (lambda dims: (32,) * dims)
+        info = NetworkInfo(name, task, divisor, dict(tiny or {}), tiny_size, carries_weights)
         return NETWORKS.register(name, info=info)(factory)
 
     return deco

@@ -110,12 +110,13 @@ class Pipeline:
             self.spec = PipelineSpec.model_construct(**_raw_sections(data))
         with problems.collect():
             self.preprocess: list[Step] = _build_steps(where, "preprocess", self.spec.preprocess)
+            _bind_files(where, self.preprocess, self.source)
         with problems.collect():
             self.postprocess: list[Step] = _build_steps(where, "postprocess", self.spec.postprocess)
         with problems.collect():
             self.exporters: list[Exporter] = _build_exporters(where, self.spec.export)
         with problems.collect():
-            _check_network(where, self.spec.network)
+            _check_network(where, self)
         with problems.collect():
             self.training_config: TrainingConfig = _build_training(where, self.spec.training)
         problems.raise_if_any()
@@ -325,6 +326,17 @@ def _build_steps(where: str, section: str, items: list[Any]) -> list[Step]:
     return steps
 
 
+def _bind_files(where: str, steps: list[Step], source: Path | None) -> None:
+    """Steps that run a network (``crop_by_model``) find their files relative to the pipeline file."""
+    for i, step in enumerate(steps):
+        bind = getattr(step, "bind_base_dir", None)
+        if callable(bind):
+            try:
+                bind(source.parent if source is not None else None)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: preprocess[{i}].{step.name}.{exc}") from exc
+
+
 def _build_exporters(where: str, items: list[Any]) -> list[Exporter]:
     from medseg.export import EXPORTERS, exporter_name
 
@@ -341,12 +353,20 @@ def _build_exporters(where: str, items: list[Any]) -> list[Exporter]:
     return out
 
 
-def _check_network(where: str, spec: NetworkSpec) -> None:
+def _check_network(where: str, pipeline: Pipeline) -> None:
     from medseg.networks import list_networks
+    from medseg.pipeline import weights
 
+    spec = pipeline.spec.network
     names = list_networks()
     if spec.name not in names:
         raise ConfigError(f"{where}: network.name: unknown network '{spec.name}'{did_you_mean(spec.name, names)}")
+    if weights.carries_weights(spec.name):  # a file with its weights: options and files are checked now
+        try:
+            input_spec = pipeline.spec.input
+            weights.check_network(spec, weights.base_dir(pipeline), dict(input_spec.labels), list(input_spec.channels))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _build_training(where: str, options: dict[str, Any]) -> TrainingConfig:

@@ -18,11 +18,23 @@ if TYPE_CHECKING:
 def load_networks(pipeline: Pipeline, checkpoints: list[Path], device: str | torch.device = "cpu") -> list[nn.Module]:
     """Networks of ``checkpoints``, each checked against the pipeline's labels and channels.
 
+    A network that carries its weights (TorchScript, ONNX) is built from its file(s) instead and
+    takes no checkpoint.
+
     Raises:
         CheckpointError: no checkpoint, a missing file, or one trained for other labels/channels.
     """
+    from medseg.pipeline.weights import base_dir, carried_networks, carries_weights
     from medseg.training import load_checkpoint
 
+    spec = pipeline.spec.network
+    if carries_weights(spec.name):  # a TorchScript/ONNX file: its weights are in the file
+        if checkpoints:
+            raise CheckpointError(
+                f"{pipeline.source or pipeline.spec.name}: network '{spec.name}' carries its weights; remove "
+                "inference.checkpoints and --checkpoint"
+            )
+        return carried_networks(spec, base_dir(pipeline), pipeline.labels, list(pipeline.spec.input.channels), device)
     if not checkpoints:
         raise CheckpointError(
             f"{pipeline.source or pipeline.spec.name}: no checkpoint; train one with 'medseg train', then list it in "
@@ -93,6 +105,11 @@ def make_predictor(
         else resolve_device(inf.device, option="inference.device")
     )
     nets = load_networks(pipeline, checkpoints, dev)
+    from medseg.networks.external import CarriedWeightsNetwork
+
+    for net in nets:  # a file with a fixed input size fails here, before any case, with the key to fix
+        if isinstance(net, CarriedWeightsNetwork):
+            net.check_patch_size(patch_size)
     return Predictor(
         nets,
         preprocess=pipeline.preprocess,

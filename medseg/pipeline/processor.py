@@ -59,6 +59,9 @@ class PipelineProcessor:
             if not Path(p).is_file():
                 raise CheckpointError(f"{p}: no such checkpoint file")
         self._weights = [hash_file(Path(p)) for p in self.checkpoints]
+        from medseg.pipeline.weights import weight_files
+
+        self._carried = {str(p): hash_file(p) for p in weight_files(self.pipeline)}  # TorchScript/ONNX files
         specs = self.exporters if self.exporters is not None else (self.pipeline.exporters or ["nifti"])
         self._exporters: list[Exporter] = build_exporters(specs)
 
@@ -83,7 +86,7 @@ class PipelineProcessor:
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(self.pipeline.fingerprint().encode())
-        for w in self._weights:
+        for w in [*self._weights, *self._carried.values()]:
             h.update(w.encode())
         exporters = [(e.name, sorted(e.options().items())) for e in self._exporters]
         h.update(repr((mirror_axes(self.pipeline, self.tta), exporters, self.resolved_precision())).encode())
@@ -105,6 +108,7 @@ class PipelineProcessor:
             "pipeline_file": str(self.pipeline.source) if self.pipeline.source else None,
             "pipeline_config": self.pipeline.to_dict(),
             "checkpoints": [{"path": str(p), "sha256": w} for p, w in zip(self.checkpoints, self._weights)],
+            "network_files": [{"path": p, "sha256": w} for p, w in self._carried.items()],
             "device": str(self.predictor.device),
             "mirror_axes": list(mirror_axes(self.pipeline, self.tta)),
             "precision": self.predictor.precision.reason,

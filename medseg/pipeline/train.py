@@ -31,8 +31,16 @@ def train_pipeline(
     ``OUT_DIR/skipped_cases.txt``.
     """
     from medseg.core.registry import check_options
+    from medseg.pipeline.weights import carries_weights
     from medseg.training import Trainer, TrainingConfig, load_dataset
 
+    if carries_weights(pipeline.spec.network.name):
+        from medseg.errors import ConfigError
+
+        raise ConfigError(
+            f"{pipeline.source or pipeline.spec.name}: network '{pipeline.spec.network.name}' is a file with its "
+            "weights and cannot be trained by medseg; train a registered network (e.g. unet) instead"
+        )
     if not hasattr(dataset, "cases"):
         dataset = load_dataset(dataset, labels=pipeline.label_synonyms)
         if dataset.skipped:

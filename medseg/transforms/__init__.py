@@ -16,6 +16,7 @@ from medseg.core.steps import invert
 from medseg.transforms.croppad import Crop, CropForeground, Pad
 from medseg.transforms.intensity import Clip, PercentileClip, ScaleIntensity, ZScore
 from medseg.transforms.patches import RandomPatches
+from medseg.transforms.percentiles import ScalePercentiles
 from medseg.transforms.reorient import Reorient
 from medseg.transforms.resample import Resample, ResampleTo
 
@@ -30,6 +31,7 @@ __all__ = [
     "Resample",
     "ResampleTo",
     "ScaleIntensity",
+    "ScalePercentiles",
     "ZScore",
     "build",
     "invert",

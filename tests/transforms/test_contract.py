@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +34,25 @@ EXAMPLES: dict[str, Callable[[Volume], dict[str, Any]]] = {
     "scale_intensity": lambda v: {"low": 0.0, "high": 2.0},
     "zscore": lambda v: {"over": "nonzero"},
     "percentile_clip": lambda v: {"low": 0.1, "high": 0.9, "mean": 0.5, "std": 0.2},
+    "scale_percentiles": lambda v: {"lower": 1.0, "upper": 99.0},
+    "crop_by_model": lambda v: _stage_example(),
 }
+
+
+@functools.cache
+def _stage_example() -> dict[str, Any]:
+    """A TorchScript stage network (class 1 above 1.0 on the linear image), written once per session."""
+    from tests.networks.files import Threshold, save_torchscript
+
+    folder = Path(tempfile.mkdtemp(prefix="medseg-contract-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = save_torchscript(Threshold(threshold=1.0), folder / "stage.pt")
+    return {
+        "network": {"name": "torchscript", "options": {"path": str(path)}},
+        "inference": {"patch_size": [8, 8, 8], "device": "cpu", "precision": "float32"},
+        "margin_mm": 1.0,
+    }
+
 
 # medseg's own steps (other test modules register test-only steps in the same global registry)
 PREPROCESS = [
@@ -37,7 +60,9 @@ PREPROCESS = [
     for name in STEPS.names()
     if STEPS.get(name).stage == "preprocess" and STEPS.get(name).__module__.startswith("medseg.")
 ]
-INTENSITY_STEPS = {"clip", "scale_intensity", "zscore", "percentile_clip"}
+INTENSITY_STEPS = {"clip", "scale_intensity", "zscore", "percentile_clip", "scale_percentiles"}
+#: Steps that run a network on the image: a label map cannot go through them
+IMAGE_ONLY_STEPS = {"crop_by_model"}
 SHAPE = (20, 18, 12)
 GRAD = np.array([0.004, -0.003, 0.005])
 
@@ -107,6 +132,12 @@ def test_step_on_intensity_volume(name):
 @pytest.mark.parametrize("name", PREPROCESS)
 def test_step_on_label_volume(name):
     lab = _label()
+    if name in IMAGE_ONLY_STEPS:
+        from medseg.errors import InputError
+
+        with pytest.raises(InputError, match="runs a network on images"):
+            _step(name, lab)(lab)
+        return
     out = _step(name, lab)(lab)
     assert isinstance(out, Volume) and out.kind == "label"
     if name in INTENSITY_STEPS:
