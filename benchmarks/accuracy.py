@@ -28,6 +28,8 @@ the test cases with its own default inference):
   and 2 mm), training and inference patch ``--patch``; the number of
   epochs is set from a short calibration run so the learning-rate schedule spans the
   budget, and ``training.max_time_s`` stops the loop when the budget is spent.
+- medseg-bf16: the same, trained with ``training.amp: true`` (bfloat16 autocast on the CPU): the
+  evidence for or against bfloat16 as the CPU training default (``medseg.core.precision``).
 - MONAI: the tutorial recipe (``benchmarks/monai_recipe.py``) with MONAI's ``UNet``
   (16..256 channels, 2 residual units), sliding window + ``Invertd`` at test time.
 - nnU-Net v2: ``nnUNetv2_plan_and_preprocess`` + its default trainer under the same budget
@@ -230,8 +232,13 @@ def medseg_pipeline(task: Task) -> Any:
     return Pipeline.from_dict(config, source=source)
 
 
-def train_medseg(task: Task, train: Path, work: Path, budget_s: float, patch: int) -> tuple[Any, Path, dict]:
-    """Calibrate seconds per iteration, then train the task's pipeline for about ``budget_s``."""
+def train_medseg(
+    task: Task, train: Path, work: Path, budget_s: float, patch: int, amp: bool | None = None
+) -> tuple[Any, Path, dict]:
+    """Calibrate seconds per iteration, then train the task's pipeline for about ``budget_s``.
+
+    ``amp``: ``training.amp`` (None: the default; True: bfloat16 on this CPU, the ``medseg-bf16`` row).
+    """
     from medseg.pipeline import Pipeline
 
     pipeline = medseg_pipeline(task)
@@ -241,6 +248,7 @@ def train_medseg(task: Task, train: Path, work: Path, budget_s: float, patch: in
         "progress": False,
         "cache_dir": work / "cache",
         "iterations_per_epoch": 10,
+        "amp": amp,
     }
     # Two epochs: the first one carries one-off start-up costs; the second gives the steady rate.
     calib = pipeline.train(train, work / "calibration", fold=None, resume=False, max_epochs=2, **common)
@@ -497,7 +505,9 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=4)
     ap.add_argument("--patch", type=int, default=64, help="training and inference patch edge (voxels)")
     ap.add_argument("--scale", type=float, default=1.0, help="phantom size factor (smaller: faster)")
-    ap.add_argument("--methods", default="medseg,monai", help="comma list of medseg, medseg-plan, monai, nnunet")
+    ap.add_argument(
+        "--methods", default="medseg,monai", help="comma list of medseg, medseg-bf16, medseg-plan, monai, nnunet"
+    )
     ap.add_argument("--nnunet", action="store_true", help="add nnU-Net v2")
     ap.add_argument("--nnunet-tta", action=argparse.BooleanOptionalAction, default=True, help="nnU-Net mirroring")
     ap.add_argument("--keep-previous", action="store_true", help="keep other methods' results from OUT/accuracy.json")
@@ -506,9 +516,9 @@ def main() -> None:
     args = ap.parse_args()
     task = TASKS[args.task]
     methods = [m for m in args.methods.split(",") if m] + (["nnunet"] if args.nnunet else [])
-    unknown = sorted(set(methods) - {"medseg", "medseg-plan", "monai", "nnunet"})
+    unknown = sorted(set(methods) - {"medseg", "medseg-bf16", "medseg-plan", "monai", "nnunet"})
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, medseg-plan, monai, nnunet")
+        raise SystemExit(f"--methods: unknown {unknown}; choose from medseg, medseg-bf16, medseg-plan, monai, nnunet")
     t0 = time.perf_counter()
     command = ("python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
     out = (args.out or OUT / ("accuracy" if task.name == "phantom" else f"accuracy_{task.name}")).resolve()
@@ -542,6 +552,9 @@ def main() -> None:
             agree_dir = out / "agreement"
             agree_dir.mkdir(exist_ok=True)
             res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
+        elif name == "medseg-bf16":  # the same, trained with bfloat16 autocast on the CPU
+            pipeline, ckpt, stats = train_medseg(task, train, out / "medseg_bf16", args.budget_s, args.patch, amp=True)
+            paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
         elif name == "medseg-plan":
             pipeline, ckpt, stats = train_medseg_plan(train, out / "medseg_plan", args.budget_s)
             paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
