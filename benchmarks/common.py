@@ -69,6 +69,51 @@ def load_unet(weights: Path, n_classes: int = len(LABELS)) -> torch.nn.Module:
     return net.eval()
 
 
+#: What :func:`trained_unet` trains; a change retrains (the cached file is named after it).
+TRAINING_RECIPE = {"cases": 6, "shape": (192, 192, 96), "patch": 64, "epochs": 40, "iterations": 25, "lr": 3e-3}
+
+
+def trained_unet(out: Path) -> Path:
+    """The benchmark network trained briefly on CT phantoms (medseg's Trainer, the e2e pre-processing), so
+    that label agreement between contenders means something; trained once and cached under ``out``.
+
+    Returns:
+        a ``state_dict`` file for :func:`load_unet`.
+    """
+    import hashlib
+
+    from medseg.data import write_phantom_dataset
+    from medseg.pipeline import Pipeline
+    from medseg.training import load_checkpoint
+
+    key = hashlib.sha256(json.dumps(TRAINING_RECIPE, sort_keys=True).encode()).hexdigest()[:10]
+    weights = out / f"unet_trained_{key}.pt"
+    if weights.exists():
+        return weights
+    r = TRAINING_RECIPE
+    data = write_phantom_dataset(out / f"train_phantoms_{key}", r["cases"], r["shape"], CT_SPACING, seed=100)
+    pipeline = Pipeline(
+        name="benchmark-unet",
+        input={"modality": "CT", "channels": ["CT"], "labels": {k: v for k, v in LABELS.items() if k}},
+        preprocess=[
+            {"reorient": {"axcodes": "RAS"}},
+            {"resample": {"spacing": [TARGET_SPACING] * 3}},
+            *INTENSITY_STEPS["ct"],
+        ],
+        network={
+            "name": "monai.unet",
+            "options": {"channels": list(UNET_CHANNELS), "strides": list(UNET_STRIDES), "num_res_units": 1},
+        },
+        training={
+            "patch_size": [r["patch"]] * 3, "max_epochs": r["epochs"], "iterations_per_epoch": r["iterations"],
+            "optimizer": "adamw", "lr": r["lr"], "device": "cpu", "progress": False,
+        },
+    )  # fmt: skip
+    result = pipeline.train(data, out / f"train_run_{key}", fold=None, resume=False)
+    torch.save(load_checkpoint(result.best_checkpoint).state_dict, weights)
+    return weights
+
+
 def write_ct_case(path: Path, size: Sequence[int], seed: int = 0) -> Path:
     """Write a seeded CT phantom ``size`` at :data:`CT_SPACING` (HU, int16) and its label map.
 

@@ -60,6 +60,51 @@ def nnunet_like(features: list[int], n_classes: int = len(LABELS)) -> torch.nn.M
     ).eval()
 
 
+def matmul_gflops(n: int = 2048, repeat: int = 10) -> dict:
+    """This CPU's matrix-multiply speed (GFLOP/s) in float32 and bfloat16, best of ``repeat`` (the roofline
+    the network stage is compared with)."""
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)
+        best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeat))
+        out[name] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def network_gflop(net: torch.nn.Module, patch: tuple[int, ...]) -> float:
+    """Multiply-adds ×2 of the convolutions for one window (GFLOP), counted on the ``meta`` device."""
+    import copy
+
+    ghost = copy.deepcopy(net).to("meta")
+    flops = []
+
+    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.Conv3d):
+            k = int(torch.tensor(module.kernel_size).prod())
+            flops.append(2 * module.in_channels // module.groups * k * output.numel())
+        elif isinstance(module, torch.nn.ConvTranspose3d):
+            k = int(torch.tensor(module.kernel_size).prod())
+            flops.append(2 * module.out_channels // module.groups * k * inputs[0].numel())
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in ghost.modules()
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))
+    ]
+    with torch.no_grad():
+        ghost(torch.empty(1, 1, *patch, device="meta"))
+    for h in hooks:
+        h.remove()
+    return sum(flops) / 1e9
+
+
 def run_medseg(
     image: Path,
     weights: Path,
@@ -69,11 +114,13 @@ def run_medseg(
     mirror: bool,
     features: list[int] | None = None,
     grid: str = "extent",
+    precision: str = "auto",
 ) -> dict:
     """medseg: :class:`medseg.inference.Predictor` with the pipeline's steps; stages timed around its methods.
 
     ``features``: use medseg's U-Net with these stage widths instead of the shared weights.
     ``grid``: the resample grid convention (``"first_voxel"`` is MONAI ``Spacing``'s).
+    ``precision``: the Predictor's (``auto``: bfloat16 where the CPU has it natively).
     """
     import medseg.postprocess
     import medseg.transforms  # noqa: F401  (register the steps)
@@ -96,6 +143,7 @@ def run_medseg(
         batch_size=4,
         mirror_axes=(0, 1, 2) if mirror else (),
         device=device,
+        precision=precision,
         postprocess=[build_step("keep_largest_component", per_label=True, connectivity=26)],
     )
     grid: list[int] = []
@@ -127,6 +175,8 @@ def run_medseg(
         "total_s": total,
         "grid": grid,
         "windows": window_count(tuple(grid), patch) * (8 if mirror else 1),
+        "precision": predictor.precision.name,
+        "gflop_per_window": network_gflop(net, patch),
     }
 
 
@@ -215,10 +265,11 @@ def run_monai(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--method", choices=["medseg", "monai"], required=True)
-    ap.add_argument("--image", type=Path, required=True)
-    ap.add_argument("--weights", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--method", choices=["medseg", "monai"])
+    ap.add_argument("--image", type=Path)
+    ap.add_argument("--weights", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--matmul", action="store_true", help="only measure this CPU's float32/bfloat16 matmul GFLOP/s")
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mirror", action="store_true", help="medseg only: test-time mirroring on 3 axes")
@@ -226,10 +277,16 @@ def main() -> None:
     ap.add_argument(
         "--grid", choices=["extent", "first_voxel"], default="extent", help="medseg only: resample grid convention"
     )
+    ap.add_argument("--precision", default="auto", help="medseg only: auto, float32, bfloat16")
     ap.add_argument(
         "--profile", type=Path, help="write the top cProfile entries (own and cumulative time) to this file"
     )
     args = ap.parse_args()
+    if args.matmul:
+        child_result(matmul_gflops())
+        return
+    if not (args.method and args.image and args.weights and args.out):
+        ap.error("--method, --image, --weights and --out are required")
     profiler = None
     if args.profile:
         import cProfile
@@ -240,7 +297,9 @@ def main() -> None:
     patch = (args.patch,) * 3
     if args.method == "medseg":
         features = [int(f) for f in args.features.split(",")] if args.features else None
-        result = run_medseg(args.image, args.weights, args.out, patch, args.device, args.mirror, features, args.grid)
+        result = run_medseg(
+            args.image, args.weights, args.out, patch, args.device, args.mirror, features, args.grid, args.precision
+        )
     elif args.mirror:
         raise SystemExit("MONAI's sliding_window_inference has no mirroring; run without --mirror")
     else:

@@ -47,6 +47,7 @@ from benchmarks.common import (
     ratio,
     run_child,
     run_e2e,
+    trained_unet,
     update_section,
     write_ct_case,
     write_nnunet_dataset,
@@ -57,33 +58,52 @@ SECTIONS = ("e2e", "stages", "train", "batch", "nnunet")
 
 
 def section_e2e(args: argparse.Namespace, image: Path, weights: Path, logs: Path) -> dict[str, Any]:
-    """medseg and MONAI end to end, each in its own process; label agreement afterwards."""
+    """medseg and MONAI end to end, each in its own process, on the .nii.gz case and an uncompressed copy;
+    label agreement of medseg's default precision with medseg float32 and with MONAI afterwards."""
+    import shutil
+
     from medseg.io import read
 
+    plain = image.with_name(image.name.replace(".nii.gz", ".nii"))
+    if not plain.exists():
+        import gzip
+
+        with gzip.open(image, "rb") as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    runs = {  # name: (method, input, extra options)
+        "medseg": ("medseg", image, []),
+        "monai": ("monai", image, []),
+        "medseg_nii": ("medseg", plain, []),
+        "monai_nii": ("monai", plain, []),
+        "medseg_float32": ("medseg", image, ["--precision", "float32"]),
+        # medseg on MONAI Spacing's grid, for the same-weights agreement with MONAI
+        "medseg_first_voxel": ("medseg", image, ["--grid", "first_voxel"]),
+    }
     res: dict[str, Any] = {}
-    # medseg_first_voxel: medseg on MONAI Spacing's grid, for the same-weights agreement check
-    for method in ("medseg", "monai", "medseg_first_voxel"):
-        out = args.out / f"pred_{method}.nii.gz"
-        grid = ["--grid", "first_voxel"] if method == "medseg_first_voxel" else []
-        res[method] = run_e2e(
-            method.split("_")[0],
-            image,
-            weights,
-            out,
-            args.patch,
-            logs / f"e2e_{method}.log",
-            [*grid, "--device", args.device],
+    for name, (method, source, extra) in runs.items():
+        out = args.out / f"pred_{name}.nii.gz"
+        res[name] = run_e2e(
+            method, source, weights, out, args.patch, logs / f"e2e_{name}.log", [*extra, "--device", args.device]
         )
-        res[method]["output"] = str(out)
+        res[name]["output"] = str(out)
     src = read(image)
     m, o = read(res["medseg"]["output"]), read(res["monai"]["output"])
     res["same_grid"] = {
         "medseg": bool(m.grid.matches(src.grid, atol=1e-4)),
         "monai": bool(o.grid.matches(src.grid, atol=1e-4)),
     }
-    mm, oo, ff = m.numpy()[0], o.numpy()[0], read(res["medseg_first_voxel"]["output"]).numpy()[0]
+    mm, oo = m.numpy()[0], o.numpy()[0]
+    f32 = read(res["medseg_float32"]["output"]).numpy()[0]
+    ff = read(res["medseg_first_voxel"]["output"]).numpy()[0]
+    ref = read(image.with_name(image.name.replace(".nii.gz", "_label.nii.gz"))).numpy()[0]
     res["agreement_dice"] = {LABELS[k]: dice(mm, oo, k) for k in LABELS if k and mm.shape == oo.shape}
+    res["agreement_dice_float32"] = {LABELS[k]: dice(mm, f32, k) for k in LABELS if k}
     res["agreement_dice_first_voxel"] = {LABELS[k]: dice(ff, oo, k) for k in LABELS if k and ff.shape == oo.shape}
+    res["dice_vs_truth"] = {
+        "medseg": {LABELS[k]: dice(mm, ref, k) for k in LABELS if k},
+        "monai": {LABELS[k]: dice(oo, ref, k) for k in LABELS if k},
+    }
+    res["machine_gflops"] = run_child(HERE / "e2e.py", ["--matmul"], log=logs / "matmul.log")
     return res
 
 
@@ -169,16 +189,46 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         agree = ", ".join(f"{k} {v:.4f}" for k, v in e["agreement_dice"].items())
         lines += [
             "",
+            f"Input `.nii.gz` (above); uncompressed `.nii`: medseg {fmt(e['medseg_nii']['total_s'])} s, MONAI "
+            f"{fmt(e['monai_nii']['total_s'])} s ({ratio(e['medseg_nii']['total_s'], e['monai_nii']['total_s'])}). "
             f"On the input grid: medseg {e['same_grid']['medseg']}, MONAI {e['same_grid']['monai']}. "
-            f"Dice medseg vs MONAI labels (random-weight network): {agree}.",
+            f"medseg's network ran in {m.get('precision', 'float32')}, MONAI's in float32.",
+            "",
+            "Label agreement, Dice per organ (a network trained briefly on phantoms, `benchmarks/common.py:trained_unet`):",
+            "",
+            "| pair | " + " | ".join(e["agreement_dice"]) + " |",
+            "|---|" + "---:|" * len(e["agreement_dice"]),
         ]
-        if "agreement_dice_first_voxel" in e:
-            f = e["medseg_first_voxel"]
-            agree = ", ".join(f"{k} {v:.4f}" for k, v in e["agreement_dice_first_voxel"].items())
-            lines.append(
-                f'medseg with `resample(grid="first_voxel")` (MONAI `Spacing`\'s grid {tuple(f["grid"])}; total '
-                f"{fmt(f['total_s'])} s): Dice vs MONAI labels {agree}."
-            )
+        pairs = [
+            ("agreement_dice_float32", f"medseg {m.get('precision', '?')} vs medseg float32"),
+            (
+                "agreement_dice_first_voxel",
+                f"medseg {m.get('precision', '?')} on MONAI's grid (`first_voxel`) vs MONAI float32",
+            ),
+            ("agreement_dice", f"medseg {m.get('precision', '?')} vs MONAI float32 (each on its own resampling grid)"),
+        ]
+        for key, name in pairs:
+            if key in e:
+                lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in e[key].values()) + " |")
+        if "dice_vs_truth" in e:
+            for who in ("medseg", "monai"):
+                lines.append(
+                    f"| {who} vs the phantom's true labels | "
+                    + " | ".join(f"{v:.3f}" for v in e["dice_vs_truth"][who].values())
+                    + " |"
+                )
+        if "machine_gflops" in e and m.get("gflop_per_window"):
+            g = e["machine_gflops"]
+            per_window = m["network_s"] / m["windows"]
+            achieved = m["gflop_per_window"] / per_window
+            lines += [
+                "",
+                f"Network stage: {m['windows']} windows, {per_window * 1000:.0f} ms per window, "
+                f"{m['gflop_per_window']:.1f} GFLOP per window (convolutions) → {achieved:.0f} GFLOP/s; this CPU's "
+                f"2048² matmul: {g['bfloat16']:.0f} GFLOP/s bfloat16, {g['float32']:.0f} GFLOP/s float32 "
+                f"({achieved / g['bfloat16' if m.get('precision') == 'bfloat16' else 'float32']:.0%} of the "
+                f"{m.get('precision', 'float32')} figure).",
+            ]
         lines.append("")
     s = results.get("stages")
     if s:
@@ -264,8 +314,10 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     image = write_ct_case(args.out / f"ct_{size[0]}x{size[1]}x{size[2]}.nii.gz", size)
-    weights = args.out / "unet.pt"
-    torch.save(make_unet().state_dict(), weights)
+    # trained briefly on phantoms (cached): label agreement between contenders means something
+    weights = trained_unet(args.out) if "e2e" in sections or "nnunet" in sections else args.out / "unet.pt"
+    if not weights.exists():
+        torch.save(make_unet().state_dict(), weights)
     results: dict[str, Any] = {"size": list(size), "machine": machine(), "load_before": load_average()}
     for name in sections:
         print(f"[{time.perf_counter() - t0:7.1f} s] {name} ...", file=sys.stderr, flush=True)

@@ -24,7 +24,6 @@ from medseg.core.precision import choose_precision
 from medseg.core.steps import Step, invert, invert_region, regions_invertible
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, GeometryError, InputError
-from medseg.inference.batching import windows_per_batch
 from medseg.inference.sliding_window import sliding_window_inference
 from medseg.inference.windows import Blend
 
@@ -168,7 +167,8 @@ class Predictor:
         overlap: window overlap fraction.
         blend: ``"gaussian"`` or ``"constant"``.
         batch_size: windows per forward pass (on a CPU at most as many as keep one batch's largest
-            activation within :data:`medseg.inference.batching.ACTIVATION_BUDGET_MIB`).
+            activation within :data:`medseg.inference.batching.ACTIVATION_BUDGET_MIB`, see
+            :func:`medseg.inference.sliding_window_inference`).
         mirror_axes: spatial axes to mirror for test-time augmentation.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
         precision: ``"auto"`` (bfloat16 where the CPU/GPU computes it natively, else float32),
@@ -230,7 +230,6 @@ class Predictor:
         self.overlap = overlap
         self.blend: Blend = blend
         self.batch_size = batch_size
-        self._windows_per_batch: dict[tuple[int, int], int] = {}
         self.mirror_axes = tuple(mirror_axes)
         self.precision = choose_precision(precision, self.device)
         log.info("network precision: %s", self.precision.reason)
@@ -250,16 +249,11 @@ class Predictor:
 
     def logits(self, image: torch.Tensor, network: nn.Module) -> torch.Tensor:
         """Stitched logits ``(K, X, Y, Z)`` of one network on ``(C, X, Y, Z)``."""
-        key = (id(network), int(image.shape[0]))
-        if key not in self._windows_per_batch:
-            self._windows_per_batch[key] = windows_per_batch(
-                network, int(image.shape[0]), self.patch_size, self.batch_size, self.device
-            )
         kw = dict(
             patch_size=self.patch_size,
             overlap=self.overlap,
             blend=self.blend,
-            batch_size=self._windows_per_batch[key],
+            batch_size=self.batch_size,
             mirror_axes=self.mirror_axes,
             precision=self.precision.dtype,
             output_device=self.output_device,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 
 from medseg.core.memory import reuse_freed_memory
 from medseg.errors import ConfigError, InputError
+from medseg.inference.batching import largest_output, windows_per_batch
 from medseg.inference.windows import Blend, importance_map, window_starts
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,6 @@ def _check(
         raise ConfigError(f"mirror_axes {tuple(mirror_axes)}: spatial axes are 0..{nd - 1}, got {bad}")
 
 
-def _batches(
-    n_images: int, starts: list[tuple[int, ...]], batch_size: int
-) -> Iterator[list[tuple[int, tuple[int, ...]]]]:
-    jobs = [(b, s) for b in range(n_images) for s in starts]
-    for i in range(0, len(jobs), batch_size):
-        yield jobs[i : i + batch_size]
-
-
 @torch.no_grad()
 @reuse_freed_memory()
 def sliding_window_inference(
@@ -105,7 +98,9 @@ def sliding_window_inference(
             window are zero-padded symmetrically and cropped back afterwards.
         overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
         blend: ``"gaussian"`` (σ = patch/8) or ``"constant"`` weights.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; on a CPU at most as many as keep the network's largest
+            output within :data:`medseg.inference.batching.ACTIVATION_BUDGET_MIB` (the first window runs
+            alone to measure it).
         mirror_axes: spatial axes (0 = X) to mirror for test-time augmentation; all
             ``2**len(mirror_axes)`` flip combinations are averaged.
         precision: autocast dtype of the network (``torch.bfloat16``/``torch.float16``; None: float32,
@@ -140,7 +135,12 @@ def sliding_window_inference(
     out: torch.Tensor | None = None
     norm: torch.Tensor | None = None
     out_weights = weights
-    for jobs in _batches(int(image.shape[0]), starts, batch_size):
+    all_jobs = [(b, s) for b in range(int(image.shape[0])) for s in starts]
+    adapt = compute.type == "cpu" and batch_size > 1 and len(all_jobs) > 1
+    done, per_batch = 0, 1 if adapt else batch_size
+    while done < len(all_jobs):
+        jobs = all_jobs[done : done + per_batch]
+        done += len(jobs)
         n = len(jobs)
         for i, (b, s) in enumerate(jobs):
             window_buf[i].copy_(image[(b, slice(None), *(slice(o, o + p) for o, p in zip(s, patch)))])
@@ -150,8 +150,11 @@ def sliding_window_inference(
             dims = [a + 2 for a in axes]
             xin = torch.flip(x, dims) if dims else x
             autocast = torch.autocast(compute.type, dtype=precision) if precision else contextlib.nullcontext()
-            with autocast:
+            with autocast, largest_output(network) if adapt else contextlib.nullcontext([]) as seen:
                 y = network(xin)
+            if adapt:  # the first window ran alone: size the batches of the others by its largest output
+                per_batch = windows_per_batch(seen[0], n, batch_size) if seen else batch_size
+                adapt = False
             y = (torch.flip(y, dims) if dims else y).float()
             pred = y if pred is None else pred.add_(y)
         assert pred is not None  # flips always holds the empty combination

@@ -1,36 +1,58 @@
-"""Windows per batch on a CPU: as many as keep the largest activation within the budget."""
+"""Windows per batch on a CPU: the first window runs alone and its largest output sizes the batches."""
 
 from __future__ import annotations
 
-import pytest
 import torch
+from torch import nn
 
-from medseg.inference.batching import ACTIVATION_BUDGET_MIB, largest_activation_mib, windows_per_batch
-from medseg.networks import build_network
-
-CPU = torch.device("cpu")
-
-
-def test_largest_activation_is_the_biggest_leaf_output() -> None:
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.Conv3d(8, 2, 1))
-    assert largest_activation_mib(net, 1, (32, 32, 32)) == pytest.approx(8 * 32**3 * 4 / 2**20)
+from medseg.inference import sliding_window_inference
+from medseg.inference.batching import ACTIVATION_BUDGET_MIB, largest_output, windows_per_batch
 
 
-def test_big_networks_get_one_window_small_ones_the_configured_batch() -> None:
-    big = build_network("unet", in_channels=1, out_channels=5, spatial_dims=3, n_stages=6, base_channels=32,
-                        max_channels=320)  # fmt: skip
-    small = build_network("unet", in_channels=1, out_channels=2, spatial_dims=3, n_stages=4, base_channels=8,
-                          max_channels=64)  # fmt: skip
-    assert largest_activation_mib(big, 1, (96, 96, 96)) > ACTIVATION_BUDGET_MIB
-    assert windows_per_batch(big, 1, (96, 96, 96), 4, CPU) == 1
-    assert windows_per_batch(small, 1, (48, 48, 48), 4, CPU) == 4
-    assert windows_per_batch(big, 1, (96, 96, 96), 4, torch.device("cuda")) == 4  # GPUs keep the batch
+def test_largest_output_is_recorded_and_the_hooks_removed() -> None:
+    net = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.Conv3d(8, 2, 1))
+    with largest_output(net) as seen:
+        net(torch.zeros(2, 1, 8, 8, 8))
+    assert seen == [2 * 8 * 8**3]
+    assert all(not m._forward_hooks for m in net.modules())
 
 
-def test_networks_that_cannot_run_on_meta_keep_the_configured_batch() -> None:
-    class Opaque(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(x.numpy())  # needs real data
+def test_windows_per_batch_fits_the_budget() -> None:
+    per_window = int(ACTIVATION_BUDGET_MIB * 2**20 / 4 / 3)  # a third of the budget per window
+    assert windows_per_batch(per_window, 1, 8) == 3
+    assert windows_per_batch(per_window * 4, 1, 8) == 1  # more than the budget: still one window
+    assert windows_per_batch(per_window, 1, 2) == 2  # never more than configured
 
-    assert largest_activation_mib(Opaque(), 1, (8, 8, 8)) is None
-    assert windows_per_batch(Opaque(), 1, (8, 8, 8), 3, CPU) == 3
+
+class Recorder(nn.Module):
+    """A network whose one layer has ``width`` channels; remembers the batch sizes it was called with."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.wide = nn.Conv3d(1, width, 1)
+        self.head = nn.Conv3d(width, 2, 1)
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(int(x.shape[0]))
+        return self.head(self.wide(x))
+
+
+def test_big_networks_run_one_window_at_a_time_small_ones_batched() -> None:
+    x = torch.rand(1, 1, 64, 64, 64)
+    wide = Recorder(width=400)  # 400 × 32³ × 4 B = 50 MiB per window: one fits the budget, two do not
+    small = Recorder(width=4)
+    a = sliding_window_inference(x, wide, patch_size=(32, 32, 32), batch_size=4)
+    b = sliding_window_inference(x, small, patch_size=(32, 32, 32), batch_size=4)
+    assert wide.calls[0] == 1 and set(wide.calls[1:]) == {1}
+    assert small.calls[0] == 1 and small.calls[1:3] == [4, 4]
+    assert a.shape == b.shape == (1, 2, 64, 64, 64)
+
+
+def test_batching_does_not_change_the_logits() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 300, 3, padding=1), nn.ReLU(), nn.Conv3d(300, 3, 1))
+    x = torch.rand(1, 1, 40, 36, 30)
+    adaptive = sliding_window_inference(x, net, patch_size=(24, 24, 24), batch_size=4)
+    one_by_one = sliding_window_inference(x, net, patch_size=(24, 24, 24), batch_size=1)
+    torch.testing.assert_close(adaptive, one_by_one, atol=1e-5, rtol=1e-5)
