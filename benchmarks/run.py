@@ -186,7 +186,6 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         ):
             if key in m or key in o:
                 lines.append(f"| {name} | {fmt(m.get(key))} | {fmt(o.get(key))} | {ratio(m.get(key), o.get(key))} |")
-        agree = ", ".join(f"{k} {v:.4f}" for k, v in e["agreement_dice"].items())
         lines += [
             "",
             f"Input `.nii.gz` (above); uncompressed `.nii`: medseg {fmt(e['medseg_nii']['total_s'])} s, MONAI "

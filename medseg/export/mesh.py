@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import trimesh
-from scipy import ndimage, optimize
-from skimage.measure import marching_cubes
 
 from medseg.core import geometry
 from medseg.errors import ConfigError
 from medseg.export.base import ExportCase, Exporter, register_exporter
 from medseg.export.labels import label_color
 from medseg.io import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import trimesh
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ def mask_mesh(
     Returns:
         A watertight mesh with outward normals (empty when the mask is empty).
     """
+    import trimesh  # here, not at module level: trimesh takes ~0.4 s to import
+    from scipy import ndimage
+    from skimage.measure import marching_cubes
+
     if coordinates not in ("LPS", "RAS"):
         raise ConfigError(f"mesh coordinates {coordinates!r}; use 'LPS' or 'RAS'")
     if smoothing < 0:
@@ -89,6 +93,10 @@ def volume_preserving_level(field: np.ndarray, target_voxels: float) -> float:
     smoothing, whose peak stays below 0.5). Falls back to 0.5 (or half the peak) when
     no level between 5% and 98% of the peak matches.
     """
+    import trimesh
+    from scipy import optimize
+    from skimage.measure import marching_cubes
+
     peak = float(field.max())
 
     def excess(level: float) -> float:
@@ -165,6 +173,8 @@ class MeshExporter(Exporter):
         if self.file_type == "obj":
             body = file_bytes(mesh.export(file_type="obj", include_normals=False, include_color=False))
             return f"# {text}\no {_stem(name)}\n".encode() + body
+        import trimesh
+
         colored = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
         colored.visual.face_colors = np.tile([*label_color(value), 255], (len(mesh.faces), 1)).astype(np.uint8)  # type: ignore[union-attr]
         head, sep, rest = file_bytes(colored.export(file_type="ply", encoding="binary")).partition(b"\n")

@@ -36,9 +36,9 @@ def largest_output(network: nn.Module) -> Iterator[list[int]]:
             else:
                 largest[0] = max(largest[0], output.numel())
 
-    hooks = []
-    if not isinstance(network, torch.jit.ScriptModule):
-        hooks = [m.register_forward_hook(record) for m in network.modules() if not list(m.children())]
+    # TorchScript modules take no hooks; a network made of them reports nothing (the configured batch stays)
+    leaves = [m for m in network.modules() if not list(m.children()) and not isinstance(m, torch.jit.ScriptModule)]
+    hooks = [m.register_forward_hook(record) for m in leaves]
     try:
         yield largest
     finally:

@@ -101,9 +101,8 @@ def _read_opened(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> Volume:
         raise InputError(f"{path}: NIfTI header is inconsistent ({exc}); re-export the file") from exc
     check_allocation(path, shape, itemsize)
     _check_file_size(path, shape, itemsize, offset)
-    if len(shape) == 5 and shape[3] == 1:
-        pass
-    elif not 2 <= len(shape) <= 4:
+    vector = len(shape) == 5 and shape[3] == 1  # (X, Y, Z, 1, C): NIfTI's vector intent
+    if not vector and not 2 <= len(shape) <= 4:
         raise InputError(f"{path}: {len(shape)}D image of shape {shape}; medseg reads 2D, 3D and 4D (channels) NIfTI")
     try:
         with nib.imageglobals.LoggingOutputSuppressor():

@@ -56,3 +56,24 @@ def test_batching_does_not_change_the_logits() -> None:
     adaptive = sliding_window_inference(x, net, patch_size=(24, 24, 24), batch_size=4)
     one_by_one = sliding_window_inference(x, net, patch_size=(24, 24, 24), batch_size=1)
     torch.testing.assert_close(adaptive, one_by_one, atol=1e-5, rtol=1e-5)
+
+
+def test_torchscript_inside_a_module_keeps_the_configured_batch(tmp_path) -> None:
+    from medseg.networks.external import load_torchscript
+    from tests.networks.files import save_torchscript
+
+    scripted = load_torchscript(save_torchscript(nn.Sequential(nn.Conv3d(1, 2, 1)), tmp_path / "net.pt"))
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = scripted
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    with largest_output(Wrapper()) as seen:
+        Wrapper()(torch.zeros(1, 1, 4, 4, 4))
+    assert seen == []
+    out = sliding_window_inference(torch.rand(1, 1, 16, 16, 16), Wrapper(), patch_size=(8, 8, 8), batch_size=3)
+    assert out.shape == (1, 2, 16, 16, 16)

@@ -197,8 +197,8 @@ def test_resume_with_more_epochs_follows_the_new_schedule(dataset: Path, tmp_pat
 def test_time_budget_runs_the_schedule_over_the_budget(dataset: Path, tmp_path: Path, monkeypatch) -> None:
     import medseg.training.trainer as trainer_module
 
-    clock = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s later
-    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    clock = itertools.count(0.0, 10.0)  # every reading of the trainer's clock is 10 s later
+    monkeypatch.setattr(trainer_module, "time", __import__("types").SimpleNamespace(perf_counter=lambda: next(clock)))
     opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
     t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1000, iterations_per_epoch=1,
                 max_time_s=200, **opts)  # fmt: skip
