@@ -81,9 +81,11 @@ TRAINING_RECIPE = {
     "iterations": 25,
     "lr": 3e-3,
 }
+#: ``--quick`` (smoke test): the same training path in seconds; its labels mean nothing.
+QUICK_RECIPE = {**TRAINING_RECIPE, "cases": 2, "shape": (64, 64, 64), "patch": 32, "epochs": 1, "iterations": 2}
 
 
-def trained_unet(out: Path) -> Path:
+def trained_unet(out: Path, recipe: dict[str, Any] = TRAINING_RECIPE) -> Path:
     """The benchmark network trained briefly on CT phantoms (medseg's Trainer, the e2e pre-processing), so
     that label agreement between contenders means something; trained once and cached under ``out``.
 
@@ -96,11 +98,11 @@ def trained_unet(out: Path) -> Path:
     from medseg.pipeline import Pipeline
     from medseg.training import load_checkpoint
 
-    key = hashlib.sha256(json.dumps(TRAINING_RECIPE, sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     weights = out / f"unet_trained_{key}.pt"
     if weights.exists():
         return weights
-    r = TRAINING_RECIPE
+    r = recipe
     data = write_phantom_dataset(out / f"train_phantoms_{key}", r["cases"], r["shape"], (r["spacing"],) * 3, seed=100)
     pipeline = Pipeline(
         name="benchmark-unet",

@@ -246,7 +246,8 @@ def main() -> None:
     mach = results["machine"]
     header = [
         f"Command: `{command.strip()}` — commit {mach['commit']}, {mach['date']}, run took "
-        f"{time.perf_counter() - t0:.0f} s (planning, not a timing: the probes ran on a shared machine, load average "
+        f"{time.perf_counter() - t0:.0f} s (planning, not a timing: the probes measure the machine under "
+        f"the load of the moment, load average "
         f"before/after {results['load_before']} / {results['load_after']}).",
         f"Machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}; nnU-Net v2 2.8.1 in its own venv.",
         "",

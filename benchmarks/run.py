@@ -38,6 +38,8 @@ from benchmarks.common import (
     CT_SPACING,
     LABELS,
     OUT,
+    QUICK_RECIPE,
+    TRAINING_RECIPE,
     dice,
     fmt,
     load_average,
@@ -314,7 +316,8 @@ def main() -> None:
     t0 = time.perf_counter()
     image = write_ct_case(args.out / f"ct_{size[0]}x{size[1]}x{size[2]}.nii.gz", size)
     # trained briefly on phantoms (cached): label agreement between contenders means something
-    weights = trained_unet(args.out) if "e2e" in sections or "nnunet" in sections else args.out / "unet.pt"
+    recipe = QUICK_RECIPE if args.quick else TRAINING_RECIPE
+    weights = trained_unet(args.out, recipe) if "e2e" in sections or "nnunet" in sections else args.out / "unet.pt"
     if not weights.exists():
         torch.save(make_unet().state_dict(), weights)
     results: dict[str, Any] = {"size": list(size), "machine": machine(), "load_before": load_average()}

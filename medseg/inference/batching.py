@@ -46,9 +46,11 @@ def largest_output(network: nn.Module) -> Iterator[list[int]]:
             hook.remove()
 
 
-def windows_per_batch(largest_elements: int, windows: int, configured: int) -> int:
+def windows_per_batch(
+    largest_elements: int, windows: int, configured: int, budget_mib: float = ACTIVATION_BUDGET_MIB
+) -> int:
     """Windows per batch given the largest output (elements) seen for ``windows`` windows at once."""
     per_window_mib = largest_elements * 4 / 2**20 / max(windows, 1)
     if per_window_mib <= 0:
         return configured
-    return max(1, min(configured, int(ACTIVATION_BUDGET_MIB // per_window_mib)))
+    return max(1, min(configured, int(budget_mib // per_window_mib)))

@@ -17,7 +17,7 @@ from torch import nn
 
 from medseg.core.memory import reuse_freed_memory
 from medseg.errors import ConfigError, InputError
-from medseg.inference.batching import largest_output, windows_per_batch
+from medseg.inference.batching import ACTIVATION_BUDGET_MIB, largest_output, windows_per_batch
 from medseg.inference.windows import Blend, importance_map, window_starts
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def sliding_window_inference(
     mirror_axes: Sequence[int] = (),
     precision: torch.dtype | None = None,
     output_device: str | torch.device | None = "auto",
+    activation_budget_mib: float | None = ACTIVATION_BUDGET_MIB,
 ) -> torch.Tensor:
     """Run ``network`` over overlapping windows of ``image`` and blend the logits.
 
@@ -99,14 +100,15 @@ def sliding_window_inference(
         overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
         blend: ``"gaussian"`` (σ = patch/8) or ``"constant"`` weights.
         batch_size: windows per forward pass; on a CPU at most as many as keep the network's largest
-            output within :data:`medseg.inference.batching.ACTIVATION_BUDGET_MIB` (the first window runs
-            alone to measure it).
+            output within ``activation_budget_mib`` (the first window runs alone to measure it).
         mirror_axes: spatial axes (0 = X) to mirror for test-time augmentation; all
             ``2**len(mirror_axes)`` flip combinations are averaged.
         precision: autocast dtype of the network (``torch.bfloat16``/``torch.float16``; None: float32,
             see :func:`medseg.core.precision.choose_precision`); blending stays float32.
         output_device: where the stitched logits live; ``"auto"`` keeps them on the
             compute device when they take less than half its free memory, else the CPU.
+        activation_budget_mib: on a CPU, the largest activation one batch may produce (float32 MiB;
+            see :mod:`medseg.inference.batching`); None: always ``batch_size`` windows.
 
     Returns:
         float32 logits ``(B, K, *spatial)`` with the input's spatial size, on the output device.
@@ -136,7 +138,7 @@ def sliding_window_inference(
     norm: torch.Tensor | None = None
     out_weights = weights
     all_jobs = [(b, s) for b in range(int(image.shape[0])) for s in starts]
-    adapt = compute.type == "cpu" and batch_size > 1 and len(all_jobs) > 1
+    adapt = activation_budget_mib is not None and compute.type == "cpu" and batch_size > 1 and len(all_jobs) > 1
     done, per_batch = 0, 1 if adapt else batch_size
     while done < len(all_jobs):
         jobs = all_jobs[done : done + per_batch]
@@ -153,7 +155,7 @@ def sliding_window_inference(
             with autocast, largest_output(network) if adapt else contextlib.nullcontext([]) as seen:
                 y = network(xin)
             if adapt:  # the first window ran alone: size the batches of the others by its largest output
-                per_batch = windows_per_batch(seen[0], n, batch_size) if seen else batch_size
+                per_batch = windows_per_batch(seen[0], n, batch_size, activation_budget_mib) if seen else batch_size
                 adapt = False
             y = (torch.flip(y, dims) if dims else y).float()
             pred = y if pred is None else pred.add_(y)

@@ -49,6 +49,14 @@ def test_big_networks_run_one_window_at_a_time_small_ones_batched() -> None:
     assert a.shape == b.shape == (1, 2, 64, 64, 64)
 
 
+def test_no_budget_runs_exactly_the_configured_batch() -> None:
+    wide = Recorder(width=400)
+    sliding_window_inference(
+        torch.rand(1, 1, 64, 64, 64), wide, patch_size=(32, 32, 32), batch_size=4, activation_budget_mib=None
+    )
+    assert wide.calls[0] == 4 and set(wide.calls[:-1]) == {4}  # no lone first window either
+
+
 def test_batching_does_not_change_the_logits() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv3d(1, 300, 3, padding=1), nn.ReLU(), nn.Conv3d(300, 3, 1))
