@@ -71,6 +71,7 @@ from benchmarks.common import (
     write_nnunet_dataset,
 )
 from benchmarks.real_cases import COLIN_LABELS, write_case
+from medseg.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,8 @@ def agreement(task: Task, pipeline: Any, checkpoint: Path, tests: list, out: Pat
     medseg runs twice: resampled with ``grid="first_voxel"`` (MONAI ``Spacing``'s rule when a
     corner of the input is the grid's minimum) and with ``resample_to`` exactly the grid
     MONAI's run chose (it centres the grid when no corner qualifies, e.g. for oblique inputs).
+    medseg runs at its default precision (``inference.precision: auto``: bfloat16 on a CPU
+    that computes it), MONAI in float32.
 
     Returns:
         ``{"first_voxel": {label: mean Dice}, "monai_grid": {...}, "differing_voxels":
@@ -546,27 +549,11 @@ def main() -> None:
         pred_dir = out / f"pred_{name}"
         pred_dir.mkdir(parents=True, exist_ok=True)
         print(f"[{time.perf_counter() - t0:7.1f} s] {name} ...", file=sys.stderr, flush=True)
-        if name == "medseg":
-            pipeline, ckpt, stats = train_medseg(task, train, out / "medseg", args.budget_s, args.patch)
-            paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
-            agree_dir = out / "agreement"
-            agree_dir.mkdir(exist_ok=True)
-            res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
-        elif name == "medseg-bf16":  # the same, trained with bfloat16 autocast on the CPU
-            pipeline, ckpt, stats = train_medseg(task, train, out / "medseg_bf16", args.budget_s, args.patch, amp=True)
-            paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
-        elif name == "medseg-plan":
-            pipeline, ckpt, stats = train_medseg_plan(train, out / "medseg_plan", args.budget_s)
-            paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
-        elif name == "monai":
-            net, stats = train_monai(task, train, args.budget_s, args.patch)
-            paths = predict_monai(task, net, tests, pred_dir, args.patch)
-        else:
-            try:
-                stats, paths = run_nnunet(task, out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
-            except (RuntimeError, OSError) as exc:
-                res["failed"]["nnunet"] = str(exc)
-                continue
+        try:
+            stats, paths = run_method(name, task, res, out, train, tests, pred_dir, args)
+        except (ConfigError, RuntimeError, OSError) as exc:  # e.g. training diverged: a result, not a crash
+            res["failed"][name] = str(exc)
+            continue
         res["methods"][name] = {"train": stats, "metrics": evaluate(task, paths, tests), "command": command}
     res["load_after"] = load_average()
     res["wall_s"] = time.perf_counter() - t0
@@ -575,6 +562,30 @@ def main() -> None:
     text = report(task, res, command)
     print(text)
     update_section(args.results, "accuracy" if task.name == "phantom" else f"accuracy-{task.name}", text)
+
+
+def run_method(
+    name: str, task: Task, res: dict[str, Any], out: Path, train: Path, tests: list, pred_dir: Path, args: Any
+) -> tuple[dict, dict[str, Path]]:
+    """Train method ``name`` under the budget and predict the test cases; medseg also runs the agreement."""
+    if name == "medseg":
+        pipeline, ckpt, stats = train_medseg(task, train, out / "medseg", args.budget_s, args.patch)
+        paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
+        agree_dir = out / "agreement"
+        agree_dir.mkdir(exist_ok=True)
+        res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
+    elif name == "medseg-bf16":  # the same, trained with bfloat16 autocast on the CPU
+        pipeline, ckpt, stats = train_medseg(task, train, out / "medseg_bf16", args.budget_s, args.patch, amp=True)
+        paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
+    elif name == "medseg-plan":
+        pipeline, ckpt, stats = train_medseg_plan(train, out / "medseg_plan", args.budget_s)
+        paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
+    elif name == "monai":
+        net, stats = train_monai(task, train, args.budget_s, args.patch)
+        paths = predict_monai(task, net, tests, pred_dir, args.patch)
+    else:
+        stats, paths = run_nnunet(task, out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
+    return stats, paths
 
 
 def run_nnunet(
