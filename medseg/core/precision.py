@@ -101,8 +101,8 @@ def choose_precision(requested: str, device: torch.device, *, option: str = "inf
 
 
 #: Whether ``training.amp: auto`` trains in bfloat16 on CPUs with native bfloat16. Measured on the
-#: accuracy study's tasks (benchmarks/RESULTS.md, "CPU training in bfloat16"): adopted only when it is
-#: faster at the same validation Dice.
+#: accuracy study's tasks (benchmarks/RESULTS.md, "CPU training in bfloat16"): 1.25–1.32× the
+#: iterations, but a lower lesion Dice on the phantoms and one diverged run on Colin27, so not adopted.
 CPU_TRAINING_BF16 = False
 
 
