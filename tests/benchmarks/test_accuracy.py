@@ -129,3 +129,21 @@ def test_nnunet_dataset_names_the_channel(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "T1"}
     assert meta["labels"] == {"background": 0, "brain": 1, "cerebellum": 2, "deep_grey": 3}
+
+
+def test_a_failed_method_is_reported_and_the_others_kept() -> None:
+    """A method whose training fails (e.g. diverges) is a result under the table, not the end of the run."""
+    from benchmarks.accuracy import report
+
+    task = TASKS["colin27"]
+    metrics = {task.labels[k]: {"dice": 0.9, "hd95_mm": 2.0} for k in task.foreground} | {"mean": {"dice": 0.9}}
+    cmd = "python benchmarks/accuracy.py --task colin27"
+    res = {
+        "machine": {"commit": "abc", "date": "today", "cpu": "cpu", "cores": 2, "torch": "t", "monai": "m"},
+        "load_before": "0", "load_after": "0", "wall_s": 1.0, "n_train": 8, "n_test": 4, "budget_s": 600, "patch": 32,
+        "methods": {"medseg": {"train": {"train_s": 600, "iterations": 10}, "metrics": metrics, "command": cmd}},
+        "failed": {"medseg-bf16": "training diverged at epoch 6 (loss nan); lower training.lr"},
+    }  # fmt: skip
+    text = report(task, res, cmd)
+    assert "| medseg | 600 | 10 |" in text
+    assert "medseg-bf16: did not complete — training diverged at epoch 6" in text
