@@ -311,11 +311,44 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     return module.eval()
 
 
-@register_network(
-    "torchscript",
-    divisor=lambda o: tuple(o["input_size"]) if o.get("input_size") else _divisor_tuple(o),
-    carries_weights=True,
-)
+def _carried_divisor(o: dict[str, Any]) -> tuple[int, ...]:
+    """A carried network's size divisor: its fixed input size, else ``divisor`` per axis."""
+    return tuple(o["input_size"]) if o.get("input_size") else _divisor_tuple(o)
+
+
+def _carried_network(
+    kind: str,
+    load: Callable[[Path, tuple[int, ...] | None], tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module | None]],
+    path: str | list[str],
+    in_channels: int = 1,
+    out_channels: int = 2,
+    spatial_dims: int = 3,
+    output: Output = "logits",
+    label_values: list[int] | None = None,
+    input_size: list[int] | None = None,
+    divisor: int | list[int] = 1,
+) -> nn.Module:
+    """Check the declared options, load the file with ``load(file, input_size)`` → ``(run, module)``, wrap it."""
+    values, size, div = check_declared(
+        kind, in_channels, out_channels, output, label_values, spatial_dims, input_size, divisor
+    )
+    file = _single_path(path, kind)
+    run, module = load(file, size)
+    return CarriedWeightsNetwork(
+        run,
+        path=file,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        output=output,
+        label_values=values,
+        spatial_dims=spatial_dims,
+        input_size=size,
+        divisor=div,
+        module=module,
+    )
+
+
+@register_network("torchscript", divisor=_carried_divisor, carries_weights=True)
 def torchscript_network(
     path: str | list[str],
     in_channels: int = 1,
@@ -327,22 +360,13 @@ def torchscript_network(
     divisor: int | list[int] = 1,
 ) -> nn.Module:
     """A TorchScript file (``torch.jit.save``) as a medseg network; see the module docstring for the options."""
-    values, size, div = check_declared(
-        "torchscript", in_channels, out_channels, output, label_values, spatial_dims, input_size, divisor
-    )
-    file = _single_path(path, "torchscript")
-    module = load_torchscript(file)
-    return CarriedWeightsNetwork(
-        module,
-        path=file,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        output=output,
-        label_values=values,
-        spatial_dims=spatial_dims,
-        input_size=size,
-        divisor=div,
-        module=module,
+
+    def load(file: Path, size: tuple[int, ...] | None) -> tuple[nn.Module, nn.Module]:
+        module = load_torchscript(file)
+        return module, module
+
+    return _carried_network(
+        "torchscript", load, path, in_channels, out_channels, spatial_dims, output, label_values, input_size, divisor
     )
 
 
@@ -419,11 +443,7 @@ def check_onnx_shapes(
         )
 
 
-@register_network(
-    "onnx",
-    divisor=lambda o: tuple(o["input_size"]) if o.get("input_size") else _divisor_tuple(o),
-    carries_weights=True,
-)
+@register_network("onnx", divisor=_carried_divisor, carries_weights=True)
 def onnx_network(
     path: str | list[str],
     in_channels: int = 1,
@@ -435,22 +455,14 @@ def onnx_network(
     divisor: int | list[int] = 1,
 ) -> nn.Module:
     """An ONNX file run by ONNX Runtime (``pip install 'medseg[onnx]'``); see the module docstring."""
-    values, size, div = check_declared(
-        "onnx", in_channels, out_channels, output, label_values, spatial_dims, input_size, divisor
-    )
-    file = _single_path(path, "onnx")
-    runner = OnnxRunner(file)
-    check_onnx_shapes(runner, in_channels, out_channels, spatial_dims, size)
-    return CarriedWeightsNetwork(
-        runner,
-        path=file,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        output=output,
-        label_values=values,
-        spatial_dims=spatial_dims,
-        input_size=size,
-        divisor=div,
+
+    def load(file: Path, size: tuple[int, ...] | None) -> tuple[OnnxRunner, None]:
+        runner = OnnxRunner(file)
+        check_onnx_shapes(runner, in_channels, out_channels, spatial_dims, size)
+        return runner, None
+
+    return _carried_network(
+        "onnx", load, path, in_channels, out_channels, spatial_dims, output, label_values, input_size, divisor
     )
 
 

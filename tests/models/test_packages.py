@@ -151,19 +151,20 @@ def test_unsafe_packages_are_refused(run_dir, tmp_path) -> None:
     package = export_model(run_dir, tmp_path / "model.zip")
     dest = tmp_path / "out"
 
-    def escape(m, members):
-        members["../escape.txt"] = b"x"
-        _listed(m, "../escape.txt", b"x")
+    def adding(name: str, data: bytes):
+        """A package edit that adds ``name`` and lists it in the manifest with its real hash."""
+
+        def edit(m, members):
+            members[name] = data
+            _listed(m, name, data)
+
+        return edit
 
     with pytest.raises(InputError, match=r"member '\.\./escape\.txt' would be written outside the model folder"):
-        extract_package(_rezip(package, tmp_path / "a.zip", escape), dest)
-
-    def absolute(m, members):
-        members["/etc/x.txt"] = b"x"
-        _listed(m, "/etc/x.txt", b"x")
+        extract_package(_rezip(package, tmp_path / "a.zip", adding("../escape.txt", b"x")), dest)
 
     with pytest.raises(InputError, match="would be written outside the model folder"):
-        extract_package(_rezip(package, tmp_path / "b.zip", absolute), dest)
+        extract_package(_rezip(package, tmp_path / "b.zip", adding("/etc/x.txt", b"x")), dest)
 
     def tamper(m, members):
         data = bytearray(members["weights/fold_0.pt"])
@@ -173,12 +174,8 @@ def test_unsafe_packages_are_refused(run_dir, tmp_path) -> None:
     with pytest.raises(InputError, match=r"'weights/fold_0.pt' does not match its SHA-256 .*tampered or corrupt"):
         extract_package(_rezip(package, tmp_path / "c.zip", tamper), dest)
 
-    def pickle_file(m, members):
-        members["extra.pkl"] = b"\x80\x04N."
-        _listed(m, "extra.pkl", b"\x80\x04N.")
-
     with pytest.raises(InputError, match="'extra.pkl' is a pickle-type file"):
-        extract_package(_rezip(package, tmp_path / "d.zip", pickle_file), dest)
+        extract_package(_rezip(package, tmp_path / "d.zip", adding("extra.pkl", b"\x80\x04N.")), dest)
 
     buffer = io.BytesIO()
     torch.save({"format": "medseg-checkpoint", "state_dict": Evil()}, buffer)
