@@ -27,9 +27,9 @@ def export(
     onnx: bool = typer.Option(False, "--onnx", help="Also write each fold as ONNX, checked against torch (1e-4)."),
 ) -> None:
     """Pack every fold's weights, the pipeline, plan/fingerprint/splits, metrics, provenance and a model card."""
+    from medseg.batch.fingerprint import hash_file
     from medseg.errors import ConfigError
     from medseg.models import export_model, read_manifest
-    from medseg.models.package import sha256_file
 
     if output.suffix.lower() != ".zip":
         raise ConfigError(f"-o {output}: a model package is a .zip file; e.g. -o model.zip")
@@ -38,7 +38,7 @@ def export(
     typer.echo(
         f"{path}: model '{manifest['name']}', folds {', '.join(manifest['folds'])}, {len(manifest['files'])} files"
     )
-    typer.echo(f"  sha256 {sha256_file(path)} (publish it with the file)")
+    typer.echo(f"  sha256 {hash_file(path)} (publish it with the file)")
 
 
 @model_app.command("install")

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from medseg.batch.fingerprint import hash_file
 from medseg.errors import CheckpointError, ConfigError, InputError
 
 MANIFEST = "medseg-model.json"
@@ -67,13 +68,6 @@ def model_name(text: str) -> str:
     if not _NAME.match(name):
         raise ConfigError(f"{text!r}: not a usable model name; use letters, digits, '-', '_' or '.' (e.g. liver-ct)")
     return name
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    from medseg.batch.fingerprint import hash_file
-
-    return hash_file(path)
 
 
 # ---- export --------------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def export_model(
         "trained_with": described["versions"],
         "folds": {
             f.name: {"source": f.checkpoint.relative_to(run).as_posix() if f.checkpoint.is_relative_to(run) else f.checkpoint.name,
-                     "sha256": sha256_file(f.checkpoint)}
+                     "sha256": hash_file(f.checkpoint)}
             for f in folds
         },
     }  # fmt: skip
@@ -417,7 +411,7 @@ def verify_folder(folder: Path) -> dict[str, Any]:
         raise InputError(f"{folder}: not an unpacked model package ({MANIFEST}: {exc})") from exc
     for name, entry in manifest.get("files", {}).items():
         path = folder / name
-        if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        if not path.is_file() or hash_file(path) != entry.get("sha256"):
             raise InputError(
                 f"{path}: missing or changed since the model was installed (SHA-256 differs); reinstall it with "
                 "'medseg model install PACKAGE --force'"

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from medseg.batch.fingerprint import hash_file
 from medseg.errors import ConfigError, InputError
-from medseg.models.package import extract_package, model_name, read_manifest, sha256_file, verify_folder
+from medseg.models.package import extract_package, model_name, read_manifest, verify_folder
 
 HOME_VARIABLE = "MEDSEG_HOME"
 
@@ -100,7 +101,7 @@ def unpacked(package: str | os.PathLike[str]) -> Path:
     p = Path(package)
     if not p.is_file():
         raise InputError(f"{p}: no such model package")
-    folder = medseg_home() / "cache" / sha256_file(p)[:32]
+    folder = medseg_home() / "cache" / hash_file(p)[:32]
     if folder.is_dir():
         verify_folder(folder)
         return folder
