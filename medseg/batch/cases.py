@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import InputError, OutputError
+from medseg.errors import ConfigError, InputError, OutputError
 from medseg.io import image_suffix
-from medseg.io.dicom import is_dicom_file
+from medseg.io.dicom import is_dicom_file, series_identity
 from medseg.io.naming import check_case_id, sanitize_case_id, split_channel
 
 _REFERENCE_COLUMNS = ("reference", "label")
+#: How DICOM cases are named: ``patient`` (PatientID; with study date and series number when one patient
+#: has several series in the source), ``series`` (always PatientID, study date and series number) or
+#: ``folder`` (the folder's name).
+CASE_ID_RULES = ("patient", "series", "folder")
 
 
 @dataclass(frozen=True)
@@ -75,15 +80,15 @@ class CaseList(list):  # type: ignore[type-arg]
         self.skipped: list[tuple[Path, str]] = list(skipped)
 
 
-def discover_cases(source: str | Path, *, series: str | None = None) -> CaseList:
+def discover_cases(source: str | Path, *, series: str | None = None, case_ids: str = "patient") -> CaseList:
     """The cases of an image file, a folder or a CSV manifest, sorted by case id.
 
     Folder rules:
         - an image file (NIfTI, NRRD, MHA, PNG, ...) is one case named after the file;
         - ``NAME_0000.nii.gz``, ``NAME_0001.nii.gz``, ... form one case ``NAME`` with the
           channels in index order (nnU-Net naming); a missing index is an error;
-        - a sub-folder holding DICOM files (at any depth) is one case named after the sub-folder;
-        - a folder that directly holds DICOM files is itself one case.
+        - a sub-folder holding DICOM files (at any depth) is one case, and a folder that directly
+          holds DICOM files is itself one case; DICOM cases are named by ``case_ids``.
         Hidden files (``.name``) are ignored; every other file that is not part of a case is
         listed in :attr:`CaseList.skipped` with the reason.
 
@@ -98,11 +103,18 @@ def discover_cases(source: str | Path, *, series: str | None = None) -> CaseList
         source: an image file, a DICOM file, a folder or a ``.csv`` manifest.
         series: SeriesInstanceUID to read from DICOM cases that hold several series
             (stored as ``extra["series_uid"]``).
+        case_ids: how DICOM cases are named (:data:`CASE_ID_RULES`): ``patient`` (default) names a
+            case by its PatientID, adding the study date and series number where one patient has
+            several series in the source, so ``pA/CT`` and ``pB/CT`` never share an id; ``series``
+            always adds them; ``folder`` names a case after its folder. A series without a
+            PatientID is named after its folder.
 
     Raises:
         InputError: the source is missing or holds no case, two inputs map to one case id
             (both are named), a channel is missing, or the manifest is malformed.
     """
+    if case_ids not in CASE_ID_RULES:
+        raise ConfigError(f"case_ids must be one of {', '.join(CASE_ID_RULES)} (CLI: --case-ids), got {case_ids!r}")
     src = Path(source)
     if not src.exists():
         raise InputError(f"{src}: no such file or folder; give an image, a folder of cases or a .csv manifest")
@@ -110,7 +122,7 @@ def discover_cases(source: str | Path, *, series: str | None = None) -> CaseList
         if src.suffix.lower() == ".csv":
             return CaseList(_from_manifest(src))
         return CaseList([_single_file(src, series)])
-    return _from_folder(src, series)
+    return _from_folder(src, series, case_ids)
 
 
 def _single_file(path: Path, series: str | None) -> Case:
@@ -140,18 +152,45 @@ def _extra(series: str | None) -> dict[str, Any]:
     return {"series_uid": series} if series else {}
 
 
-def _from_folder(folder: Path, series: str | None) -> CaseList:
+def dicom_case_ids(folders: Sequence[Path], series: str | None = None, rule: str = "patient") -> list[str]:
+    """Case ids for DICOM case folders, one per folder, by ``rule`` (see :data:`CASE_ID_RULES`).
+
+    ``patient``: the PatientID; where several folders of ``folders`` hold the same patient, each
+    gets ``PATIENT_DATE_S<SeriesNumber>`` (and part of its SeriesInstanceUID where that still
+    collides). A folder whose image series has no PatientID keeps its folder name. Identical ids
+    that remain (two copies of one series) are reported by the caller.
+    """
+    if rule == "folder":
+        return [sanitize_case_id(f.name) for f in folders]
+    ids = [series_identity(f, series) for f in folders]
+    base = [sanitize_case_id(i.patient_id) if i and i.patient_id else sanitize_case_id(f.name) for f, i in zip(folders, ids)]
+    counts = Counter(base)
+    names = []
+    for f, ident, b in zip(folders, ids, base):
+        if ident is None or not ident.patient_id or (rule == "patient" and counts[b] == 1):
+            names.append(b)
+            continue
+        parts = [b, ident.study_date or "nodate", f"S{ident.series_number}" if ident.series_number else ""]
+        names.append(sanitize_case_id("_".join(p for p in parts if p)))
+    seen = Counter(names)
+    for k, (ident, name) in enumerate(zip(ids, names)):
+        if seen[name] > 1 and ident is not None and ident.patient_id and ident.series_uid:
+            names[k] = sanitize_case_id(f"{name}_{ident.series_uid.rsplit('.', 1)[-1][-8:]}")
+    return names
+
+
+def _from_folder(folder: Path, series: str | None, case_ids: str = "patient") -> CaseList:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if any(p.is_file() and is_dicom_file(p) for p in entries):
-        return CaseList([Case(sanitize_case_id(folder.name), (folder,), extra=_extra(series))])
+        return CaseList([Case(dicom_case_ids([folder], series, case_ids)[0], (folder,), extra=_extra(series))])
     found: list[tuple[str, str, Case]] = []  # (id, source description, case)
+    dicom_dirs: list[Path] = []
     channels: dict[str, dict[int, Path]] = {}
     skipped: list[tuple[Path, str]] = []
     for p in entries:
         if p.is_dir():
             if any(f.is_file() and not f.name.startswith(".") and is_dicom_file(f) for f in sorted(p.rglob("*"))):
-                cid = sanitize_case_id(p.name)
-                found.append((cid, f"{p.name}/", Case(cid, (p,), extra=_extra(series))))
+                dicom_dirs.append(p)
             else:
                 skipped.append((p, "a folder without DICOM files"))
             continue
@@ -166,6 +205,8 @@ def _from_folder(folder: Path, series: str | None) -> CaseList:
         else:
             cid = sanitize_case_id(stem)
             found.append((cid, p.name, Case(cid, (p,))))
+    for cid, p in zip(dicom_case_ids(dicom_dirs, series, case_ids), dicom_dirs):
+        found.append((cid, f"{p.name}/", Case(cid, (p,), extra=_extra(series))))
     for name, by_index in channels.items():
         indices = sorted(by_index)
         if indices != list(range(len(indices))):

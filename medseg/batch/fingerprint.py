@@ -33,8 +33,9 @@ def hash_input(path: Path) -> dict[str, Any]:
     """Hash one input: a file, or a folder (every non-hidden file, by relative path then content).
 
     Returns:
-        ``{"name": file or folder name, "sha256": hex, "bytes": total size, "files": count}``;
-        the name only, never the full path (folders may be named after patients).
+        ``{"name": file or folder name, "sha256": hex, "bytes": total size, "files": count,
+        "location": hash of the absolute path}``; the name only, never the full path (folders may
+        be named after patients): the location hash tells two inputs of one name apart.
 
     Raises:
         InputError: the path is missing or unreadable.
@@ -51,10 +52,20 @@ def hash_input(path: Path) -> dict[str, Any]:
             n += 1
         if n == 0:
             raise InputError(f"{path}: input folder holds no files")
-        return {"name": path.name, "sha256": h.hexdigest(), "bytes": total, "files": n}
+        return {"name": path.name, "sha256": h.hexdigest(), "bytes": total, "files": n, "location": _location(path)}
     if not path.exists():
         raise InputError(f"{path}: no such input file; check the manifest or the input folder")
-    return {"name": path.name, "sha256": hash_file(path), "bytes": path.stat().st_size, "files": 1}
+    return {
+        "name": path.name,
+        "sha256": hash_file(path),
+        "bytes": path.stat().st_size,
+        "files": 1,
+        "location": _location(path),
+    }
+
+
+def _location(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:16]
 
 
 def case_fingerprint(processor_fingerprint: str, inputs: list[dict[str, Any]], case: Case) -> str:

@@ -26,6 +26,7 @@ from medseg.batch.provenance import (
     is_done,
     now_iso,
     provenance_path,
+    read_provenance,
     write_provenance,
 )
 from medseg.batch.report import CaseResult
@@ -181,6 +182,7 @@ def prepare(ctx: BatchContext, case: Case) -> CaseState | CaseResult:
         with _collect(sink):
             inputs = [hash_input(p) for p in case.inputs]
             fp = case_fingerprint(ctx.processor_fingerprint, inputs, case)
+            _check_same_source(ctx.out_dir, case, inputs)
             if not ctx.force:
                 record = is_done(ctx.out_dir, case.case_id, fp)
                 if record is not None:
@@ -195,6 +197,36 @@ def prepare(ctx: BatchContext, case: Case) -> CaseState | CaseResult:
         return state
     except Exception as exc:
         return _failed(case, exc, time.perf_counter() - t0, state.fingerprint if state else "", sink)
+
+
+def _check_same_source(out_dir: Path, case: Case, inputs: list[dict[str, Any]]) -> None:
+    """Refuse a case whose id already names the results of another input in ``out_dir``.
+
+    Another input = other content at another place (other location hash, or other file name in
+    sidecars written before locations were recorded). The same input edited in place, or moved,
+    runs as before.
+
+    Raises:
+        OutputError: the outputs of ``case.case_id`` in ``out_dir`` came from another input.
+    """
+    record = read_provenance(out_dir, case.case_id)
+    old = (record or {}).get("inputs", {}).get("images") if isinstance((record or {}).get("inputs"), dict) else None
+    if not isinstance(old, list) or not all(isinstance(o, dict) for o in old):
+        return
+    new = inputs[: len(case.images)]
+    if [o.get("sha256") for o in old] == [n["sha256"] for n in new]:
+        return
+    if all("location" in o for o in old):
+        other = [o["location"] for o in old] != [n["location"] for n in new]
+    else:
+        other = [o.get("name") for o in old] != [n["name"] for n in new]
+    if other:
+        was = ", ".join(str(o.get("name")) for o in old)
+        raise OutputError(
+            f"case id '{case.case_id}' already names the results of another input in {out_dir} ({was}, finished "
+            f"{record.get('finished', '?')}); nothing was overwritten: choose another output folder (-o), name "
+            f"DICOM cases by series (--case-ids series), or delete {case.case_id}.* there to replace them"
+        )
 
 
 def infer(ctx: BatchContext, state: CaseState) -> CaseState | CaseResult:

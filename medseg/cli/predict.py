@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,7 +18,8 @@ from medseg.cli.main import EXPORTER_NAMES, app
 from medseg.errors import ConfigError
 
 if TYPE_CHECKING:
-    from medseg.batch import BatchReport
+    from medseg.batch import BatchReport, Case
+    from medseg.export import Exporter
     from medseg.pipeline import Pipeline
 
 #: Shown in ``--help``; a test checks it names every registered exporter.
@@ -83,6 +84,17 @@ def predict(
         "(default: the pipeline's inference.precision).",
     ),
     series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series."),
+    case_ids: str = typer.Option(
+        "patient",
+        "--case-ids",
+        help="How DICOM cases are named: patient (PatientID, plus study date and series number when a patient has "
+        "several series), series (always all three) or folder (the folder's name).",
+    ),
+    dicom_source: Path = typer.Option(
+        None,
+        "--dicom-source",
+        help="DICOM series that dicom-seg/rtstruct outputs reference when the inputs are not DICOM (one case).",
+    ),
     spacing_tolerance: float = typer.Option(
         None,
         "--spacing-tolerance",
@@ -123,17 +135,23 @@ def predict(
     if spacing_tolerance is not None and not spacing_tolerance > 0:
         raise ConfigError(f"--spacing-tolerance must be a positive fraction such as 0.1, got {spacing_tolerance}")
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
-    cases = discover_cases(input, series=series)
+    cases = discover_cases(input, series=series, case_ids=case_ids)
+    exporters = split_list(export)
+    if dicom_source is not None:
+        specs = exporters or [{e.name: e.options()} for e in pipeline.exporters] or ["nifti"]
+        exporters = with_dicom_source(specs, dicom_source)
     processor = PipelineProcessor(
         pipeline,
         ckpts,
         device=device,
         tta=tta,
         series_uid=series,
-        exporters=split_list(export),
+        exporters=exporters,
         spacing_tolerance=spacing_tolerance,
         precision=precision,
     )
+    check_dicom_exports(processor.export_specs, cases, num_parts, part_id)
+    check_writable(output)
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)
     report = run_batch(
@@ -154,6 +172,66 @@ def predict(
     else:
         print_summary(report, output)
     raise typer.Exit(report.exit_code)
+
+
+def with_dicom_source(specs: list[Any], dicom_source: Path) -> list[Any]:
+    """``specs`` with ``source_series: DICOM_SOURCE`` given to the dicom-seg and rtstruct exporters."""
+    from medseg.export import exporter_name
+
+    if not dicom_source.exists():
+        raise ConfigError(f"--dicom-source {dicom_source}: no such DICOM folder")
+    out: list[Any] = []
+    for spec in specs:
+        name, options = (spec, {}) if isinstance(spec, str) else next(iter(dict(spec).items()))
+        if exporter_name(str(name)) in ("dicom_seg", "rtstruct"):
+            out.append({name: {**(options or {}), "source_series": str(dicom_source)}})
+        else:
+            out.append(spec)
+    return out
+
+
+def check_dicom_exports(exporters: list[Exporter], cases: list[Case], num_parts: int = 1, part_id: int = 0) -> None:
+    """Before any case runs: dicom-seg/rtstruct need DICOM inputs (or a ``source_series``).
+
+    Raises:
+        ConfigError: such an exporter has no source series and some case was not read from DICOM
+            (the cases are named, with the option that fixes it).
+    """
+    from medseg.batch import select_part
+    from medseg.io import image_suffix
+
+    needy = [e.name for e in exporters if e.name in ("dicom_seg", "rtstruct") and not e.options().get("source_series")]
+    if not needy:
+        return
+    not_dicom = [c.case_id for c in select_part(cases, num_parts, part_id) if any(image_suffix(p) for p in c.images)]
+    if not_dicom:
+        shown = ", ".join(not_dicom[:5]) + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
+        raise ConfigError(
+            f"-e {', '.join(needy)}: DICOM outputs reference the DICOM series a case was read from, but {shown} "
+            f"{'is' if len(not_dicom) == 1 else 'are'} not DICOM; predict from the DICOM series, give the series "
+            "with --dicom-source DIR (one case), or drop these exporters"
+        )
+
+
+def check_writable(output: Path) -> None:
+    """Before any case runs: the output folder can be created and written (a probe file is made and removed).
+
+    Raises:
+        OutputError: it cannot (read-only, immutable, no space, a file in the way), with the reason.
+    """
+    import tempfile
+
+    from medseg.errors import OutputError
+
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".medseg-write-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"{output}: the output folder cannot be written ({exc.strerror or exc}); choose another -o/--output "
+            "or fix its permissions"
+        ) from exc
 
 
 def print_summary(report: BatchReport, output: Path) -> None:

@@ -33,6 +33,7 @@ def write_series(
     series_description: str = "medseg synthetic series",
     rescale_intercept: float = 0.0,
     patient_id: str = "PHANTOM",
+    series_number: int = 1,
 ) -> list[Path]:
     """Write a single-channel volume as one DICOM file per Z slice; returns the files.
 
@@ -84,7 +85,7 @@ def write_series(
         ds.AccessionNumber = ""
         ds.ReferringPhysicianName = ""
         ds.StudyID = "1"
-        ds.SeriesNumber = 1
+        ds.SeriesNumber = series_number
         ds.InstanceNumber = k + 1
         ds.Manufacturer = "medseg"
         ds.PositionReferenceIndicator = ""

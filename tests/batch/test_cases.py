@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medseg.batch import Case, check_case_id, discover_cases, output_path, sanitize_case_id
-from medseg.errors import InputError, OutputError
+from medseg.errors import ConfigError, InputError, OutputError
 from tests.batch.conftest import write_cases
 
 
@@ -60,18 +60,46 @@ def test_dicom_subfolders_are_cases(tmp_path: Path, dicom_series) -> None:
     nested.parent.mkdir()
     dicom_series("ct_b", shape=(8, 8, 3)).rename(nested)
     (src / "empty").mkdir()
-    cases = discover_cases(src, series="1.2.3")
+    cases = discover_cases(src, series="1.2.3", case_ids="folder")
     assert [c.case_id for c in cases] == ["b", "patient_a"]
     assert cases[1].images == (src / "patient a",)
     assert cases[0].extra == {"series_uid": "1.2.3"}
 
 
 def test_folder_directly_holding_dicom_is_one_case(dicom_series) -> None:
-    folder = dicom_series("CT_head", shape=(8, 8, 3))
+    folder = dicom_series("CT_head", shape=(8, 8, 3), patient_id="LUNG005")
     cases = discover_cases(folder)
     assert len(cases) == 1
-    assert cases[0].case_id == "CT_head"
+    assert cases[0].case_id == "LUNG005"  # named by the patient, not the folder
     assert cases[0].images == (folder,)
+    assert discover_cases(folder, case_ids="folder")[0].case_id == "CT_head"
+    assert discover_cases(folder, case_ids="series")[0].case_id == "LUNG005_20240101_S1"
+
+
+def test_dicom_cases_are_named_by_patient_and_series_when_a_patient_has_several(tmp_path: Path, dicom_series) -> None:
+    src = tmp_path / "export"
+    src.mkdir()
+    for folder, patient, number in (("1", "pA/01", 1), ("2", "pB/01", 1), ("3", "pC/01", 2), ("4", "pC/01", 7)):
+        dicom_series(folder, shape=(8, 8, 3), patient_id=patient, series_number=number).rename(src / f"CT{folder}")
+    dicom_series("anon", shape=(8, 8, 3), patient_id="").rename(src / "anon")
+    ids = [c.case_id for c in discover_cases(src)]
+    # sanitised PatientIDs; the patient with two series gets study date and series number; no PatientID → folder
+    assert ids == ["anon", "pA_01", "pB_01", "pC_01_20240101_S2", "pC_01_20240101_S7"]
+
+
+def test_two_copies_of_one_series_are_refused_not_merged(tmp_path: Path, dicom_series) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    for name in ("a", "b"):  # two copies of the same series: nothing tells them apart
+        dicom_series(name, shape=(8, 8, 3), series_uid=uid).rename(src / name)
+    with pytest.raises(InputError, match="'a/' and 'b/' both map to case id 'PHANTOM_20240101_S1_1'"):
+        discover_cases(src)
+
+
+def test_unknown_case_id_rule(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--case-ids"):
+        discover_cases(tmp_path, case_ids="name")
 
 
 def test_single_files_and_empty_folders(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ def test_provenance_records_inputs_pipeline_versions_timings(tmp_path: Path) -> 
         "sha256": hashlib.sha256((src / "case_000.nii.gz").read_bytes()).hexdigest(),
         "bytes": (src / "case_000.nii.gz").stat().st_size,
         "files": 1,
+        # where it came from, as a hash: the full path may name the patient
+        "location": hashlib.sha256(str((src / "case_000.nii.gz").resolve()).encode()).hexdigest()[:16],
     }
     assert record["pipeline"]["pipeline"] == "threshold"
     assert record["pipeline"]["config"]["threshold"] == 5.0
@@ -374,3 +376,28 @@ def test_repeated_warnings_recorded_each_time_deprecations_left_out(tmp_path: Pa
 
     report = run_batch(discover_cases(src), Noisy(), tmp_path / "out", progress=False)
     assert [r.warnings for r in report.rows] == [("UserWarning: clipped intensities",)] * 2
+
+
+def test_a_case_id_never_overwrites_another_inputs_results(tmp_path: Path, dicom_series) -> None:
+    """pA/CT then pB/CT into one folder: named by folder both are 'CT'; the second is refused, A's results stay."""
+    for patient, seed in (("pA", 0), ("pB", 1)):
+        (tmp_path / patient).mkdir()
+        dicom_series(f"{patient}_ct", shape=(10, 8, 4), seed=seed, patient_id=patient).rename(tmp_path / patient / "CT")
+    out = tmp_path / "out"
+    a = run_batch(discover_cases(tmp_path / "pA" / "CT", case_ids="folder"), ThresholdProcessor(), out, progress=False)
+    assert a.succeeded == 1
+    kept = _bytes(out)
+    b = run_batch(
+        discover_cases(tmp_path / "pB" / "CT", case_ids="folder"), ThresholdProcessor(), out, progress=False, force=True
+    )
+    assert b.failed == 1
+    assert "already names the results of another input" in b.rows[0].error
+    assert "--case-ids series" in b.rows[0].error
+    assert _bytes(out) == kept  # patient A's mask untouched, even with --force
+    # the same input again (e.g. after editing it in place) still runs as before
+    again = run_batch(discover_cases(tmp_path / "pA" / "CT", case_ids="folder"), ThresholdProcessor(), out, progress=False)
+    assert again.skipped == 1
+    # named by patient (the default), both land side by side
+    for p in ("pA", "pB"):
+        assert run_batch(discover_cases(tmp_path / p / "CT"), ThresholdProcessor(), out, progress=False).exit_code == 0
+    assert {"pA.nii.gz", "pB.nii.gz", "CT.nii.gz"} <= set(_bytes(out))
