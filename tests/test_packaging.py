@@ -84,7 +84,7 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     sample = site / "medseg" / "sample_data"
     predict = medseg("predict", "brain_mask_mr", "-i", str(sample / "mr_dicom"), "-o", "out", "-e", "nifti", "-q")
     assert predict.returncode == 0, predict.stdout + predict.stderr
-    assert (work / "out" / "mr_dicom.nii.gz").is_file()
+    assert (work / "out" / "123565.nii.gz").is_file()  # a DICOM case is named by its PatientID
     missing = medseg("predict", "no_such_pipeline", "-i", str(sample / "mr_dicom"), "-o", "out")
     assert (
         missing.returncode == 1 and "no such pipeline file, model package, installed model or shipped" in missing.stderr

@@ -150,7 +150,7 @@ def predict(
         spacing_tolerance=spacing_tolerance,
         precision=precision,
     )
-    check_dicom_exports(processor.export_specs, cases, num_parts, part_id)
+    check_dicom_exports(processor.export_specs(), cases, num_parts, part_id)
     check_writable(output)
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)
