@@ -50,6 +50,7 @@ def default_case_id(mask: Path) -> str:
 
 def read_mask(mask: Path, reference: Volume | None) -> Volume:
     """Read the mask as a label volume; a DICOM SEG or RTSTRUCT file is placed on the reference grid."""
+    from medseg.core.labels import label_values
     from medseg.io import image_suffix, is_dicom_file, read
 
     if mask.is_file() and is_dicom_file(mask) and image_suffix(mask) == "":
@@ -59,7 +60,29 @@ def read_mask(mask: Path, reference: Volume | None) -> Volume:
             # a SEG without --reference lies on its own frames; an RTSTRUCT looks for its series beside it
             return read(mask, reference=reference)
     vol = read(mask)
-    return vol.replace(kind="label" if vol.n_channels == 1 else "probability")
+    if vol.n_channels != 1:
+        raise InputError(
+            f"{mask}: has {vol.n_channels} channels (shape {tuple(vol.array.shape)}); export takes one label map "
+            "(0 = background, 1, 2, ...): take the argmax of probabilities first"
+        )
+    return vol.replace(array=label_values(vol.numpy(), mask, fix=_LABEL_MAP_FIX), kind="label")
+
+
+_LABEL_MAP_FIX = (
+    "threshold it into a label map first (e.g. the CASE.nii.gz that medseg predict writes), or name every label "
+    "with --labels if it really is one"
+)
+
+
+def check_label_map(mask: Path, volume: Volume, names: dict[int, str] | None) -> None:
+    """Refuse a file with more distinct values than a label map has, unless ``names`` names them all.
+
+    Raises:
+        InputError: it looks like a probability map or an image (one line naming the file and the fix).
+    """
+    from medseg.core.labels import check_not_image
+
+    check_not_image(volume.numpy(), mask, named=names, fix=_LABEL_MAP_FIX)
 
 
 def mask_label_names(mask: Path, volume: Volume, labels: Path | None) -> dict[int, str] | None:
@@ -118,6 +141,7 @@ def export(
         image = read(reference, series_uid=series) if reference is not None else None
         vol = read_mask(mask, image)
         label_names = mask_label_names(mask, vol, labels)
+        check_label_map(mask, vol, label_names)
         specs: list[Any] = []
         for name in names:
             if name in ("dicom_seg", "rtstruct") and dicom_source is not None:

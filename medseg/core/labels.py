@@ -53,3 +53,40 @@ def label_values(
     if hi > MAX_LABEL:
         raise InputError(f"{source}: label value {hi} exceeds {MAX_LABEL}; {fix}")
     return a.astype(np.uint8 if hi < 256 else np.uint16, copy=False)
+
+
+#: A label map with more distinct values than this is taken for an image (a probability map stored as
+#: 0-255, an intensity image) unless its labels are named; atlases with more labels name them.
+MAX_UNNAMED_LABELS = 64
+
+
+def present_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of an unsigned label array (from :func:`label_values`), sorted."""
+    return np.flatnonzero(np.bincount(labels.ravel())) if labels.size else np.zeros(0, np.int64)
+
+
+def check_not_image(
+    labels: np.ndarray, source: object, *, named: object = None, fix: str = "give a label map (0 = background, 1, 2, ...)"
+) -> None:
+    """Refuse an unnamed "label map" with more than :data:`MAX_UNNAMED_LABELS` distinct values.
+
+    Args:
+        labels: an unsigned label array (from :func:`label_values`).
+        source: the file it came from, named in the error.
+        named: the label values that have names (any container); values above the limit are
+            accepted only when every foreground value is named.
+        fix: what the user can do, appended to the error.
+
+    Raises:
+        InputError: too many unnamed values — the file looks like a probability map or an image.
+    """
+    values = present_values(labels)
+    values = values[values > 0]
+    if len(values) <= MAX_UNNAMED_LABELS:
+        return
+    if named is not None and all(int(v) in named for v in values):  # type: ignore[operator]
+        return
+    raise InputError(
+        f"{source}: holds {len(values)} distinct values ({int(values[0])}..{int(values[-1])}); it looks like a "
+        f"probability map or an image, not a label map (more than {MAX_UNNAMED_LABELS} labels without names); {fix}"
+    )

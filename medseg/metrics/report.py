@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.core.labels import label_values
+from medseg.core.labels import MAX_UNNAMED_LABELS, label_values
 from medseg.core.volume import Volume
 from medseg.errors import InputError, InputWarning
 from medseg.io import file_stem, image_suffix, read, write_text_atomic
@@ -21,8 +21,6 @@ from medseg.metrics.evaluation import METRICS, evaluate_case, present_labels, su
 
 #: Preference among a predict output's files when choosing the label map of a case.
 _LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
-#: A "label map" with more distinct values than this, and several times the reference's, is an image.
-_MAX_PLAUSIBLE_LABELS = 64
 
 
 def case_id(path: Path) -> str:
@@ -145,7 +143,7 @@ def check_plausible_labels(
         InputError: the prediction holds far more distinct values than any label map.
     """
     p_labels, r_labels = set(present_labels(pred)), set(present_labels(ref))
-    if len(p_labels) > _MAX_PLAUSIBLE_LABELS and len(p_labels) > 3 * max(len(r_labels), 1):
+    if len(p_labels) > MAX_UNNAMED_LABELS and len(p_labels) > 3 * max(len(r_labels), 1):
         raise InputError(
             f"{pred_path}: holds {len(p_labels)} distinct values against {len(r_labels)} labels in the reference; "
             "it looks like an image, not a label map: give the label map (e.g. the CASE.nii.gz of medseg predict)"

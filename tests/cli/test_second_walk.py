@@ -67,3 +67,31 @@ def test_an_output_folder_that_cannot_be_written_fails_before_the_first_case(tmp
         subprocess.run(["chattr", "-i", str(out)], check=True)
     _one_line_error(res, str(out), "cannot be written", "choose another -o/--output")
     assert not list(out.iterdir())
+
+
+def test_export_refuses_a_probability_map(tmp_path: Path) -> None:
+    """A uint8 grey-matter probability map (0-255) is not 255 labels to mesh."""
+    rng = np.random.default_rng(0)
+    prob = medseg.core.Volume(rng.integers(0, 256, (1, 30, 30, 20)).astype(np.uint8), np.eye(4))
+    medseg.write(prob, tmp_path / "gm_prob.nii.gz")
+    out = tmp_path / "out"
+    res = _medseg("export", str(tmp_path / "gm_prob.nii.gz"), "-f", "stl,seg.nrrd", "-o", str(out))
+    _one_line_error(res, "gm_prob.nii.gz", "255 distinct values", "probability map", "--labels")
+    assert not out.exists() or not list(out.iterdir())
+    # fractional probabilities and several channels are refused the same way
+    medseg.write(prob.replace(array=prob.numpy().astype(np.float32) / 255), tmp_path / "p.nii.gz")
+    _one_line_error(_medseg("export", str(tmp_path / "p.nii.gz"), "-f", "stl", "-o", str(out)), "non-integer values")
+    two = prob.replace(array=np.concatenate([prob.numpy() > 128] * 2).astype(np.uint8))
+    medseg.write(two, tmp_path / "two.nii.gz")
+    _one_line_error(_medseg("export", str(tmp_path / "two.nii.gz"), "-f", "stl", "-o", str(out)), "2 channels", "argmax")
+
+
+def test_export_takes_an_atlas_whose_labels_are_named(tmp_path: Path) -> None:
+    import json
+
+    atlas = np.repeat(np.arange(1, 71, dtype=np.uint8), 10).reshape(1, 10, 10, 7)  # 70 labels
+    medseg.write(medseg.core.Volume(atlas, np.eye(4), kind="label"), tmp_path / "atlas.nii.gz")
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({str(v): f"region_{v}" for v in range(1, 71)}))
+    res = _medseg("export", str(tmp_path / "atlas.nii.gz"), "-f", "nifti", "-o", str(tmp_path / "o"), "--labels", str(names))
+    assert res.returncode == 0, res.stderr
