@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.core.volume import Volume
-from medseg.errors import GeometryError, InputError
+from medseg.errors import GeometryError, InputError, InputWarning
 from medseg.io.atomic import atomic_path
 from medseg.io.checks import check_allocation, check_values
 
@@ -126,8 +127,51 @@ def _read_opened(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> Volume:
         data = np.moveaxis(data, 3, 0)
     else:
         data = np.moveaxis(data[:, :, :, 0, :], 3, 0)
-    meta = {"source": str(path), "format": "nifti", "nifti_shape": list(shape)}
+    meta = {"source": str(path), "format": "nifti", "nifti_shape": list(shape), **_xforms(path, img.header, affine)}
     return Volume(data, affine, kind="intensity", meta=meta)
+
+
+#: qform and sform farther apart than this (mm at the grid's far corner) are reported as conflicting.
+XFORM_TOLERANCE_MM = 1e-3
+
+
+def _xforms(path: Path, header: Any, affine: np.ndarray) -> dict[str, Any]:
+    """The header's qform and sform with their codes, kept so outputs repeat them; a conflict is reported.
+
+    medseg places voxels by nibabel's rule (the sform when its code is set, else the qform), as FSL and
+    nibabel do. ITK-based viewers (3D Slicer, ITK-SNAP) may use the qform: when the two disagree the
+    file appears elsewhere there, so the warning says which one medseg used and masks are written
+    with this file's own qform and sform (see :func:`write_nifti`), which keeps them on the image in
+    every viewer.
+    """
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if qform is None or sform is None or not int(qcode) or not int(scode):
+        return {}
+    extent = (list(header.get_data_shape()[:3]) + [1, 1])[:3]
+    corners = np.array([[i * (extent[0] - 1), j * (extent[1] - 1), k * (extent[2] - 1), 1.0]
+                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    apart = float(np.abs(corners @ (qform - sform).T)[:, :3].max())
+    out = {
+        "nifti_xforms": {
+            "qform": qform.tolist(),
+            "qform_code": int(qcode),
+            "sform": sform.tolist(),
+            "sform_code": int(scode),
+        }
+    }
+    if apart > XFORM_TOLERANCE_MM:
+        used = "sform" if np.allclose(affine, sform) else "qform"
+        warnings.warn(
+            f"{path}: the NIfTI qform and sform disagree (up to {apart:.1f} mm apart; qform axes "
+            f"{''.join(nib.aff2axcodes(qform))}, sform axes {''.join(nib.aff2axcodes(sform))}); medseg uses the "
+            f"{used} (nibabel's rule) and writes outputs with this file's qform and sform, so they overlay it in "
+            "any viewer; ITK-based viewers may place the image by its qform. Fix the header if the qform is wrong "
+            "(e.g. fslorient -copysform2qform)",
+            InputWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 def _check_file_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
@@ -160,11 +204,17 @@ def write_nifti(volume: Volume, path: Path) -> None:
     keep_4d = data.shape[0] == 1 and source_shape == [*volume.spatial_shape, 1]
     data = data[0][..., None] if keep_4d else data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, 3)
     img = nib.Nifti1Image(data, volume.affine)
-    img.set_sform(volume.affine, code=1)
-    try:
-        img.set_qform(volume.affine, code=1)
-    except Exception as exc:  # nibabel raises plain Exceptions for non-rigid affines
-        raise GeometryError(f"{path}: affine cannot be stored as a NIfTI qform: {exc}") from exc
+    xforms = volume.meta.get("nifti_xforms")
+    if xforms and np.allclose(volume.affine, xforms["sform"] if xforms["sform_code"] else xforms["qform"], atol=1e-6):
+        # on the grid of a NIfTI input: repeat its qform and sform, so viewers overlay the two by either
+        img.set_sform(np.asarray(xforms["sform"]), code=xforms["sform_code"])
+        img.set_qform(np.asarray(xforms["qform"]), code=xforms["qform_code"])
+    else:
+        img.set_sform(volume.affine, code=1)
+        try:
+            img.set_qform(volume.affine, code=1)
+        except Exception as exc:  # nibabel raises plain Exceptions for non-rigid affines
+            raise GeometryError(f"{path}: affine cannot be stored as a NIfTI qform: {exc}") from exc
     img.header.set_xyzt_units("mm", "sec")
     if volume.kind == "label":
         img.header.set_intent("label")
