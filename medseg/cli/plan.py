@@ -60,6 +60,9 @@ def plan(
     options = plan_options(device, memory_gb, time_budget, modality, config, folds)
     files = plan_dataset(data, output, options, probe=probe)  # type: ignore[arg-type]
     result = files.plan
+    suspicious = result.fingerprint.flags.get("not_like_declared_modality")
+    if suspicious:
+        typer.secho(f"warning: {suspicious}", fg=typer.colors.YELLOW, err=True)
     if as_json:
         typer.echo(json.dumps(plan_record(result), indent=2, default=str))
         return

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,70 @@ def open_dataset(path: str | os.PathLike[str] | Dataset) -> Dataset:
     if root is not None and Path(root).is_dir() and (Path(root) / "imagesTr").is_dir():
         _check_counts(Path(root), read_dataset_json(Path(root)), dataset)
     return dataset
+
+
+#: A CT has air (about -1000 HU) around the body; a "CT" none of whose voxels is below this is not one
+#: (an MR, or a CT whose rescale was never applied).
+CT_AIR_BELOW_HU = -50.0
+_GENERIC_CHANNEL = re.compile(r"channel\d+")
+
+
+def _where(dataset: Dataset) -> str:
+    if dataset.source is None:
+        return "dataset"
+    root = Path(dataset.source)
+    return str(root / "dataset.json") if (root / "dataset.json").is_file() else str(root)
+
+
+def _listed(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def check_declared_channels(dataset: Dataset, cases: list[dict[str, Any]], n_channels: int) -> None:
+    """Refuse images whose channel count differs from the channels the dataset declares.
+
+    A 4D file of three volumes in a dataset declaring one channel (``T1``) is not planned as three
+    unnamed channels.
+
+    Raises:
+        InputError: the declared names (dataset.json ``channel_names``) count differently.
+    """
+    declared = list(dataset.channels)
+    if not declared or n_channels == len(declared) or all(_GENERIC_CHANNEL.fullmatch(n) for n in declared):
+        return
+    raise InputError(
+        f"{_where(dataset)}: declares {len(declared)} channel(s) ({', '.join(declared)}) but the images hold "
+        f"{n_channels} ({_listed([c['case_id'] for c in cases])}: a 4D file holds one volume per channel); split "
+        f"each 4D image into NAME_0000, NAME_0001, ... files, or declare {n_channels} channels in channel_names"
+    )
+
+
+def check_declared_modality(dataset: Dataset, cases: list[dict[str, Any]], names: Sequence[str]) -> str:
+    """Cases that contradict a channel declared CT: refused by DICOM Modality, flagged by intensities.
+
+    Returns:
+        ``""``, or one line naming the cases of a CT channel without any voxel below
+        :data:`CT_AIR_BELOW_HU` (an MR, or a CT whose rescale was never applied) and the fix;
+        ``medseg plan`` prints it and the fingerprint keeps it under ``flags``.
+
+    Raises:
+        InputError: a DICOM case of another Modality in a channel declared CT.
+    """
+    for ch, name in enumerate(names):
+        if name.strip().upper() != "CT":
+            continue
+        other = [f"{c['case_id']} ({c['dicom_modality']})" for c in cases if c.get("dicom_modality") not in ("", "CT")]
+        if other:
+            raise InputError(
+                f"{_where(dataset)}: channel {ch} is declared CT but DICOM says otherwise for {_listed(other)}; "
+                "remove those cases or fix channel_names"
+            )
+        no_air = [c["case_id"] for c in cases if c["image_min"][ch] >= CT_AIR_BELOW_HU]
+        if no_air:
+            which = "every case" if len(no_air) == len(cases) else f"{len(no_air)} of {len(cases)} cases"
+            return (
+                f"{_where(dataset)}: channel {ch} is declared CT but {which} ({_listed(no_air)}) have no voxel below "
+                f"{CT_AIR_BELOW_HU:g} HU (CT has air at -1000 HU): they look like MR or CT without its rescale and are "
+                "normalised as CT; check them, remove them, or fix channel_names"
+            )
+    return ""

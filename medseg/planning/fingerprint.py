@@ -38,13 +38,13 @@ import numpy as np
 
 from medseg.errors import InputError, InputWarning
 from medseg.io import write_text_atomic
-from medseg.planning.consistency import open_dataset
+from medseg.planning.consistency import check_declared_channels, check_declared_modality, open_dataset
 from medseg.training.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the per-case analysis changes (old cache entries are then recomputed).
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 1001)
 #: A case's spacing is an outlier when an axis is more than 2× (or under half) the dataset median.
 SPACING_OUTLIER_FACTOR = 2.0
@@ -217,6 +217,7 @@ def analyse_case(case: Any, allowed_labels: Sequence[int] | None = None) -> dict
         "shape_after_crop": [int(cropped[i]) for i in order],
         "crop_fraction": float(np.prod(cropped) / np.prod(image.spatial_shape)),
         "channels": [_channel_stats(img[c][foreground]) for c in range(img.shape[0])],
+        "image_min": [float(img[c].min()) for c in range(img.shape[0])],
         "labels": _label_stats(lab, image.voxel_volume_mm3),
         "read_s": read_s,
         "analyse_s": time.perf_counter() - t0,
@@ -330,6 +331,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
             "channels in the same order: split multi-channel files or add the missing channel files"
         )
     n_channels = counts.pop()
+    check_declared_channels(dataset, cases, n_channels)
     names = (
         list(dataset.channels) if len(dataset.channels) == n_channels else [f"channel{i}" for i in range(n_channels)]
     )
@@ -362,6 +364,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
         "cases": cases,
     }
     data["flags"] = _flags(cases, label_stats)
+    data["flags"]["not_like_declared_modality"] = check_declared_modality(dataset, cases, names)
     return data
 
 

@@ -508,10 +508,29 @@ def _resample_step(target: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _flat_axes(fp: Fingerprint) -> list[str]:
+    """RAS axis names along which every case is one voxel thick (2D images such as PNGs)."""
+    shapes = np.array([c["shape"] for c in fp.cases])
+    return [_AXES[a] for a in range(3) if len(shapes) and (shapes[:, a] == 1).all()]
+
+
 def _choose(
     ctx: _Context, configurations: dict[str, Configuration], target: np.ndarray, median_ras: np.ndarray, n_voxels: float
 ) -> tuple[ConfigName, Decision]:
     """3D unless ``--config``, the anisotropy, or the budget says 2D (nnU-Net picks by cross-validation)."""
+    flat = _flat_axes(ctx.fp)
+    if flat:
+        if ctx.options.config == "3d":
+            raise ConfigError(
+                f"{ctx.fp.data.get('source')}: every image is one slice thick (axis {', '.join(flat)}), so there is no "
+                "3D context to learn; drop --config 3d (2D is planned)"
+            )
+        configurations["2d"] = _size(ctx, "2d", target, median_ras, n_voxels)
+        return "2d", Decision(
+            "network.options.spatial_dims", 2,
+            "2D: the images are 2D (one slice along an axis in every case); a 3D network would see a 1-voxel-deep patch",
+            f"size 1 along {', '.join(flat)} in all {ctx.fp.n_cases} cases", "medseg",
+        )  # fmt: skip
     if ctx.options.config:
         name = ctx.options.config
         return name, Decision("network.options.spatial_dims", 3 if name == "3d" else 2, "--config", name, "medseg")
