@@ -22,6 +22,8 @@ strings, which keeps large structure sets (millions of coordinates) fast to writ
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +38,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from medseg.core.volume import Volume
-from medseg.errors import OutputError
+from medseg.errors import InputWarning, OutputError
 from medseg.export.base import ExportCase, Exporter, register_exporter
 from medseg.export.dicom_seg import _source_datasets, source_reference
 from medseg.export.labels import label_color, label_name
@@ -74,7 +76,8 @@ class RtstructExporter(Exporter):
         structure_set_label: StructureSetLabel (at most 16 characters).
         series_description: SeriesDescription of the structure set.
         series_number: SeriesNumber of the structure set.
-        interpreted_type: RTROIInterpretedType of every ROI (e.g. ``"ORGAN"``, ``"GTV"``, or ``""``).
+        interpreted_type: RTROIInterpretedType of every ROI (e.g. ``"ORGAN"``, ``"GTV"``, or ``""``), or
+            ``"auto"``: from each ROI's name (:func:`roi_type`: ``GTV`` → ``GTV``, ``body`` → ``EXTERNAL``, ...).
         algorithm: ROIGenerationAlgorithm: ``"AUTOMATIC"``, ``"SEMIAUTOMATIC"`` or ``"MANUAL"``.
     """
 
@@ -84,7 +87,7 @@ class RtstructExporter(Exporter):
     structure_set_label: str = "medseg"
     series_description: str = "medseg structures"
     series_number: int = 301
-    interpreted_type: str = "ORGAN"
+    interpreted_type: str = "auto"
     algorithm: Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"] = "AUTOMATIC"
 
     def export(self, case: ExportCase) -> list[Path]:
@@ -144,6 +147,13 @@ class RtstructExporter(Exporter):
         for number, (value, label) in enumerate(sorted(labels.items()), start=1):
             rois.append(self._roi(number, label, for_uid))
             contours.append(self._contours(number, value, case, ref, images))
+            if "ContourSequence" not in contours[-1]:
+                warnings.warn(
+                    f"{case.case_id}: label {value} ({label}) is empty: its RTSTRUCT ROI has no contours; check the "
+                    "prediction before it is used for planning",
+                    InputWarning,
+                    stacklevel=3,
+                )
             observations.append(self._observation(number, label))
         ds.StructureSetROISequence = DicomSequence(rois)
         ds.ROIContourSequence = DicomSequence(contours)
@@ -163,7 +173,7 @@ class RtstructExporter(Exporter):
         item.ObservationNumber = number
         item.ReferencedROINumber = number
         item.ROIObservationLabel = label[:16]
-        item.RTROIInterpretedType = self.interpreted_type
+        item.RTROIInterpretedType = roi_type(label) if self.interpreted_type == "auto" else self.interpreted_type
         item.ROIInterpreter = ""
         return item
 
@@ -187,6 +197,30 @@ class RtstructExporter(Exporter):
         if seq:
             item.ContourSequence = DicomSequence(seq)
         return item
+
+
+#: RTROIInterpretedType (DICOM PS3.3 C.8.8.8) by the start of an ROI name; other names are ``ORGAN``.
+_ROI_TYPES = (
+    (re.compile(r"^(gtv|ctv|ptv|itv)", re.I), None),  # the name's own prefix
+    (re.compile(r"^(external|body|skin|outline)", re.I), "EXTERNAL"),
+    (re.compile(r"^bolus", re.I), "BOLUS"),
+    (re.compile(r"^(couch|table|support)", re.I), "SUPPORT"),
+    (re.compile(r"^(marker|fiducial|seed)", re.I), "MARKER"),
+    (re.compile(r"^(avoid|prv)", re.I), "AVOIDANCE"),
+)
+
+
+def roi_type(name: str) -> str:
+    """The RTROIInterpretedType a radiotherapy system expects for an ROI called ``name``.
+
+    >>> [roi_type(n) for n in ("GTV_primary", "ptv60", "Body", "liver")]
+    ['GTV', 'PTV', 'EXTERNAL', 'ORGAN']
+    """
+    for pattern, kind in _ROI_TYPES:
+        m = pattern.match(name.strip())
+        if m:
+            return kind or m.group(1).upper()
+    return "ORGAN"
 
 
 def _decimal_strings(points: np.ndarray) -> bytes:

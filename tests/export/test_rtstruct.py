@@ -222,3 +222,19 @@ def test_pipeline_and_cli_know_the_format(organs, tmp_path, capsys):
     assert "pred.rtstruct.dcm" in err and "reference" in err and len(err.strip().splitlines()) == 1
     assert main(["export", str(out), "-r", str(folder), "-f", "nifti", "-o", str(tmp_path / "back")]) == 0
     np.testing.assert_array_equal(medseg.read(tmp_path / "back" / "pred.nii.gz").numpy(), mask.numpy())
+
+
+def test_roi_types_follow_the_names_and_an_empty_roi_is_reported(organs, tmp_path):
+    from medseg.errors import InputWarning
+
+    _, ref, mask = organs
+    labels = {1: "GTV", 2: "Body", 3: "liver"}
+    m = mask.numpy().copy()
+    m[m == 1] = 0  # no GTV predicted
+    with pytest.warns(InputWarning, match=r"case: label 1 \(GTV\) is empty: its RTSTRUCT ROI has no contours"):
+        (path,) = EXPORTERS.build("rtstruct")(mask.replace(array=m), tmp_path, "case", image=ref, labels=labels)
+    ds = pydicom.dcmread(path)
+    assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence] == ["GTV", "EXTERNAL", "ORGAN", "ORGAN"]
+    assert "ContourSequence" not in ds.ROIContourSequence[0]
+    (fixed,) = EXPORTERS.build("rtstruct", interpreted_type="ORGAN")(mask, tmp_path / "o", "case", image=ref, labels=labels)
+    assert {o.RTROIInterpretedType for o in pydicom.dcmread(fixed).RTROIObservationsSequence} == {"ORGAN"}
