@@ -174,5 +174,23 @@ class BatchReport:
             f"<h1>medseg batch report</h1><p>{e(self.summary())}</p>"
             f"<p>Executor: {e(self.executor)}; part {self.part[0] + 1} of {self.part[1]}; started {e(self.started)}; "
             f"{len(warned)} case(s) with warnings. Details per case in report.csv and report.json.</p>"
-            f"<table>{counts}</table>{fail_table}{warn_table}{skip_table}</body></html>\n"
+            f"<table>{counts}</table>{fail_table}{warn_table}{skip_table}{self._case_table()}</body></html>\n"
+        )
+
+    def _case_table(self) -> str:
+        """Every case of the run with its status, a preview (when one was exported) and links to its outputs."""
+        e = html.escape
+        rows = []
+        for r in self.rows:
+            previews = [v for v in sorted(r.outputs.values()) if v.lower().endswith(".png")]
+            thumb = f"<a href='{e(previews[0])}'><img src='{e(previews[0])}' height='96'></a>" if previews else ""
+            links = " ".join(f"<a href='{e(v)}'>{e(k)}</a>" for k, v in sorted(r.outputs.items()))
+            note = e(r.error) if r.error else (f"{len(r.warnings)} warning(s)" if r.warnings else "")
+            rows.append(
+                f"<tr><td>{e(r.case_id)}</td><td>{e(r.status)}</td><td>{r.seconds:.1f}</td><td>{thumb}</td>"
+                f"<td>{links}</td><td>{note}</td></tr>"
+            )
+        return (
+            "<h2>All cases</h2><table><tr><th>case</th><th>status</th><th>s</th><th>preview</th><th>outputs</th>"
+            f"<th>notes</th></tr>{''.join(rows)}</table>"
         )

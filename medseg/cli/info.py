@@ -33,6 +33,8 @@ def describe(path: Path, *, spacing_tolerance: float | None = None) -> list[dict
             rec: dict[str, Any] = {
                 "path": str(path),
                 "series_uid": s.uid,
+                "patient_id": str(s.headers[0][1].get("PatientID", "") or "") if s.headers else "",
+                "folder": _folder(path, s.files),
                 "modality": s.modality,
                 "description": s.description,
                 "kind": s.kind,
@@ -50,6 +52,32 @@ def describe(path: Path, *, spacing_tolerance: float | None = None) -> list[dict
         return out
     vol = read(path, spacing_tolerance=tolerance)
     return [{"path": str(path), "modality": vol.meta.get("modality", ""), **_geometry_and_values(vol)}]
+
+
+def _folder(root: Path, files: tuple[Path, ...]) -> str:
+    """Where a series' files lie, relative to ``root`` (``.`` for root itself)."""
+    import os
+
+    common = Path(os.path.commonpath([str(f.parent) for f in files])) if files else root
+    return common.relative_to(root).as_posix() if common.is_relative_to(root) else str(common)
+
+
+def nothing_readable(path: Path, records: list[dict[str, Any]]) -> str:
+    """Why ``path`` gave no image: the first error, or the label objects found and the series they need."""
+    errors = [r["error"] for r in records if "error" in r]
+    if errors:
+        return f"{path}: nothing could be read ({errors[0]})"
+    labels = [r for r in records if "references" in r or "names" in r]
+    if labels:
+        r = labels[0]
+        refs = ", ".join(r.get("references") or []) or "no series recorded"
+        names = ", ".join((r.get("names") or [])[:5])
+        return (
+            f"{path}: holds no image series, only {len(labels)} label object(s): {r['kind']} in "
+            f"{r['folder']} ({len(r.get('names') or [])} ROI/segment(s): {names}) on image series {refs}; give the "
+            "folder that holds that series (the RTSTRUCT/SEG may lie beside it)"
+        )
+    return f"{path}: nothing could be read (no image series found)"
 
 
 def _geometry_and_values(vol: Volume) -> dict[str, Any]:
@@ -95,9 +123,12 @@ def info(
         typer.echo(json.dumps(records, indent=2))
     else:
         for r in records:
-            typer.echo(f"{r.get('series_uid', r['path'])}")
+            head = r.get("series_uid", r["path"])
+            if "series_uid" in r:
+                head += f"  (patient {r['patient_id'] or '?'}, folder {r['folder']})"
+            typer.echo(head)
             for k, v in r.items():
-                if k in ("path", "series_uid") or v in (None, ""):
+                if k in ("path", "series_uid", "patient_id", "folder") or v in (None, ""):
                     continue
                 if k == "direction_ras":
                     v = "  ".join(f"{n}: [{', '.join(f'{c:g}' for c in axis)}]" for n, axis in zip("xyz", v))
@@ -106,10 +137,7 @@ def info(
         typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
     readable = [r for r in records if "error" not in r and r.get("dtype")]
     if not readable:
-        errors = [r["error"] for r in records if "error" in r]
-        raise InputError(
-            f"{path}: nothing could be read" + (f" ({errors[0]})" if errors else " (no image series found)")
-        )
+        raise InputError(nothing_readable(path, records))
 
 
 _LABELS = {"origin_ras_mm": "origin (RAS mm)", "direction_ras": "axes (RAS)", "spacing": "spacing (mm)"}

@@ -592,6 +592,7 @@ def _read_series(where: str, info: SeriesInfo, spacing_tolerance: float) -> Volu
         "source_files": [str(fr.file) for fr in frames],
         "frame_indices": [fr.index for fr in frames],
         "series_description": str(ds0.get("SeriesDescription", "")),
+        **({"colour": "RGB"} if samples == 3 else {}),
     }
     return Volume(array, geometry.LPS_TO_RAS @ lps, kind="intensity", meta=meta)
 

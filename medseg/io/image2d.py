@@ -32,7 +32,8 @@ def read_image2d(path: Path) -> Volume:
     data = data[None] if data.ndim == 3 else np.moveaxis(data, 2, 0)
     data = np.ascontiguousarray(data.transpose(0, 2, 1, 3))
     check_values(path, data)
-    return Volume(data, np.eye(4), kind="intensity", meta={"source": str(path), "format": "image2d"})
+    meta = {"source": str(path), "format": "image2d", **({"colour": "RGB"} if data.shape[0] == 3 else {})}
+    return Volume(data, np.eye(4), kind="intensity", meta=meta)
 
 
 def write_image2d(volume: Volume, path: Path) -> None:

@@ -127,6 +127,12 @@ class PipelineProcessor:
         check_modality(self.pipeline, image)
         warn_if_constant(case.case_id, image)
         channels = self.pipeline.spec.input.channels
+        if image.n_channels != len(channels) and image.meta.get("colour") == "RGB":
+            raise ConfigError(
+                f"{case.case_id}: is an RGB colour image (3 channels) but the pipeline expects {len(channels)} "
+                f"channel(s) ({', '.join(channels)}); convert it to greyscale first (e.g. ImageMagick's "
+                "'convert IN -colorspace Gray OUT', or PIL's Image.convert('L')), or declare 3 channels in input.channels"
+            )
         if image.n_channels != len(channels):
             raise ConfigError(
                 f"{case.case_id}: {image.n_channels} input channel(s) but the pipeline expects {len(channels)} "

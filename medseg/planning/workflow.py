@@ -32,8 +32,13 @@ def parse_duration(text: str, option: str = "--time-budget") -> float:
         pos = m.end()
         while pos < len(s) and s[pos] == " ":
             pos += 1
-    if pos != len(s) or not s or total <= 0:
+    if pos != len(s) or not s:
         raise ConfigError(f"{option}: {text!r} is not a duration; use seconds (7200) or units (2h, 90m, 1h30m)")
+    if total <= 0:
+        raise ConfigError(
+            f"{option}: {text!r} leaves no time to train; give a positive duration such as 10m or 2h (omit "
+            f"{option} for no limit)"
+        )
     return total
 
 

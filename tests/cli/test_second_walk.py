@@ -95,3 +95,43 @@ def test_export_takes_an_atlas_whose_labels_are_named(tmp_path: Path) -> None:
     names.write_text(json.dumps({str(v): f"region_{v}" for v in range(1, 71)}))
     res = _medseg("export", str(tmp_path / "atlas.nii.gz"), "-f", "nifti", "-o", str(tmp_path / "o"), "--labels", str(names))
     assert res.returncode == 0, res.stderr
+
+
+def test_report_html_lists_every_case_with_previews_and_links(tmp_path: Path) -> None:
+    from medseg.batch import discover_cases, run_batch
+    from tests.batch.conftest import write_cases
+    from tests.batch.processors import ThresholdProcessor
+
+    src = tmp_path / "in"
+    write_cases(src, 2)
+    (src / "broken.nii.gz").write_text("not a NIfTI")
+    out = tmp_path / "out"
+    run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)
+    run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)  # now skipped
+    page = (out / "report.html").read_text()
+    table = page[page.index("<h2>All cases</h2>") :]
+    for case, status in (("case_000", "skipped"), ("case_001", "skipped"), ("broken", "failed")):
+        assert f"<td>{case}</td><td>{status}</td>" in table
+    assert "<a href='case_000.nii.gz'>label</a>" in table
+
+
+def test_rgb_png_is_named_as_such_with_the_conversion(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[10:30, 10:30] = (200, 30, 30)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    res = _medseg("predict", str(PIPELINE), "-i", str(tmp_path / "photo.png"), "-o", str(out), "-q")
+    assert res.returncode == 1
+    assert "photo: is an RGB colour image (3 channels)" in res.stderr and "-colorspace Gray" in res.stderr
+
+
+def test_info_on_a_folder_with_only_an_rtstruct_names_it_and_its_series(tmp_path: Path) -> None:
+    (tmp_path / "pat1" / "RS").mkdir(parents=True)
+    shutil.copy(ROOT / "sample_data" / "rtstruct_dicompyler" / "rtss.dcm", tmp_path / "pat1" / "RS")
+    res = _medseg("info", str(tmp_path))
+    line = _one_line_error(res, "holds no image series", "RT Structure Set", "pat1/RS", "BODY")
+    assert "2.16.840.1.113662.2.12.0.3057.1241703565.43" in line
+    listing = _medseg("info", str(ROOT / "sample_data" / "mr_dicom")).stdout
+    assert "(patient 123565, folder .)" in listing.splitlines()[0]

@@ -69,6 +69,9 @@ def test_parse_duration() -> None:
     assert parse_duration("90m") == 5400
     assert parse_duration("1h30m") == 5400
     assert parse_duration("45 s") == 45
-    for bad in ("", "2x", "-5", "0", "h"):
+    for bad in ("", "2x", "-5", "h"):
         with pytest.raises(ConfigError, match="is not a duration"):
             parse_duration(bad)
+    for zero in ("0", "0m", "0h0m"):
+        with pytest.raises(ConfigError, match=r"--time-budget: '.*' leaves no time to train; .* such as 10m"):
+            parse_duration(zero)
