@@ -16,8 +16,11 @@ from medseg.batch.executors import run_dask, run_inprocess, run_overlap
 from medseg.batch.processor import CaseProcessor
 from medseg.batch.provenance import now_iso
 from medseg.batch.report import BatchReport, CaseResult
+from medseg.batch.signals import stop_on_signals
 from medseg.batch.stages import BatchContext, warning_router
 from medseg.errors import ConfigError, InputError, OutputError, did_you_mean
+from medseg.io.atomic import remove_stale_temps
+from medseg.io.lock import folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,32 @@ def run_batch(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from exc
+    with folder_lock(out, (part_id, num_parts)) as alone:
+        if alone:  # nobody else writes here: what an interrupted run left half-written can go
+            remove_stale_temps(out)
+        return _run_locked(
+            cases, selected, processor, out, executor, workers, scheduler, force, num_parts, part_id, prefetch,
+            retries, progress, verbose,
+        )  # fmt: skip
+
+
+def _run_locked(
+    cases: Sequence[Case],
+    selected: list[Case],
+    processor: CaseProcessor,
+    out: Path,
+    executor: Executor,
+    workers: int | None,
+    scheduler: object | None,
+    force: bool,
+    num_parts: int,
+    part_id: int,
+    prefetch: int,
+    retries: int,
+    progress: bool,
+    verbose: bool,
+) -> BatchReport:
+    """:func:`run_batch` once the output folder is held: run the cases until done or stopped by a signal."""
     ctx = BatchContext(processor, out, str(processor.fingerprint()), force)
 
     results: dict[str, CaseResult] = {}
@@ -131,16 +160,19 @@ def run_batch(
         )
 
     started, t0 = now_iso(), time.perf_counter()
-    try:
-        with warning_router():
-            if executor == "inprocess":
-                run_inprocess(ctx, selected, on_result)
-            elif executor == "overlap":
-                run_overlap(ctx, selected, on_result, prefetch=prefetch, loaders=workers or 1)
-            else:
-                run_dask(ctx, selected, on_result, workers=workers, scheduler=scheduler, retries=retries)
-    finally:
-        bar.close()
+    with stop_on_signals() as stop:
+        try:
+            with warning_router():
+                if executor == "inprocess":
+                    run_inprocess(ctx, selected, on_result, stop)
+                elif executor == "overlap":
+                    run_overlap(ctx, selected, on_result, stop, prefetch=prefetch, loaders=workers or 1)
+                else:
+                    run_dask(ctx, selected, on_result, stop, workers=workers, scheduler=scheduler, retries=retries)
+        except KeyboardInterrupt:  # a second Ctrl-C: the current case is abandoned (its temp files are gone)
+            stop.signal = stop.signal or "SIGINT"
+        finally:
+            bar.close()
     report = BatchReport(
         rows=[results[c.case_id] for c in selected if c.case_id in results],
         executor=executor,
@@ -148,6 +180,8 @@ def run_batch(
         started=started,
         part=(part_id, num_parts),
         skipped_inputs=[(str(p), why) for p, why in getattr(cases, "skipped", [])],
+        interrupted=stop.signal,
+        planned=len(selected),
     )
     report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
     logger.debug("%s", report.summary())  # the CLI prints its own summary

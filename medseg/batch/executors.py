@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from medseg.batch.cases import Case
 from medseg.batch.report import CaseResult
+from medseg.batch.signals import Stop
 from medseg.batch.stages import BatchContext, CaseState, finish, infer, prepare, process_case, process_case_in_worker
 from medseg.errors import ConfigError
 
@@ -27,16 +28,25 @@ logger = logging.getLogger(__name__)
 OnResult = Callable[[CaseResult], None]
 
 
-def run_inprocess(ctx: BatchContext, cases: Sequence[Case], on_result: OnResult) -> None:
-    """Process the cases one after another in the calling thread."""
+def run_inprocess(ctx: BatchContext, cases: Sequence[Case], on_result: OnResult, stop: Stop | None = None) -> None:
+    """Process the cases one after another in the calling thread, until ``stop`` is set."""
     for case in cases:
+        if stop is not None and stop.is_set():
+            return
         on_result(process_case(ctx, case))
 
 
 def run_overlap(
-    ctx: BatchContext, cases: Sequence[Case], on_result: OnResult, *, prefetch: int = 2, loaders: int = 1
+    ctx: BatchContext,
+    cases: Sequence[Case],
+    on_result: OnResult,
+    stop: Stop | None = None,
+    *,
+    prefetch: int = 2,
+    loaders: int = 1,
 ) -> None:
-    """Load the next cases and save the previous one while the current one runs.
+    """Load the next cases and save the previous one while the current one runs; once ``stop`` is
+    set no new case is loaded or run, and the cases already run are saved.
 
     Args:
         prefetch: how many loaded (or loading) cases may wait for the runner; bounds memory.
@@ -47,7 +57,7 @@ def run_overlap(
     todo = iter(cases)
 
     def fill(pool: ThreadPoolExecutor) -> None:
-        while len(pending_loads) < prefetch:
+        while len(pending_loads) < prefetch and not (stop is not None and stop.is_set()):
             case = next(todo, None)
             if case is None:
                 return
@@ -59,7 +69,7 @@ def run_overlap(
     ):
         try:
             fill(load_pool)
-            while pending_loads:
+            while pending_loads and not (stop is not None and stop.is_set()):
                 state = pending_loads.popleft().result()
                 fill(load_pool)
                 if isinstance(state, CaseResult):
@@ -86,6 +96,7 @@ def run_dask(
     ctx: BatchContext,
     cases: Sequence[Case],
     on_result: OnResult,
+    stop: Stop | None = None,
     *,
     workers: int | None = None,
     scheduler: object | None = None,
@@ -135,6 +146,9 @@ def run_dask(
             )
             futures[fut] = case
         for fut in as_completed(futures):
+            if stop is not None and stop.is_set():  # cases running on workers finish there; the rest never start
+                client.cancel([f for f in futures if not f.done()])
+                break
             case = futures[fut]
             try:
                 result = fut.result()

@@ -44,8 +44,36 @@ def read_provenance(out_dir: Path, case_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def output_record(out_dir: Path, rel: str) -> dict[str, Any]:
+    """``{"path": rel, "bytes": size, "sha256": hex}`` of an output, as the sidecar records it."""
+    from medseg.batch.fingerprint import hash_file
+
+    path = out_dir / rel
+    return {"path": rel, "bytes": path.stat().st_size, "sha256": hash_file(path)}
+
+
+def _changed(out_dir: Path, entry: Any) -> str:
+    """Why a recorded output cannot be reused (``""`` when it is the file that was written)."""
+    from medseg.batch.fingerprint import hash_file
+
+    rel = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(rel, str):
+        return "an output entry without a path"
+    path = out_dir / rel
+    if not path.is_file():
+        return f"{rel} is missing"
+    if "sha256" not in entry or "bytes" not in entry:
+        return f"{rel} has no recorded checksum (written by an older medseg)"
+    if path.stat().st_size != entry["bytes"]:
+        return f"{rel} has {path.stat().st_size} bytes, {entry['bytes']} were written (truncated or replaced)"
+    if hash_file(path) != entry["sha256"]:
+        return f"{rel} differs from what was written (SHA-256 changed)"
+    return ""
+
+
 def is_done(out_dir: Path, case_id: str, fingerprint: str) -> dict[str, Any] | None:
-    """The sidecar when the case is done with this ``fingerprint`` and all its outputs exist, else None."""
+    """The sidecar when the case is done with this ``fingerprint`` and every output it lists is still the
+    file that was written (size and SHA-256), else None; a changed output is logged and the case re-runs."""
     record = read_provenance(out_dir, case_id)
     if record is None or record.get("schema") != SCHEMA or record.get("fingerprint") != fingerprint:
         return None
@@ -53,8 +81,9 @@ def is_done(out_dir: Path, case_id: str, fingerprint: str) -> dict[str, Any] | N
     if not isinstance(outputs, dict):
         return None
     for entry in outputs.values():
-        rel = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or not (out_dir / rel).is_file():
+        why = _changed(out_dir, entry)
+        if why:
+            logger.warning("case %s: %s; running it again", case_id, why)
             return None
     return record
 

@@ -51,6 +51,8 @@ class BatchReport:
         started: ISO 8601 UTC start time.
         part: ``(part_id, num_parts)``.
         skipped_inputs: ``(path, reason)`` of every input file that is not part of a case.
+        interrupted: ``"SIGINT"``/``"SIGTERM"`` when a signal stopped the run before every case ran.
+        planned: how many cases the run had to do (``rows`` holds fewer when interrupted).
     """
 
     rows: list[CaseResult]
@@ -60,6 +62,8 @@ class BatchReport:
     part: tuple[int, int] = (0, 1)
     skipped_inputs: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    interrupted: str | None = None
+    planned: int = 0
 
     def count(self, status: Status) -> int:
         """How many cases ended with ``status``."""
@@ -79,7 +83,11 @@ class BatchReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when no case failed, else 1 (the CLI's exit status)."""
+        """0 when no case failed, 1 when some did, 130/143 when SIGINT/SIGTERM stopped the run."""
+        from medseg.batch.signals import EXIT_CODES
+
+        if self.interrupted:
+            return EXIT_CODES.get(self.interrupted, 130)
         return 1 if self.failed else 0
 
     def failure_reasons(self) -> dict[str, int]:
@@ -100,6 +108,8 @@ class BatchReport:
             line += f", {len(self.warned)} with warnings"
         if self.skipped_inputs:
             line += f", {len(self.skipped_inputs)} input file(s) not read"
+        if self.interrupted:
+            line += f"; interrupted ({self.interrupted}) after {len(self.rows)} of {self.planned} cases"
         return f"{line} in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +127,8 @@ class BatchReport:
                 "part_id": self.part[0],
                 "num_parts": self.part[1],
                 "with_warnings": len(self.warned),
+                "interrupted": self.interrupted,
+                "planned": self.planned or len(self.rows),
             },
             "skipped_inputs": [{"path": p, "reason": why} for p, why in self.skipped_inputs],
             "cases": [{**asdict(r), "warnings": list(r.warnings), "seconds": round(r.seconds, 3)} for r in self.rows],

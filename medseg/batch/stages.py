@@ -22,6 +22,7 @@ from medseg.batch.fingerprint import case_fingerprint, hash_input
 from medseg.batch.processor import CaseProcessor, describe_processor
 from medseg.batch.provenance import (
     default_device,
+    output_record,
     environment,
     is_done,
     now_iso,
@@ -271,7 +272,7 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
                     "finished": now_iso(),
                     "timings_s": {k: round(v, 4) for k, v in state.timings.items()},
                     "warnings": list(state.warnings),
-                    "outputs": {name: {"path": rel} for name, rel in outputs.items()},
+                    "outputs": {name: output_record(ctx.out_dir, rel) for name, rel in outputs.items()},
                 },
             )
         return CaseResult(

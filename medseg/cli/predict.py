@@ -171,6 +171,12 @@ def predict(
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         print_summary(report, output)
+    if report.interrupted:
+        typer.secho(
+            f"interrupted after {len(report.rows)} of {report.planned} cases; re-run the same command to continue",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     raise typer.Exit(report.exit_code)
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from medseg.errors import OutputError
+
+logger = logging.getLogger(__name__)
+
+#: The temporary names :func:`atomic_path` uses: ``.NAME.<8 hex>.tmp[SUFFIX]``.
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
 
 
 def _suffix(path: Path) -> str:
@@ -65,3 +72,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; returns the final path."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files an interrupted writer (kill -9, power loss) left in ``folder`` and below.
+
+    Call it only while no other process writes there (under the folder's exclusive lock,
+    :func:`medseg.io.lock.folder_lock`): a temporary file of a live writer would be removed too.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for p in Path(folder).rglob(".*"):
+        if p.is_file() and TEMP_NAME.match(p.name):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        logger.info("%s: removed %d temporary file(s) left by an interrupted run", folder, len(removed))
+    return removed

@@ -79,6 +79,8 @@ def test_good_and_corrupt_cases(tmp_path: Path) -> None:
         "part_id": 0,
         "num_parts": 1,
         "with_warnings": 0,
+        "interrupted": None,
+        "planned": 6,
     }
     html = (out / "report.html").read_text()
     assert "3 succeeded, 0 skipped, 3 failed" in html and "twochannel" in html
@@ -110,7 +112,10 @@ def test_provenance_records_inputs_pipeline_versions_timings(tmp_path: Path) -> 
     assert record["environment"]["torch"] == torch.__version__
     assert record["device"] == "cpu" or record["device"].startswith("cuda")
     assert set(record["timings_s"]) == {"hash", "load", "run", "save"}
-    assert record["outputs"] == {"label": {"path": "case_000.nii.gz"}}
+    mask = (out / "case_000.nii.gz").read_bytes()
+    assert record["outputs"] == {
+        "label": {"path": "case_000.nii.gz", "bytes": len(mask), "sha256": hashlib.sha256(mask).hexdigest()}
+    }
     assert str(src) not in json.dumps(record)
 
 
