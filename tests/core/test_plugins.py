@@ -14,7 +14,7 @@ from medseg import builtins
 from medseg.core.steps import STEPS, build_step
 from medseg.errors import PluginWarning
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from dataclasses import dataclass
 from medseg.core.steps import Step, register_step
 
@@ -23,7 +23,7 @@ from medseg.core.steps import Step, register_step
 class PluginIdentity(Step):
     def __call__(self, volume):
         return volume
-'''
+"""
 
 
 def _distribution(folder: Path, name: str, entry_points: str) -> metadata.Distribution:
