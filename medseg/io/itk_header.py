@@ -9,6 +9,7 @@ Only the keys that locate the data are read; SimpleITK parses the rest.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def _located(header: Path, name: str, offset: int | None, encoding: Encoding, st
         file, base = header.parent / name, 0
     try:
         size = file.stat().st_size
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable, or a name no file can have (NUL byte)
         size = 0
     begin = base + (offset or 0)
     return StoredData(file, None if offset is None else begin, encoding, max(size - begin, 0))
@@ -91,12 +92,23 @@ def _metaimage(path: Path, head: bytes) -> StoredData | None:
         encoding = "compressed"
     else:
         encoding = "raw"
-    header_size = int(keys["headersize"]) if keys.get("headersize", "").lstrip("-").isdigit() else 0
+    header_size = _integer(keys.get("headersize", "0"))
+    if header_size is None:
+        return None
     offset = None if header_size < 0 else header_size
     found = _located(path, keys["elementdatafile"], offset, encoding, start=position)
-    if found is None or encoding != "compressed" or not keys.get("compresseddatasize", "").isdigit():
+    compressed_size = _integer(keys.get("compresseddatasize", ""))
+    if found is None or encoding != "compressed" or compressed_size is None or compressed_size < 0:
         return found
-    return StoredData(found.file, found.offset, encoding, found.stored, int(keys["compresseddatasize"]))
+    return StoredData(found.file, found.offset, encoding, found.stored, compressed_size)
+
+
+def _integer(text: str) -> int | None:
+    """``text`` as a plain decimal integer (``-1``, ``42``), else None."""
+    text = text.strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", text):
+        return None
+    return int(text)
 
 
 _NRRD_ENCODINGS: dict[str, Encoding] = {
@@ -131,10 +143,9 @@ def _nrrd(path: Path, head: bytes) -> StoredData | None:
     data_file = fields.get("data file", fields.get("datafile", ""))
     if encoding is None or (end == -1 and not data_file) or fields.get("line skip", "0") != "0":
         return None
-    byte_skip = fields.get("byte skip", "0")
-    if not byte_skip.lstrip("-").isdigit():
+    skip = _integer(fields.get("byte skip", "0"))
+    if skip is None:
         return None
-    skip = int(byte_skip)
     offset = None if skip < 0 else skip
     if encoding == "compressed" and skip:
         return None  # byte skip counts decompressed bytes here

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import given
+from hypothesis import strategies as st
 
 import medseg
 from medseg.core import limits
@@ -237,3 +239,37 @@ def test_package_size_limit_message_uses_readable_units(tmp_path: Path, monkeypa
         lambda: extract_package(package, tmp_path / "out"), InputError, "2.93 KiB", "the 1000 bytes allowed",
         name=package,
     )  # fmt: skip
+
+
+# ---- the header reader itself: never raises, whatever the bytes ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def itk_seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], bytes]:
+    """Small MHA and NRRD files, raw and compressed: ``{(suffix, compressed): bytes}``."""
+    folder = tmp_path_factory.mktemp("itk_seeds")
+    array = (np.arange(8 * 6 * 4) % 7).astype(np.int16).reshape(4, 6, 8)
+    seeds = {}
+    for suffix in (".mha", ".nrrd"):
+        for compress in (False, True):
+            path = folder / f"seed{suffix}"
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(path), compress)
+            seeds[suffix, compress] = path.read_bytes()
+    return seeds
+
+
+@given(data=st.data())
+def test_header_reader_never_raises_on_mutated_headers(itk_seeds, tmp_path_factory, data) -> None:
+    """Byte changes in the header and truncations: the data is located, or None (left to SimpleITK)."""
+    from medseg.io.itk_header import stored_data
+
+    suffix, compress = data.draw(st.sampled_from(sorted(itk_seeds)))
+    raw = bytearray(itk_seeds[suffix, compress])
+    header_end = raw.find(b"\n\n") if suffix == ".nrrd" else raw.find(b"ElementDataFile") + 25
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw[data.draw(st.integers(0, header_end))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    path = tmp_path_factory.mktemp("mutated") / f"image{suffix}"
+    path.write_bytes(bytes(raw[:cut]))
+    found = stored_data(path)
+    assert found is None or (found.stored >= 0 and found.encoding in ("raw", "compressed", "text", "hex"))
