@@ -80,7 +80,9 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 
 @app.command()
 def info(
-    path: Path = typer.Argument(None, help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."),
+    path: Path | None = typer.Argument(
+        None, metavar="[PATH]", help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     plugins: bool = typer.Option(
         False, "--plugins", help="List the plugins (entry points) medseg found: what loaded and what failed."

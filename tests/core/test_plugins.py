@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,13 @@ def test_cli_with_broken_plugin_validates_and_lists_it(tmp_path: Path) -> None:
         "FAILED  medseg.steps: x = missing:Step (from broken-plugin): ModuleNotFoundError: No module named 'missing'"
         in listed.stdout
     )
+    as_json = _medseg(tmp_path, "info", "--plugins", "--json")
+    assert json.loads(as_json.stdout) == [
+        {
+            "group": "medseg.steps",
+            "name": "x",
+            "value": "missing:Step",
+            "distribution": "broken-plugin",
+            "error": "ModuleNotFoundError: No module named 'missing'",
+        }
+    ]
