@@ -81,7 +81,7 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 @app.command()
 def info(
     path: Path | None = typer.Argument(
-        None, metavar="[PATH]", help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."
+        None, metavar="PATH", help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     plugins: bool = typer.Option(
