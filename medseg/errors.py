@@ -44,6 +44,10 @@ class InputWarning(UserWarning):
     """Input is usable but suspicious (NaN voxels, sheared affine, odd DICOM tags)."""
 
 
+class PluginWarning(UserWarning):
+    """A third-party plugin (entry point) could not be loaded; medseg carries on without it."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or the list of valid ones.
 

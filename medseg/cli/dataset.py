@@ -22,16 +22,12 @@ def load_label_names(path: Path) -> dict[int, list[str]]:
     Raises:
         ConfigError: missing file, invalid YAML, or a malformed mapping (names the file).
     """
-    import yaml
-
     from medseg.io.roi_names import parse_label_names
+    from medseg.pipeline.config import parse_yaml
 
     if not path.is_file():
         raise ConfigError(f"{path}: labels file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from exc
+    data = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), path)
     if isinstance(data, dict) and isinstance(data.get("input"), dict) and "labels" in data["input"]:
         data = data["input"]["labels"]  # a pipeline file
     elif isinstance(data, dict) and "labels" in data:

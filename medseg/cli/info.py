@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from medseg.cli.main import app
-from medseg.errors import InputError, MedsegError
+from medseg.errors import ConfigError, InputError, MedsegError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,14 +108,26 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."),
+    path: Path | None = typer.Argument(
+        None, metavar="PATH", help="Image file (NIfTI, NRRD, MHA, PNG, DICOM) or DICOM folder."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plugins: bool = typer.Option(
+        False, "--plugins", help="List the plugins (entry points) medseg found: what loaded and what failed."
+    ),
     spacing_tolerance: float = typer.Option(
         None, "--spacing-tolerance", help="DICOM: allowed deviation of slice gaps from the median (fraction, 0.05)."
     ),
 ) -> None:
     """Print every volume/series found at PATH with shape, spacing, orientation, origin/direction (RAS) and
-    value range. Exit status 1 when nothing at PATH could be read."""
+    value range. Exit status 1 when nothing at PATH could be read. With --plugins (PATH optional), list the
+    third-party plugins first."""
+    if plugins:
+        _print_plugins(as_json)
+        if path is None:
+            return
+    if path is None:
+        raise ConfigError("medseg info: give an image file or DICOM folder, or --plugins to list plugins")
     with warnings.catch_warnings(record=True) as caught, _quiet_library_logs():
         warnings.simplefilter("always")
         records = describe(path, spacing_tolerance=spacing_tolerance)
@@ -138,6 +150,24 @@ def info(
     readable = [r for r in records if "error" not in r and r.get("dtype")]
     if not readable:
         raise InputError(nothing_readable(path, records))
+
+
+def _print_plugins(as_json: bool) -> None:
+    """Print every entry point of medseg's plugin groups: loaded, or failed with the exception."""
+    import dataclasses
+
+    from medseg.builtins import PLUGIN_GROUPS, plugin_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the failures are listed below, with their reason
+        report = plugin_report()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(p) for p in report], indent=2))
+        return
+    if not report:
+        typer.echo(f"no plugins installed (entry-point groups: {', '.join(PLUGIN_GROUPS)})")
+    for p in report:
+        typer.echo(f"{'loaded' if p.loaded else 'FAILED'}  {p.describe()}" + (f": {p.error}" if p.error else ""))
 
 
 _LABELS = {"origin_ras_mm": "origin (RAS mm)", "direction_ras": "axes (RAS)", "spacing": "spacing (mm)"}

@@ -33,7 +33,32 @@ from medseg.export.labels import label_color
 from medseg.io import atomic_path, read_dicom
 from medseg.io.seg import POSITION_TOLERANCE, SEG_SOP_CLASS, read_dicom_seg
 
-__all__ = ["POSITION_TOLERANCE", "SEG_SOP_CLASS", "DicomSegExporter", "coded_terms", "read_dicom_seg"]
+__all__ = [
+    "POSITION_TOLERANCE",
+    "SEG_SOP_CLASS",
+    "SOURCE_TYPE2_ATTRIBUTES",
+    "DicomSegExporter",
+    "coded_terms",
+    "fill_type2_attributes",
+    "read_dicom_seg",
+    "source_datasets",
+]
+
+#: Type-2 attributes (required, but may be empty) that a SEG or RTSTRUCT copies from its source images:
+#: the Patient and General Study modules and the Frame of Reference's PositionReferenceIndicator.
+#: Anonymisers often delete them; :func:`fill_type2_attributes` writes the missing ones empty.
+SOURCE_TYPE2_ATTRIBUTES: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "PositionReferenceIndicator",
+)
 
 _ABNORMAL = ("lesion", "tumor", "tumour", "nodule", "neoplasm", "metastasis", "cyst")
 
@@ -108,7 +133,7 @@ class DicomSegExporter(Exporter):
         if self.segmentation_type not in ("binary", "fractional"):
             raise OutputError(f"dicom_seg: segmentation_type {self.segmentation_type!r}; use 'binary' or 'fractional'")
         ref = source_reference(case, self.source_series)
-        sources = _source_datasets(ref)
+        sources = source_datasets(ref)
         values, frames = self._frames(case)
         empty = not values
         if empty:  # an empty result: one empty segment per named label (or label_1)
@@ -202,14 +227,26 @@ def _fix_slice_spacing(seg: hd.seg.Segmentation, ref: Volume) -> None:
             item.SpacingBetweenSlices = format_number_as_ds(step)
 
 
-def _source_datasets(ref: Volume) -> list[pydicom.Dataset]:
+def fill_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Write each of :data:`SOURCE_TYPE2_ATTRIBUTES` that ``ds`` lacks as an empty element (as the
+    standard allows for type 2), so a de-identified source exports like any other. Changes ``ds`` in
+    place (a copy read for the export, never the file) and returns it."""
+    for name in SOURCE_TYPE2_ATTRIBUTES:
+        if name not in ds:
+            setattr(ds, name, None)
+    return ds
+
+
+def source_datasets(ref: Volume) -> list[pydicom.Dataset]:
+    """The headers of the source files of ``ref`` (no pixel data), type-2 attributes completed by
+    :func:`fill_type2_attributes`: what the SEG and RTSTRUCT exporters copy from and reference."""
     files = list(dict.fromkeys(ref.meta["source_files"]))
     out: list[pydicom.Dataset] = []
     for f in files:
         try:
-            out.append(pydicom.dcmread(f, stop_before_pixels=True))
+            out.append(fill_type2_attributes(pydicom.dcmread(f, stop_before_pixels=True)))
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise DicomError(f"{f}: cannot re-read the source DICOM file for the SEG ({exc})") from exc
+            raise DicomError(f"{f}: cannot re-read the source DICOM file for the SEG/RTSTRUCT ({exc})") from exc
     return out
 
 

@@ -40,7 +40,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from medseg.core.volume import Volume
 from medseg.errors import InputWarning, OutputError
 from medseg.export.base import ExportCase, Exporter, register_exporter
-from medseg.export.dicom_seg import _source_datasets, source_reference
+from medseg.export.dicom_seg import source_datasets, source_reference
 from medseg.export.labels import label_color, label_name
 from medseg.io import atomic_path
 from medseg.io.clinical import RTSTRUCT_SOP_CLASS
@@ -103,7 +103,7 @@ class RtstructExporter(Exporter):
                 f"{case.case_id}: the source series {ref.meta.get('source')} has no FrameOfReferenceUID; "
                 "an RTSTRUCT must name the frame of reference of its images"
             )
-        sources = _source_datasets(ref)
+        sources = source_datasets(ref)
         ds = self._dataset(case, ref, sources[0], for_uid)
         path = case.path(".rtstruct.dcm")
         with atomic_path(path) as tmp:

@@ -8,6 +8,7 @@ arrays are ``(C, X, Y, Z)``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from medseg.core import geometry
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError, OutputError
 from medseg.io.atomic import atomic_path
-from medseg.io.checks import check_allocation, check_values
+from medseg.io.checks import check_allocation, check_stored_size, check_values
+from medseg.io.itk_header import stored_data
 
 
 def affine_from_sitk(image: sitk.Image) -> np.ndarray:
@@ -71,12 +73,25 @@ def read_itk(path: Path) -> Volume:
     try:
         reader.ReadImageInformation()
         size = tuple(reader.GetSize())
-        check_allocation(path, size, 8 * reader.GetNumberOfComponents())
+        components = reader.GetNumberOfComponents()
+        check_allocation(path, size, 8 * components)
+        data = stored_data(path)
+        if data is not None:  # before SimpleITK allocates what the header declares
+            shape = (*size, components) if components > 1 else size
+            check_stored_size(
+                path,
+                shape,
+                _itemsize(reader),
+                data.stored,
+                data.encoding,
+                data.file,
+                compressed_size=data.compressed_size,
+            )
         image = reader.Execute()
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
         raise InputError(
-            f"{path}: SimpleITK could not read the file ({first}); check it is complete and not corrupt"
+            f"{path}: SimpleITK could not read the file ({_reason(exc)}); the file is damaged or truncated: "
+            "re-export or re-copy it"
         ) from exc
     dim = image.GetDimension()
     if dim not in (2, 3):
@@ -93,6 +108,23 @@ def read_itk(path: Path) -> Volume:
     if segments:
         meta["labels"] = segments
     return Volume(np.ascontiguousarray(arr), affine_from_sitk(image), kind="intensity", meta=meta)
+
+
+def _itemsize(reader: sitk.ImageFileReader) -> int:
+    """Bytes per stored component of the file ``reader`` has read the header of ("16-bit signed integer": 2)."""
+    name = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    bits = re.search(r"(\d+)-bit", name)
+    return (int(bits.group(1)) // 8 if bits else 1) * (2 if name.startswith("complex") else 1)
+
+
+def _reason(exc: RuntimeError) -> str:
+    """SimpleITK's reason in one line, without the stale errno text MetaIO adds ("No such file or directory")."""
+    text = str(exc).strip()
+    line = text.splitlines()[-1].strip() if text else ""
+    line = re.sub(r"^Reason:\s*", "", line)
+    if not line or line.lower() in ("no such file or directory", "success"):
+        return "its data could not be decoded"
+    return line
 
 
 def slicer_segment_names(image: sitk.Image) -> dict[int, str]:

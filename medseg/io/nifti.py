@@ -23,7 +23,7 @@ import numpy as np
 from medseg.core.volume import Volume
 from medseg.errors import GeometryError, InputError, InputWarning
 from medseg.io.atomic import atomic_path
-from medseg.io.checks import check_allocation, check_values
+from medseg.io.checks import check_allocation, check_stored_size, check_values
 
 #: What nibabel raises for corrupt or inconsistent files (its own errors plus those of numpy/zlib/ISA-L/struct).
 _NIBABEL_ERRORS: tuple[type[BaseException], ...] = (
@@ -43,8 +43,6 @@ _NIBABEL_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: ISA-L compression level of written ``.nii.gz`` (1: about nibabel's default size, several times faster).
 GZIP_LEVEL = 1
-#: Largest ratio deflate reaches (1032:1): a ``.nii.gz`` cannot hold more than this times its size.
-_MAX_GZIP_RATIO = 1032
 
 
 def read_nifti(path: Path) -> Volume:
@@ -176,19 +174,10 @@ def _xforms(path: Path, header: Any, affine: np.ndarray) -> dict[str, Any]:
 
 def _check_file_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
     """Refuse, before allocating, a header promising more data than the file can hold."""
-    needed = int(np.prod(shape, dtype=object)) * itemsize
     size = path.stat().st_size
-    if str(path).lower().endswith(".gz"):
-        if needed > _MAX_GZIP_RATIO * size + 2**20:
-            raise InputError(
-                f"{path}: header claims shape {shape} ({needed / 1024**2:.1f} MiB) but a {size}-byte gzip file "
-                "cannot hold that much; the header is corrupt or the file truncated"
-            )
-    elif offset + needed > size:
-        raise InputError(
-            f"{path}: truncated: header claims shape {shape} needing {offset + needed} bytes, the file has "
-            f"{size}; re-export or re-copy the file"
-        )
+    compressed = str(path).lower().endswith(".gz")
+    stored = size if compressed else size - offset
+    check_stored_size(path, shape, itemsize, stored, "compressed" if compressed else "raw")
 
 
 def write_nifti(volume: Volume, path: Path) -> None:

@@ -29,12 +29,15 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medseg.batch.fingerprint import hash_file
+from medseg.core import limits
+from medseg.core.limits import format_bytes
 from medseg.errors import CheckpointError, ConfigError, InputError
 
 MANIFEST = "medseg-model.json"
@@ -43,8 +46,9 @@ FORMAT_VERSION = 1
 #: File kinds a package may hold; anything else (pickles above all) is refused.
 ALLOWED_SUFFIXES = (".json", ".yaml", ".yml", ".md", ".txt", ".csv", ".png", ".pt", ".onnx")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".npy", ".npz", ".joblib", ".pth.tar", ".ckpt", ".bin")
-#: Largest total uncompressed size a package may unpack to (override with MEDSEG_MAX_PACKAGE_BYTES).
-MAX_PACKAGE_BYTES = int(os.environ.get("MEDSEG_MAX_PACKAGE_BYTES", str(16 * 1024**3)))
+#: Largest total uncompressed size a package may unpack to, in bytes (MEDSEG_MAX_PACKAGE_BYTES; see
+#: :mod:`medseg.core.limits`, which also bounds each member's compression ratio).
+MAX_PACKAGE_BYTES = limits.MAX_PACKAGE_BYTES
 COPIED = ("plan.json", "fingerprint.json", "splits.json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -283,13 +287,17 @@ def read_manifest(package: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(package)
     try:
         with zipfile.ZipFile(p) as z:
+            _check_ratio(p, z.getinfo(MANIFEST))
             data = json.loads(z.read(MANIFEST))
     except KeyError:
         raise InputError(
             f"{p}: not a medseg model package (no {MANIFEST}); make one with 'medseg model export'"
         ) from None
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{p}: not a readable model package ({type(exc).__name__}: {exc})") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{p}: not a readable model package ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            "download it again or re-export it with 'medseg model export'"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
         raise InputError(f"{p}: {MANIFEST} is not a medseg model manifest")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:
@@ -323,9 +331,15 @@ def extract_package(package: str | os.PathLike[str], dest: str | os.PathLike[str
         with zipfile.ZipFile(p) as z:
             infos = _checked_infos(p, z, listed)
             tmp.mkdir(parents=True)
-            (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
-            for info in infos:
-                _extract_one(p, z, info, tmp, listed[info.filename]["sha256"])
+            try:
+                (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
+                for info in infos:
+                    _extract_one(p, z, info, tmp, listed[info.filename]["sha256"])
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # bad CRC, cut-off or garbled data
+                raise InputError(
+                    f"{p}: the zip is damaged ({' '.join(str(exc).split())}); download the package again "
+                    "or re-export it with 'medseg model export'"
+                ) from exc
         for name in listed:
             if name.endswith(".pt"):
                 check_weights(p, name, tmp / name)
@@ -352,6 +366,7 @@ def _checked_infos(package: Path, z: zipfile.ZipFile, listed: dict[str, Any]) ->
         if info.filename not in listed:
             raise InputError(f"{package}: member '{info.filename}' is not listed in {MANIFEST}; the package is refused")
         seen.add(info.filename)
+        _check_ratio(package, info)
         total += info.file_size
         infos.append(info)
     missing = sorted(set(listed) - seen)
@@ -361,10 +376,27 @@ def _checked_infos(package: Path, z: zipfile.ZipFile, listed: dict[str, Any]) ->
         )
     if total > MAX_PACKAGE_BYTES:
         raise InputError(
-            f"{package}: unpacks to {total / 2**30:.1f} GiB, more than the {MAX_PACKAGE_BYTES / 2**30:.0f} GiB allowed "
+            f"{package}: unpacks to {format_bytes(total)}, more than the {format_bytes(MAX_PACKAGE_BYTES)} allowed "
             "(raise MEDSEG_MAX_PACKAGE_BYTES if the model is really that large)"
         )
     return infos
+
+
+def _check_ratio(package: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member that unpacks to far more than it takes in the zip (a zip bomb), before unpacking it.
+
+    Members up to :data:`medseg.core.limits.PACKAGE_RATIO_FLOOR` bytes are exempt: small text compresses well.
+    """
+    if info.file_size <= limits.PACKAGE_RATIO_FLOOR:
+        return
+    ratio = info.file_size / max(info.compress_size, 1)
+    if ratio > limits.MAX_PACKAGE_RATIO:
+        raise InputError(
+            f"{package}: member '{info.filename}' unpacks to {format_bytes(info.file_size)} from "
+            f"{format_bytes(info.compress_size)} ({ratio:.0f}:1, more than the {limits.MAX_PACKAGE_RATIO:g}:1 "
+            "allowed; trained weights compress below 2:1); the package is refused "
+            "(raise MEDSEG_MAX_PACKAGE_RATIO if you trust it)"
+        )
 
 
 def _extract_one(package: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path, expected: str) -> None:

@@ -359,21 +359,11 @@ def parse_step_list(where: str, section: str, items: list[Any]) -> list[tuple[st
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a pipeline file with ``yaml.safe_load``; syntax errors name the line and column."""
-    import yaml
-
+    """Read a pipeline file with :func:`parse_yaml` (safe, bounded); syntax errors name the line and column."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: pipeline file not found")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        hint = " (YAML does not allow tabs for indentation; use spaces)" if "\\t" in problem or "\t" in problem else ""
-        raise ConfigError(f"{p}: invalid YAML: {where}{problem}{hint}") from exc
+    data = parse_yaml(p.read_text(encoding="utf-8", errors="replace"), p)
     if data is None:
         raise ConfigError(f"{p}: the pipeline file is empty")
     if not isinstance(data, dict):
@@ -381,3 +371,90 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             f"{p}: a pipeline file is a mapping of sections (name, input, preprocess, ...), got {type(data).__name__}"
         )
     return data
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """Parse YAML ``text`` as ``yaml.safe_load`` does (no tags that build objects), within bounds.
+
+    Aliases (``*name``) let a few hundred bytes stand for gigabytes ("billion laughs"), so the
+    document is composed first, without expanding them, and refused when it uses more than
+    :data:`medseg.core.limits.MAX_YAML_ALIASES` aliases or expands to more than
+    :data:`medseg.core.limits.MAX_YAML_NODES` nodes; only then is it built.
+
+    Args:
+        text: the YAML document.
+        source: the file it came from (named in errors).
+
+    Raises:
+        ConfigError: invalid YAML (with line and column), too many aliases or nodes, recursive aliases.
+    """
+    import yaml
+
+    from medseg.core import limits
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        aliases, nodes = _yaml_size(node, source)
+        if aliases > limits.MAX_YAML_ALIASES or nodes > limits.MAX_YAML_NODES:
+            raise ConfigError(
+                f"{source}: the YAML uses {aliases} aliases expanding to {nodes} nodes, more than the "
+                f"{limits.MAX_YAML_ALIASES} aliases / {limits.MAX_YAML_NODES} nodes allowed; write the values "
+                "out instead of repeating anchors (or raise MEDSEG_MAX_YAML_ALIASES / MEDSEG_MAX_YAML_NODES)"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        hint = " (YAML does not allow tabs for indentation; use spaces)" if "\\t" in problem or "\t" in problem else ""
+        raise ConfigError(f"{source}: invalid YAML: {where}{problem}{hint}".replace("\n", " ")) from exc
+    finally:
+        loader.dispose()
+
+
+def _yaml_size(root: Any, source: str | Path) -> tuple[int, int]:
+    """``(aliases, expanded nodes)`` of a composed YAML document, counted without expanding it.
+
+    An alias is a node reached a second time; each node's expanded size is computed once.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    seen: set[int] = set()
+    aliases = 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children = _yaml_children(node)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            continue
+        if key in active:
+            raise ConfigError(f"{source}: the YAML has a recursive alias (an anchor used inside itself); remove it")
+        if key in seen:
+            aliases += 1
+            continue
+        seen.add(key)
+        if not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            sizes[key] = 1
+            continue
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node))
+    return aliases, sizes[id(root)]
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []

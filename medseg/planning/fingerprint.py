@@ -238,13 +238,18 @@ def _cached_cases(path: Path | None) -> dict[str, dict[str, Any]]:
     if path is None or not path.is_file():
         return {}
     try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as exc:
-        log.warning("%s: unreadable fingerprint cache (%s); recomputing", path, exc)
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # ValueError: invalid JSON or invalid UTF-8 (a damaged file)
+        warnings.warn(
+            f"{path}: unreadable fingerprint cache ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "every case is analysed again and the file rewritten",
+            InputWarning,
+            stacklevel=3,
+        )
         return {}
-    if not isinstance(old, dict) or old.get("version") != FINGERPRINT_VERSION:
+    if not isinstance(old, dict) or old.get("version") != FINGERPRINT_VERSION or not isinstance(old.get("cases"), list):
         return {}
-    return {c["key"]: c for c in old.get("cases", []) if isinstance(c, dict) and "key" in c}
+    return {c["key"]: c for c in old["cases"] if isinstance(c, dict) and isinstance(c.get("key"), str)}
 
 
 # ---- dataset ------------------------------------------------------------------------------------
@@ -427,8 +432,8 @@ def load_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
     """
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or invalid UTF-8
         raise InputError(f"{p}: cannot read the fingerprint ({exc}); run 'medseg plan' again") from exc
     if not isinstance(data, dict) or data.get("version") != FINGERPRINT_VERSION:
         raise InputError(f"{p}: fingerprint of another medseg version; run 'medseg plan' again")

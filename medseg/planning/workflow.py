@@ -102,9 +102,9 @@ def plan_dataset(
         result = plan(fp, options, None, None)
     text = render_yaml(result)
     path = out / "pipeline.yaml"
-    import yaml
+    from medseg.pipeline.config import parse_yaml
 
-    Pipeline.from_dict(yaml.safe_load(text), source=path)  # the file must load as written
+    Pipeline.from_dict(parse_yaml(text, path), source=path)  # the file must load as written
     write_text_atomic(path, text)
     record = out / "plan.json"
     write_text_atomic(record, json.dumps(plan_record(result), indent=1, default=_plain))

@@ -23,3 +23,38 @@ def sphere_mask(shape, spacing, center_mm, radius_mm) -> np.ndarray:
     idx = np.indices(shape).astype(float)
     d2 = sum(((idx[k] * spacing[k]) - center_mm[k]) ** 2 for k in range(3))
     return d2 <= radius_mm**2
+
+
+#: What de-identification tools commonly delete from the Patient, General Study and Frame of Reference modules.
+ANONYMISED_AWAY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+    "PositionReferenceIndicator",
+)
+
+
+@pytest.fixture
+def anonymised_case(tmp_path):
+    """A synthetic CT series whose files lack every type-2 attribute of :data:`ANONYMISED_AWAY`, read back,
+    and the phantom label map on its grid."""
+    import pydicom
+
+    from medseg.data import ct_phantom
+    from medseg.data.dicom_series import write_series
+    from medseg.io import read
+
+    image, label = ct_phantom((32, 28, 12), (1.2, 1.1, 3.0))
+    for path in write_series(image, tmp_path / "anonymised", rescale_intercept=-1024):
+        ds = pydicom.dcmread(path)
+        for name in ANONYMISED_AWAY:
+            del ds[name]
+        ds.save_as(path)
+    ref = read(tmp_path / "anonymised")
+    return ref, Volume(label.numpy(), ref.affine, kind="label")

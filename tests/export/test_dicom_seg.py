@@ -18,7 +18,7 @@ from medseg.export import EXPORTERS, read_dicom_seg
 from medseg.io import read
 from tests.conftest import SAMPLE
 
-from .conftest import PHANTOM_LABELS
+from .conftest import ANONYMISED_AWAY, PHANTOM_LABELS
 
 DCIODVFY = shutil.which("dciodvfy")
 SEGIMAGE2ITK = shutil.which("segimage2itkimage") or (
@@ -101,6 +101,23 @@ def test_read_back_gives_the_same_voxels(ct_case, tmp_path):
     assert back.grid.matches(ref.grid)
     np.testing.assert_array_equal(back.numpy(), mask.numpy())
     assert back.meta["labels"] == PHANTOM_LABELS
+
+
+def test_anonymised_source_without_type2_attributes_exports_them_empty(anonymised_case, tmp_path):
+    ref, mask = anonymised_case
+    (path,) = EXPORTERS.build("dicom_seg")(mask, tmp_path, "anon", image=ref, labels=PHANTOM_LABELS)
+    ds = pydicom.dcmread(path)
+    for name in ANONYMISED_AWAY:
+        if name != "PositionReferenceIndicator":  # not part of the SEG IOD's copied modules
+            assert name in ds and ds[name].value in (None, ""), name
+    np.testing.assert_array_equal(read_dicom_seg(path, ref).numpy(), mask.numpy())
+
+
+@needs_dciodvfy
+def test_anonymised_source_seg_passes_dciodvfy(anonymised_case, tmp_path):
+    ref, mask = anonymised_case
+    (path,) = EXPORTERS.build("dicom_seg")(mask, tmp_path, "anon", image=ref, labels=PHANTOM_LABELS)
+    assert dciodvfy_errors(path) == []
 
 
 @needs_dciodvfy

@@ -18,6 +18,8 @@ from medseg.io.contours import polygon_area, to_voxels
 from medseg.io.rtstruct import rois
 from tests.conftest import oblique_affine
 
+from .conftest import ANONYMISED_AWAY
+
 DCIODVFY = shutil.which("dciodvfy")
 PLASTIMATCH = shutil.which("plastimatch")
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (apt-get install dicom3tools)")
@@ -125,6 +127,23 @@ def test_xor_geometric_type_reads_back(organs, tmp_path):
     path, back = _round_trip(ref, mask, tmp_path, ORGANS, geometric_type="CLOSEDPLANAR_XOR")
     assert {c.geometric_type for r in rois(path) for c in r.contours} == {"CLOSEDPLANAR_XOR"}
     np.testing.assert_array_equal(back.numpy(), mask.numpy())
+
+
+def test_anonymised_source_without_type2_attributes_exports_them_empty(anonymised_case, tmp_path):
+    ref, mask = anonymised_case
+    (path,) = EXPORTERS.build("rtstruct")(mask, tmp_path, "anon", image=ref, labels=ORGANS)
+    ds = pydicom.dcmread(path)
+    for name in ANONYMISED_AWAY:
+        assert name in ds and ds[name].value in (None, ""), name
+    back = medseg.read(path, reference=ref, labels={v: [n] for v, n in ORGANS.items()})
+    assert set(np.unique(back.numpy())) == set(np.unique(mask.numpy()))
+
+
+@needs_dciodvfy
+def test_anonymised_source_rtstruct_passes_dciodvfy(anonymised_case, tmp_path):
+    ref, mask = anonymised_case
+    (path,) = EXPORTERS.build("rtstruct")(mask, tmp_path, "anon", image=ref, labels=ORGANS)
+    assert dciodvfy_errors(path) == []
 
 
 @needs_dciodvfy
