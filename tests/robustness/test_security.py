@@ -203,8 +203,10 @@ def _mark_series(folder: Path) -> None:
         ds.save_as(f, enforce_file_format=True)
 
 
-def _no_marker(text: str, where: str) -> None:
-    for marker in (MARKER_NAME, MARKER_NAME.replace("^", " "), "Markerpatient", MARKER_ID):
+def _no_marker(text: str, where: str, *, patient_id: bool = True) -> None:
+    """No patient name (and, unless ``patient_id=False``, no PatientID) in ``text``."""
+    markers = (MARKER_NAME, MARKER_NAME.replace("^", " "), "Markerpatient") + ((MARKER_ID,) if patient_id else ())
+    for marker in markers:
         assert marker not in text, f"patient identifier {marker!r} appears in {where}"
 
 
@@ -214,8 +216,13 @@ def test_dicom_text_values_do_not_build_paths(dicom_series, tmp_path: Path) -> N
     folder = dicom_series("patient_a")
     _mark_series(folder)
     folder.rename(root / "patient_a")
-    cases = discover_cases(root)
-    assert [c.case_id for c in cases] == ["patient_a"]
+    assert [c.case_id for c in discover_cases(root, case_ids="folder")] == ["patient_a"]
+    assert [c.case_id for c in discover_cases(root)] == [MARKER_ID]  # cases are named by PatientID by default
+    for f in (root / "patient_a").glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.PatientID = "../../escaped"
+        ds.save_as(f, enforce_file_format=True)
+    assert [c.case_id for c in discover_cases(root)] == ["escaped"]  # sanitised: never a path
     assert not (tmp_path.parent / "escaped").exists()
 
 
@@ -231,7 +238,8 @@ def test_info_json_does_not_print_patient_names(dicom_series) -> None:
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
     assert records[0]["description"] == "../../escaped"
-    _no_marker(proc.stdout + proc.stderr, "medseg info output")
+    assert records[0]["patient_id"] == MARKER_ID  # info shows which patient a series is, never the name
+    _no_marker(proc.stdout + proc.stderr, "medseg info output", patient_id=False)
 
 
 PIPELINE = """\
@@ -286,6 +294,8 @@ def test_predict_on_dicom_does_not_leak_patient_names(dicom_series, tmp_path: Pa
             "cpu",
             "--json",
             "--verbose",
+            "--case-ids",
+            "folder",
         ],
         capture_output=True,
         text=True,
