@@ -87,6 +87,8 @@ def test_cached_cases_and_their_key(export, tmp_path):
         np.testing.assert_array_equal(c.label(mmap=False)[0], masks[c.case_id])
     again = prepare_dataset(other, None, tmp_path / "cache")  # another mapping: cached anew
     assert {c.folder for c in again}.isdisjoint({c.folder for c in cached})
+    tolerant = prepare_dataset(ds, None, tmp_path / "cache", spacing_tolerance=0.2)  # another reader option: anew
+    assert {c.folder for c in tolerant}.isdisjoint({c.folder for c in cached})
 
 
 def test_labels_are_required_and_bad_roots_are_clear(export, tmp_path):
