@@ -134,7 +134,8 @@ def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any]
             Decision(
                 "training.max_time_s",
                 training["max_time_s"],
-                "hard stop: the trainer ends after the epoch that reaches it, even if the machine slows down",
+                "the training time: the run trains until it is used (the epochs above size its log and validations) "
+                "and the learning-rate schedule is spread over it, so a slower or faster machine still fits the budget",
                 f"--time-budget {fmt_seconds(budget or 0.0)} − {fmt_seconds((budget or 0.0) - s.max_time_s)} of "
                 "measured pre-processing",
                 "medseg",
