@@ -29,11 +29,14 @@ def train(
     max_time: str = typer.Option(
         None,
         "--max-time",
-        help="Wall-clock budget, e.g. 90m, 2h, 3600 (s): sets training.max_time_s; the "
-        "learning-rate schedule then runs over the budget.",
+        help="Train for this long, e.g. 90m, 2h, 3600 (s), however many epochs that is (sets training.max_time_s): "
+        "longer than a short plan, shorter than a long one; the learning-rate schedule is spread over the time and a "
+        "resumed run trains what is left of it.",
     ),
     time_budget: str = typer.Option(
-        None, "--time-budget", help="Without a pipeline: plan for this time per fold (e.g. 2h), then train."
+        None,
+        "--time-budget",
+        help="Without a pipeline: plan a network and schedule for this time per fold (e.g. 2h), then train for it.",
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from last.pt when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

@@ -46,8 +46,8 @@ class TrainingConfig:
         augment: augmentation options (None: no augmentation).
         early_stopping: stop after this many validations without improvement (None: never).
         max_time_s: training time in seconds (None: train ``max_epochs`` epochs). When set, the run
-            trains until this time is used, ending with the epoch that reaches it, however many
-            epochs that is (``max_epochs`` then does not end the run; early stopping still does),
+            trains until this time is used, ending with the last epoch that fits into it (at
+            least one), however many epochs that is (``max_epochs`` then does not end the run; early stopping still does),
             and the learning-rate schedule is spread over the time. A resumed run counts the time
             of its earlier sessions (stored in ``last.pt``), so the budget and schedule continue.
         val_overlap: sliding-window overlap during validation.

@@ -87,6 +87,8 @@ class RunState:
     started: float = field(default_factory=lambda: time.perf_counter())
     iterations: int = 0
     validations: int = 0
+    #: training time (s) at the end of the last finished epoch (what ``last.pt`` and ``metrics.json`` record).
+    training_s: float = 0.0
     #: why the run ended: ``"completed"`` (every epoch of ``max_epochs``), ``"time limit"``, ``"early stopping"``.
     stopped_by: str = "completed"
 
@@ -345,7 +347,8 @@ class Trainer:
         if "rng" in ts:
             set_rng_state(ts["rng"])
         # the budget and the schedule continue where the interrupted session left them
-        run.started = time.perf_counter() - float(ts.get("elapsed_s", 0.0))
+        run.training_s = float(ts.get("elapsed_s", 0.0))
+        run.started = time.perf_counter() - run.training_s
         run.iterations = int(ts.get("iterations", ckpt.epoch * self.settings.iterations_per_epoch))
         run.validations = int(ts.get("validations", 0))
         if self.settings.max_time_s is not None and run.elapsed_s >= self.settings.max_time_s:
@@ -457,7 +460,8 @@ class Trainer:
         log the row. Runs on rank 0; returns True when training should stop."""
         s = self.settings
         t0 = row.pop("_t0")
-        time_up = s.max_time_s is not None and run.elapsed_s >= s.max_time_s
+        # the budget is used up when another epoch as long as this one would not fit into it
+        time_up = s.max_time_s is not None and run.elapsed_s + (time.perf_counter() - t0) > s.max_time_s
         last = time_up if s.max_time_s is not None else epoch + 1 == s.max_epochs
         stop = False
         if run.val_cases and ((epoch + 1) % s.val_every == 0 or last):
@@ -478,6 +482,7 @@ class Trainer:
             log.info("training: time budget of %.0f s reached after epoch %d", s.max_time_s, epoch + 1)
             stop, run.stopped_by = True, "time limit"
         row.update(time_s=time.perf_counter() - t0)
+        run.training_s = run.elapsed_s
         training_state = {
             "optimizer": run.optimizer.state_dict(),
             "best": run.best,
@@ -485,7 +490,7 @@ class Trainer:
             "since_best": run.since_best,
             "best_metrics": run.best_metrics,
             "rng": rng_state(),
-            "elapsed_s": run.elapsed_s,
+            "elapsed_s": run.training_s,
             "iterations": run.iterations,
             "validations": run.validations,
         }
@@ -531,7 +536,7 @@ class Trainer:
             "iterations": run.iterations,
             "iterations_per_epoch": s.iterations_per_epoch,
             "validations": run.validations,
-            "training_s": round(run.elapsed_s, 1),
+            "training_s": round(run.training_s, 1),
             "max_time_s": s.max_time_s,
             "stopped_by": run.stopped_by,
         }

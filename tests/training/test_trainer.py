@@ -228,7 +228,7 @@ def test_a_time_budget_lengthens_a_short_plan(dataset: Path, tmp_path: Path, mon
     result = t.fit(dataset)
     assert result.epochs > 2 and result.stopped_by == "time limit" and result.iterations == result.epochs
     saved = json.loads((result.out_dir / "metrics.json").read_text())
-    assert saved["training_s"] >= 200 and saved["epochs_planned"] is None and saved["max_time_s"] == 200
+    assert saved["training_s"] > 150 and saved["epochs_planned"] is None and saved["max_time_s"] == 200
 
 
 def test_a_time_budget_survives_a_restart(dataset: Path, tmp_path: Path, monkeypatch) -> None:
@@ -257,7 +257,7 @@ def test_a_time_budget_survives_a_restart(dataset: Path, tmp_path: Path, monkeyp
     lrs = [float(r.split(",")[2]) for r in result.log_csv.read_text().splitlines()[1:]]
     assert len(lrs) == result.epochs > 3 and all(a > b for a, b in itertools.pairwise(lrs))  # no jump back
     saved = json.loads((result.out_dir / "metrics.json").read_text())
-    assert 100 < before < 400 <= saved["training_s"] < 400 + before  # the rest of the budget, not a new one
+    assert 100 < before < 300 < saved["training_s"] <= 400  # the rest of the budget, not a new one
     assert saved["iterations"] == result.epochs
 
 
