@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -283,7 +284,7 @@ class Trainer:
         run.bar = tqdm(
             total=s.max_epochs * s.iterations_per_epoch if s.max_time_s is None else None,
             initial=run.iterations,
-            disable=not (s.progress and dist.is_main),
+            disable=not (s.progress and dist.is_main and sys.stderr.isatty()),  # a log file gets a line per epoch
             desc=run_dir.name,
             unit="it",
             dynamic_ncols=True,
@@ -499,6 +500,10 @@ class Trainer:
         )
         if run.epoch_log is not None:
             run.epoch_log.append(row)
+        if s.progress and run.bar.disable:
+            scores = "".join(f", {k} {v:.4f}" for k, v in row.items() if k.endswith("_mean") or k == "val_accuracy")
+            print(f"{run.run_dir.name} epoch {epoch + 1}: loss {row['train_loss']:.4f}, lr {row['lr']:.3g}, "
+                  f"{row['time_s']:.1f} s{scores}", file=sys.stderr, flush=True)  # fmt: skip
         return stop
 
     def _finish(self, run: RunState, epoch: int) -> TrainResult:

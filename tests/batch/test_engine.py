@@ -374,3 +374,13 @@ def test_repeated_warnings_recorded_each_time_deprecations_left_out(tmp_path: Pa
 
     report = run_batch(discover_cases(src), Noisy(), tmp_path / "out", progress=False)
     assert [r.warnings for r in report.rows] == [("UserWarning: clipped intensities",)] * 2
+
+
+def test_without_a_terminal_progress_is_one_line_per_case(tmp_path: Path, capsys) -> None:
+    """``medseg predict ... 2> log``: no progress-bar frames, one line per case."""
+    src = tmp_path / "in"
+    write_cases(src, 3)
+    run_batch(discover_cases(src), ThresholdProcessor(), tmp_path / "out", progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and len(lines) == 3 and all(": succeeded (" in line for line in lines)

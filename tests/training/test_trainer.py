@@ -318,3 +318,15 @@ def test_a_plan_far_too_long_for_this_device_is_announced(dataset: Path, tmp_pat
     assert record.levelname == "WARNING"
     assert "100000000 epochs × 5 iterations" in record.getMessage() and "days" in record.getMessage()
     assert "training.max_time_s" in record.getMessage()
+
+
+def test_without_a_terminal_progress_is_one_line_per_epoch(dataset: Path, tmp_path: Path, capsys) -> None:
+    """``medseg train ... > train.log``: no progress-bar frame per iteration, one line per epoch."""
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=3, iterations_per_epoch=4,
+                **{**FAST, "progress": True})  # fmt: skip
+    t.fit(dataset)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and "it/s" not in err
+    assert [line.split(":")[0] for line in lines] == ["all epoch 1", "all epoch 2", "all epoch 3"]
+    assert "loss" in lines[0] and "lr" in lines[0]
