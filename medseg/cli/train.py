@@ -38,6 +38,13 @@ def train(
         "--time-budget",
         help="Without a pipeline: plan a network and schedule for this time per fold (e.g. 2h), then train for it.",
     ),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="Without a pipeline: "
+        + "YAML naming the ROIs of an RTSTRUCT/SEG export: label value → ROI name or [name, synonym, 'PATTERN*'] "
+        "(as for 'medseg dataset convert'; a pipeline file works too).",
+    ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from last.pt when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -59,8 +66,15 @@ def train(
         raise ConfigError(
             "--time-budget plans a new pipeline: omit PIPELINE, or give this pipeline a budget with --max-time"
         )
+    if pipeline is not None and labels is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError(
+            f"{pipeline}: --labels names the ROIs for a planned pipeline; with a pipeline file, write them into its "
+            "input.labels (e.g. labels: {1: [liver, Liver, 'LIVER*']})"
+        )
     if pipeline is None:
-        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0)
+        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0, labels)
     p = Pipeline.from_yaml(pipeline)
     from medseg.planning.workflow import parse_duration
 
@@ -106,15 +120,20 @@ def _folds(fold: str | None, n_folds: str) -> tuple[list[int | None], int]:
         ) from None
 
 
-def _plan_first(data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int) -> Path:
+def _plan_first(
+    data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int, labels: Path | None
+) -> Path:
     """Plan into the run folder (once: a plan already there is reused, so resuming trains the same network)."""
     planned = output / "pipeline.yaml"
     if planned.exists():
         typer.echo(f"{'plan':16s} {planned} (planned earlier, reused)")
         return planned
+    from medseg.cli.dataset import load_label_names
     from medseg.cli.plan import plan_options
     from medseg.planning.workflow import plan_dataset
 
-    files = plan_dataset(data, output, plan_options(device or "auto", None, time_budget, None, None, n_folds))  # type: ignore[arg-type]
+    names = load_label_names(labels) if labels is not None else None
+    options = plan_options(device or "auto", None, time_budget, None, None, n_folds)
+    files = plan_dataset(data, output, options, labels=names)  # type: ignore[arg-type]
     typer.echo(f"{'plan':16s} {files.pipeline}")
     return files.pipeline

@@ -236,7 +236,8 @@ def assemble(
         "input": {
             "modality": _input_modality(modalities),
             "channels": fp.channels,
-            "labels": dict(sorted(fp.labels.items())),
+            # RTSTRUCT/SEG exports: the ROI names of each label, so training matches them as planning did
+            "labels": {k: fp.label_synonyms.get(k) or name for k, name in sorted(fp.labels.items())},
         },
         "preprocess": preprocess,
         "network": network,

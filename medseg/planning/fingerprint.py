@@ -94,6 +94,11 @@ class Fingerprint:
         return {int(k): str(v) for k, v in self.data["labels"].items() if int(k) != 0}
 
     @property
+    def label_synonyms(self) -> dict[int, list[str]]:
+        """Label value → the RTSTRUCT/SEG names that mean it (name first); empty for label-map datasets."""
+        return {int(k): [str(n) for n in v] for k, v in (self.data.get("label_synonyms") or {}).items()}
+
+    @property
     def modalities(self) -> list[str]:
         """DICOM Modality per channel when every case agrees (``""`` otherwise)."""
         return list(self.data.get("dicom_modalities") or [""] * len(self.channels))
@@ -347,6 +352,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
     found = sorted({int(k) for c in cases for k in c["labels"]})
     labels = {int(k): v for k, v in dataset.labels.items() if int(k) != 0} or {k: f"label_{k}" for k in found}
     label_stats = {str(k): _label_summary(cases, k, labels[k]) for k in sorted(labels)}
+    synonyms = next((c.label_names for c in dataset.cases if c.label_names), None) or {}
     modalities = []
     for ch in range(n_channels):
         seen = {c["dicom_modality"] for c in cases}
@@ -359,6 +365,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
         "channels": names,
         "dicom_modalities": modalities,
         "labels": {str(k): v for k, v in sorted(labels.items())},
+        "label_synonyms": {str(k): list(v) for k, v in sorted(synonyms.items())},
         "spacing": {
             "median": np.median(spacings, axis=0).tolist(),
             "p10": np.percentile(spacings, 10, axis=0).tolist(),
