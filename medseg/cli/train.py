@@ -25,7 +25,9 @@ def train(
     ),
     n_folds: str = typer.Option("5", "--folds", help="Number of folds of the split (splits.json); 'all': train all 5."),
     device: str = typer.Option(None, "--device", "-d", help="auto, cpu, cuda, cuda:1 (default: the pipeline's)."),
-    max_epochs: int = typer.Option(None, "--epochs", help="Override training.max_epochs."),
+    max_epochs: int = typer.Option(
+        None, "--epochs", help="Train this many epochs (sets training.max_epochs and drops a training.max_time_s)."
+    ),
     max_time: str = typer.Option(
         None,
         "--max-time",
@@ -78,10 +80,16 @@ def train(
     p = Pipeline.from_yaml(pipeline)
     from medseg.planning.workflow import parse_duration
 
+    if max_epochs is not None and max_time is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError("--epochs N trains N epochs and --max-time trains for a time; give one of them")
     budget = parse_duration(max_time, "--max-time") if max_time is not None else None
-    overrides = {
+    overrides: dict[str, object] = {
         k: v for k, v in {"device": device, "max_epochs": max_epochs, "max_time_s": budget}.items() if v is not None
     }
+    if max_epochs is not None:
+        overrides["max_time_s"] = None  # --epochs N trains N epochs, even where the pipeline has a time budget
     for k in folds:
         result = p.train(data, output, fold=k, n_folds=n, resume=resume, **overrides)
     if len(folds) > 1:
