@@ -179,7 +179,8 @@ class Trainer:
             fold: the fold to train (``splits.json`` is created by the first fold to run).
             n_folds: number of folds.
             resume: continue from ``last.pt`` of this fold when it exists (the learning-rate
-                schedule follows the current ``max_epochs``, so a resumed run may be longer).
+                schedule follows the current ``max_epochs``, so a resumed run may be longer; with
+                ``max_time_s`` the time of the earlier sessions counts, and only the rest is trained).
 
         Returns:
             A :class:`TrainResult`: checkpoint and log paths, and the validation metrics of the
