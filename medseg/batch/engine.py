@@ -142,14 +142,16 @@ def _run_locked(
     ctx = BatchContext(processor, out, str(processor.fingerprint()), force)
 
     results: dict[str, CaseResult] = {}
-    bar = tqdm(total=len(selected), unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    live = progress and sys.stderr.isatty()  # into a log file: one line per case instead of bar frames
+    bar = tqdm(total=len(selected), unit="case", file=sys.stderr, disable=not live, dynamic_ncols=True)
 
     def on_result(result: CaseResult) -> None:
         results[result.case_id] = result
         if result.status == "failed":
             logger.warning("case %s failed: %s", result.case_id, result.error)
-        if verbose:
+        if verbose or (progress and not live):
             line = f"{result.case_id}: {result.status} ({result.seconds:.1f} s)"
+            line += "" if live else f" [{len(results)}/{len(selected)}]"
             tqdm.write(line + (f" {result.error}" if result.error else ""), file=sys.stderr)
         bar.update(1)
         bar.set_postfix(

@@ -39,7 +39,10 @@ def plan_options(
 
 @app.command()
 def plan(
-    data: Path = typer.Argument(..., help="nnU-Net/MSD folder, CSV manifest or folder of DICOM cases."),
+    data: Path = typer.Argument(
+        ...,
+        help="nnU-Net/MSD folder, CSV manifest, folder of DICOM cases or DICOM export with RTSTRUCT/SEG (--labels).",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for fingerprint.json, pipeline.yaml, plan.json."),
     device: str = typer.Option(
         "auto", "--device", "-d", help="Where training will run and is probed: cpu, cuda, cuda:1."
@@ -49,16 +52,24 @@ def plan(
     modality: str = typer.Option(None, "--modality", help="CT or MR (or one per channel, comma-separated)."),
     config: str = typer.Option(None, "--config", help="Force the 3d or 2d configuration."),
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds (validation cost); 0: all cases, none."),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="YAML naming the ROIs of an RTSTRUCT/SEG export: label value → ROI name or [name, synonym, 'PATTERN*'] "
+        "(as for 'medseg dataset convert'; a pipeline file works too).",
+    ),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Measure on the device (off: nnU-Net's estimate)."),
     explain: bool = typer.Option(False, "--explain", help="Print every decision with its rule and numbers."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan record as JSON."),
 ) -> None:
     """Plan a pipeline for DATA: spacing, normalisation, network, patch, batch, schedule, post-processing."""
+    from medseg.cli.dataset import load_label_names
     from medseg.planning.render import explain_table, plan_record
     from medseg.planning.workflow import plan_dataset
 
     options = plan_options(device, memory_gb, time_budget, modality, config, folds)
-    files = plan_dataset(data, output, options, probe=probe)  # type: ignore[arg-type]
+    names = load_label_names(labels) if labels is not None else None
+    files = plan_dataset(data, output, options, probe=probe, labels=names)  # type: ignore[arg-type]
     result = files.plan
     suspicious = result.fingerprint.flags.get("not_like_declared_modality")
     if suspicious:

@@ -25,15 +25,27 @@ def train(
     ),
     n_folds: str = typer.Option("5", "--folds", help="Number of folds of the split (splits.json); 'all': train all 5."),
     device: str = typer.Option(None, "--device", "-d", help="auto, cpu, cuda, cuda:1 (default: the pipeline's)."),
-    max_epochs: int = typer.Option(None, "--epochs", help="Override training.max_epochs."),
+    max_epochs: int = typer.Option(
+        None, "--epochs", help="Train this many epochs (sets training.max_epochs and drops a training.max_time_s)."
+    ),
     max_time: str = typer.Option(
         None,
         "--max-time",
-        help="Wall-clock budget, e.g. 90m, 2h, 3600 (s): sets training.max_time_s; the "
-        "learning-rate schedule then runs over the budget.",
+        help="Train for this long, e.g. 90m, 2h, 3600 (s), however many epochs that is (sets training.max_time_s): "
+        "longer than a short plan, shorter than a long one; the learning-rate schedule is spread over the time and a "
+        "resumed run trains what is left of it.",
     ),
     time_budget: str = typer.Option(
-        None, "--time-budget", help="Without a pipeline: plan for this time per fold (e.g. 2h), then train."
+        None,
+        "--time-budget",
+        help="Without a pipeline: plan a network and schedule for this time per fold (e.g. 2h), then train for it.",
+    ),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="Without a pipeline: "
+        + "YAML naming the ROIs of an RTSTRUCT/SEG export: label value → ROI name or [name, synonym, 'PATTERN*'] "
+        "(as for 'medseg dataset convert'; a pipeline file works too).",
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from last.pt when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -56,15 +68,28 @@ def train(
         raise ConfigError(
             "--time-budget plans a new pipeline: omit PIPELINE, or give this pipeline a budget with --max-time"
         )
+    if pipeline is not None and labels is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError(
+            f"{pipeline}: --labels names the ROIs for a planned pipeline; with a pipeline file, write them into its "
+            "input.labels (e.g. labels: {1: [liver, Liver, 'LIVER*']})"
+        )
     if pipeline is None:
-        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0)
+        pipeline = _plan_first(data, output, device, time_budget, n if folds != [None] else 0, labels)
     p = Pipeline.from_yaml(pipeline)
     from medseg.planning.workflow import parse_duration
 
+    if max_epochs is not None and max_time is not None:
+        from medseg.errors import ConfigError
+
+        raise ConfigError("--epochs N trains N epochs and --max-time trains for a time; give one of them")
     budget = parse_duration(max_time, "--max-time") if max_time is not None else None
-    overrides = {
+    overrides: dict[str, object] = {
         k: v for k, v in {"device": device, "max_epochs": max_epochs, "max_time_s": budget}.items() if v is not None
     }
+    if max_epochs is not None:
+        overrides["max_time_s"] = None  # --epochs N trains N epochs, even where the pipeline has a time budget
     for k in folds:
         result = p.train(data, output, fold=k, n_folds=n, resume=resume, **overrides)
     if len(folds) > 1:
@@ -103,15 +128,20 @@ def _folds(fold: str | None, n_folds: str) -> tuple[list[int | None], int]:
         ) from None
 
 
-def _plan_first(data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int) -> Path:
+def _plan_first(
+    data: Path, output: Path, device: str | None, time_budget: str | None, n_folds: int, labels: Path | None
+) -> Path:
     """Plan into the run folder (once: a plan already there is reused, so resuming trains the same network)."""
     planned = output / "pipeline.yaml"
     if planned.exists():
         typer.echo(f"{'plan':16s} {planned} (planned earlier, reused)")
         return planned
+    from medseg.cli.dataset import load_label_names
     from medseg.cli.plan import plan_options
     from medseg.planning.workflow import plan_dataset
 
-    files = plan_dataset(data, output, plan_options(device or "auto", None, time_budget, None, None, n_folds))  # type: ignore[arg-type]
+    names = load_label_names(labels) if labels is not None else None
+    options = plan_options(device or "auto", None, time_budget, None, None, n_folds)
+    files = plan_dataset(data, output, options, labels=names)  # type: ignore[arg-type]
     typer.echo(f"{'plan':16s} {files.pipeline}")
     return files.pipeline

@@ -121,9 +121,22 @@ def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
 def read_label_map(path: Path, what: str) -> Volume:
     """A one-channel label map, checked: whole, non-negative values (see :func:`medseg.core.labels.label_values`).
 
+    A DICOM SEG or RTSTRUCT is refused: its labels depend on the image series it is drawn on and
+    on the ROI→label mapping, which only a dataset carries; ``medseg dataset convert`` reads it
+    the way training does (:func:`medseg.training.cache.read_case`) into a label map to evaluate against.
+
     Raises:
-        InputError: several channels, or values that are not labels (one line naming the file).
+        InputError: several channels, values that are not labels, or a SEG/RTSTRUCT (one line naming the file).
     """
+    from medseg.io.clinical import file_label_kind
+
+    kind = file_label_kind(path, force=path.suffix.lower() == ".dcm")
+    if kind is not None:
+        raise InputError(
+            f"{path}: {what} is a DICOM {kind.upper()}, not a label map; convert the export with 'medseg dataset "
+            "convert EXPORT -o DatasetNNN_Name --labels FILE' (ROIs on the image grid, in your label order) and "
+            "evaluate against its labelsTr/ folder"
+        )
     vol = read(path)
     if vol.n_channels != 1:
         raise InputError(

@@ -134,7 +134,8 @@ def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any]
             Decision(
                 "training.max_time_s",
                 training["max_time_s"],
-                "hard stop: the trainer ends after the epoch that reaches it, even if the machine slows down",
+                "the training time: the run trains until it is used (the epochs above size its log and validations) "
+                "and the learning-rate schedule is spread over it, so a slower or faster machine still fits the budget",
                 f"--time-budget {fmt_seconds(budget or 0.0)} − {fmt_seconds((budget or 0.0) - s.max_time_s)} of "
                 "measured pre-processing",
                 "medseg",
@@ -235,7 +236,8 @@ def assemble(
         "input": {
             "modality": _input_modality(modalities),
             "channels": fp.channels,
-            "labels": dict(sorted(fp.labels.items())),
+            # RTSTRUCT/SEG exports: the ROI names of each label, so training matches them as planning did
+            "labels": {k: fp.label_synonyms.get(k) or name for k, name in sorted(fp.labels.items())},
         },
         "preprocess": preprocess,
         "network": network,

@@ -18,6 +18,7 @@ from typing import Any
 
 from medseg.errors import InputError
 from medseg.io import image_suffix
+from medseg.io.roi_names import LabelNames
 from medseg.training.dataset import Dataset, load_dataset
 
 
@@ -71,11 +72,12 @@ def _check_counts(root: Path, meta: dict[str, Any], dataset: Dataset) -> None:
         )
 
 
-def open_dataset(path: str | os.PathLike[str] | Dataset) -> Dataset:
+def open_dataset(path: str | os.PathLike[str] | Dataset, labels: LabelNames | None = None) -> Dataset:
     """Load a training dataset for planning and check it can be planned.
 
     Args:
         path: an nnU-Net/MSD folder, a CSV manifest, a folder of DICOM cases, or a Dataset.
+        labels: ``{value: [name, synonym, "PATTERN*"]}`` for RTSTRUCT/SEG labels (``--labels FILE``).
 
     Raises:
         InputError: no cases, a single case (cross-validation and dataset statistics need
@@ -89,7 +91,7 @@ def open_dataset(path: str | os.PathLike[str] | Dataset) -> Dataset:
         root = Path(path)
         if root.is_dir():
             _check_file_ending(root, read_dataset_json(root))
-        dataset = load_dataset(root)
+        dataset = load_dataset(root, labels=labels)
     where = root if root is not None else "dataset"
     if len(dataset) == 0:
         raise InputError(f"{where}: the dataset has no cases; add labelled cases (imagesTr/labelsTr or CSV rows)")

@@ -37,7 +37,7 @@ import cc3d
 import numpy as np
 
 from medseg.errors import InputError, InputWarning
-from medseg.io import write_text_atomic
+from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.planning.consistency import check_declared_channels, check_declared_modality, open_dataset
 from medseg.training.dataset import Dataset
 
@@ -92,6 +92,11 @@ class Fingerprint:
     def labels(self) -> dict[int, str]:
         """Label value → name, background excluded."""
         return {int(k): str(v) for k, v in self.data["labels"].items() if int(k) != 0}
+
+    @property
+    def label_synonyms(self) -> dict[int, list[str]]:
+        """Label value → the RTSTRUCT/SEG names that mean it (name first); empty for label-map datasets."""
+        return {int(k): [str(n) for n in v] for k, v in (self.data.get("label_synonyms") or {}).items()}
 
     @property
     def modalities(self) -> list[str]:
@@ -182,12 +187,15 @@ def _label_stats(labels: np.ndarray, voxel_mm3: float) -> dict[str, dict[str, An
     return out
 
 
-def analyse_case(case: Any, allowed_labels: Sequence[int] | None = None) -> dict[str, Any]:
-    """The fingerprint entry of one training case (reads its files).
+def analyse_case(
+    case: Any, allowed_labels: Sequence[int] | None = None, *, spacing_tolerance: float = SPACING_TOLERANCE
+) -> dict[str, Any]:
+    """The fingerprint entry of one training case (reads its files as training does, :func:`read_case`).
 
     Args:
-        case: a :class:`medseg.training.dataset.Case` with a label file.
+        case: a :class:`medseg.training.dataset.TrainingCase` with a label file.
         allowed_labels: declared label values (with 0); other values raise.
+        spacing_tolerance: DICOM slice-gap tolerance (see :func:`medseg.io.read`).
 
     Raises:
         InputError: unreadable files, undeclared or non-integer label values.
@@ -196,7 +204,7 @@ def analyse_case(case: Any, allowed_labels: Sequence[int] | None = None) -> dict
     from medseg.training.cache import check_label_values, read_case
 
     t0 = time.perf_counter()
-    image, label = read_case(case)
+    image, label = read_case(case, spacing_tolerance)
     if label is None:
         raise InputError(f"case '{case.case_id}': no label file; planning needs a label map for every case")
     check_label_values(case, label, allowed_labels)
@@ -225,12 +233,20 @@ def analyse_case(case: Any, allowed_labels: Sequence[int] | None = None) -> dict
 
 
 # ---- cache --------------------------------------------------------------------------------------
-def case_key(case: Any) -> tuple[str, list[dict[str, Any]]]:
-    """SHA-256 over the fingerprint version and the content hashes of the case's files."""
+def case_key(case: Any, spacing_tolerance: float = SPACING_TOLERANCE) -> tuple[str, list[dict[str, Any]]]:
+    """SHA-256 over everything that changes a case's entry: the fingerprint version, the content hashes
+    of the case's files, the image series read, the ROI→label mapping and the reader options."""
     from medseg.batch.fingerprint import hash_input
 
     files = [hash_input(Path(p)) for p in [*case.images, case.label]]
-    payload = {"version": FINGERPRINT_VERSION, "levels": len(QUANTILE_LEVELS), "files": [f["sha256"] for f in files]}
+    payload = {
+        "version": FINGERPRINT_VERSION,
+        "levels": len(QUANTILE_LEVELS),
+        "files": [f["sha256"] for f in files],
+        "series_uid": case.series_uid,
+        "label_names": sorted((int(k), list(v)) for k, v in (case.label_names or {}).items()),
+        "spacing_tolerance": float(spacing_tolerance),
+    }
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest(), files
 
 
@@ -343,6 +359,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
     found = sorted({int(k) for c in cases for k in c["labels"]})
     labels = {int(k): v for k, v in dataset.labels.items() if int(k) != 0} or {k: f"label_{k}" for k in found}
     label_stats = {str(k): _label_summary(cases, k, labels[k]) for k in sorted(labels)}
+    synonyms = next((c.label_names for c in dataset.cases if c.label_names), None) or {}
     modalities = []
     for ch in range(n_channels):
         seen = {c["dicom_modality"] for c in cases}
@@ -355,6 +372,7 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
         "channels": names,
         "dicom_modalities": modalities,
         "labels": {str(k): v for k, v in sorted(labels.items())},
+        "label_synonyms": {str(k): list(v) for k, v in sorted(synonyms.items())},
         "spacing": {
             "median": np.median(spacings, axis=0).tolist(),
             "p10": np.percentile(spacings, 10, axis=0).tolist(),
@@ -374,14 +392,19 @@ def summarise(dataset: Dataset, cases: list[dict[str, Any]], hashes: dict[str, A
 
 
 def fingerprint_dataset(
-    data: str | os.PathLike[str] | Dataset, *, cache: str | os.PathLike[str] | None = None
+    data: str | os.PathLike[str] | Dataset,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    spacing_tolerance: float = SPACING_TOLERANCE,
 ) -> Fingerprint:
     """Fingerprint a training dataset (nnU-Net/MSD folder, CSV manifest, folder of DICOM cases).
 
     Args:
         data: what ``medseg train --data`` accepts, or a loaded Dataset.
         cache: a ``fingerprint.json`` to reuse and (re)write: cases whose files have the same
-            content hashes are taken from it, only new or changed cases are read.
+            content hashes (and the same series, ROI→label mapping and reader options, see
+            :func:`case_key`) are taken from it, only new or changed cases are read.
+        spacing_tolerance: DICOM slice-gap tolerance (see :func:`medseg.io.read`).
 
     Returns:
         The :class:`Fingerprint`; ``data["cache"]`` says how many cases were reused.
@@ -398,12 +421,12 @@ def fingerprint_dataset(
     cases, reused = [], 0
     t0 = time.perf_counter()
     for case in dataset.cases:
-        key, files = case_key(case)
+        key, files = case_key(case, spacing_tolerance)
         entry = cached.get(key)
         if entry is not None and entry.get("case_id") == case.case_id:
             reused += 1
         else:
-            entry = {**analyse_case(case, allowed), "key": key, "files": files}
+            entry = {**analyse_case(case, allowed, spacing_tolerance=spacing_tolerance), "key": key, "files": files}
         cases.append(entry)
     fingerprint = Fingerprint(
         summarise(

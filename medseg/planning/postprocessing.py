@@ -108,9 +108,14 @@ def out_of_fold_predictions(
 ) -> dict[str, tuple[Path, Path]]:
     """Predict each case with the fold that validated on it, without post-processing.
 
+    Each case is read by :func:`medseg.training.cache.read_case`, as training reads it: the
+    pipeline's ROI→label mapping decides the label values of RTSTRUCT/SEG references and every
+    reference is put on the image grid. That reference is written beside the prediction, so the
+    choice compares label maps on one grid.
+
     Returns:
-        case id → ``(prediction file, reference label file)``; predictions in ``run_dir/cv_predictions``
-        on each case's original grid.
+        case id → ``(prediction file, reference label file)``, both in ``run_dir/cv_predictions``
+        (``CASE.nii.gz``, ``CASE_reference.nii.gz``) on each case's original grid.
     """
     from medseg.pipeline import Pipeline
     from medseg.training.cache import read_case
@@ -131,11 +136,13 @@ def out_of_fold_predictions(
         predictor = raw.predictor([checkpoint], device=device)
         for case_id in split["val"]:
             case = dataset.case(case_id)
-            image, _ = read_case(case)
-            path = out_dir / f"{case_id}.nii.gz"
+            image, label = read_case(case, spacing_tolerance=pipeline.spec.input.spacing_tolerance)
+            if label is None:
+                raise InputError(f"case '{case_id}': no label; the post-processing choice needs a reference per case")
+            path, reference = out_dir / f"{case_id}.nii.gz", out_dir / f"{case_id}_reference.nii.gz"
             write(predictor.predict(image), path)
-            assert case.label is not None
-            out[case_id] = (path, case.label)
+            write(label, reference)
+            out[case_id] = (path, reference)
     return out
 
 
@@ -238,7 +245,8 @@ def determine_postprocessing(
 
     Args:
         run_dir: the run folder of ``medseg train --fold all`` (``splits.json``, ``fold_K/best.pt``).
-        data: the training dataset (its label files are the references).
+        data: the training dataset (its labels are the references, read with the pipeline's
+            ROI→label mapping, ``input.labels``).
         pipeline: the pipeline the folds were trained with.
         n_folds: number of folds.
         device: where the out-of-fold predictions run.
@@ -252,7 +260,7 @@ def determine_postprocessing(
     from medseg.training.dataset import Dataset, load_dataset
 
     root = Path(run_dir)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, labels=pipeline.label_synonyms)
     cases = out_of_fold_predictions(root, dataset, pipeline, n_folds, device)
     if not cases:
         raise InputError(f"{root}: no out-of-fold predictions")

@@ -388,8 +388,8 @@ def budget_schedule(
     schedule and a fine-grained stop), fewer iterations per epoch otherwise, and no more
     epochs than keep the per-epoch bookkeeping (``overhead_s``) under 10 % of the loop.
     Sliding-window validations (``validation_s`` each) are spaced to cost ≤ 10 %.
-    ``max_time_s`` (``training.max_time_s``) = budget − setup: the trainer stops after the
-    epoch that reaches it even if the machine slows down.
+    ``max_time_s`` (``training.max_time_s``) = budget − setup: the trainer trains until it is
+    used (ending with the epoch that reaches it), whether the machine is slower or faster.
 
     Raises:
         ConfigError: the budget does not cover the pre-processing and one epoch.

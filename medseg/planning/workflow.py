@@ -11,6 +11,7 @@ from typing import Any
 
 from medseg.errors import ConfigError
 from medseg.io import write_text_atomic
+from medseg.io.roi_names import LabelNames
 from medseg.planning.planner import Plan, PlanOptions
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|hr|hours?|m|min|minutes?|s|sec|seconds?)?", re.IGNORECASE)
@@ -67,6 +68,7 @@ def plan_dataset(
     options: PlanOptions | None = None,
     *,
     probe: bool = True,
+    labels: LabelNames | None = None,
 ) -> PlanFiles:
     """Fingerprint ``data`` (cached in ``output/fingerprint.json``), plan, and write the plan.
 
@@ -75,6 +77,8 @@ def plan_dataset(
         output: folder for ``fingerprint.json``, ``pipeline.yaml`` and ``plan.json``.
         options: the user's options (device ``"auto"`` is resolved here).
         probe: measure candidates on the device (False: nnU-Net's memory estimate; no time budget).
+        labels: ``{value: [name, synonym, "PATTERN*"]}`` naming the ROIs of RTSTRUCT/SEG labels
+            (``--labels FILE``); the planned pipeline's ``input.labels`` carries them.
 
     Returns:
         The written files and the :class:`Plan`.
@@ -91,7 +95,7 @@ def plan_dataset(
     options = dataclasses.replace(options, device=resolve_device(options.device))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = open_dataset(data)
+    dataset = open_dataset(data, labels)
     fp = fingerprint_dataset(dataset, cache=out / "fingerprint.json")
     if probe:
         from medseg.planning.probes import ProbeDevice, time_preprocessing

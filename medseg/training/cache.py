@@ -90,10 +90,11 @@ def callable_key(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def case_key(case: TrainingCase, preprocess_key: str) -> str:
-    """Hash of the case's input files (path, size, mtime) and of the preprocessing key."""
+def case_key(case: TrainingCase, preprocess_key: str, spacing_tolerance: float = SPACING_TOLERANCE) -> str:
+    """Hash of the case's input files (path, size, mtime), the preprocessing key, the series read,
+    the ROI→label mapping and the reader options (the slice-gap tolerance)."""
     h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}".encode())
+    h.update(f"v{CACHE_VERSION}|{preprocess_key}|{case.class_label}|{float(spacing_tolerance)!r}".encode())
     if case.series_uid or case.label_names:  # which series, and which ROIs become which labels
         h.update(f"|{case.series_uid}|{sorted((case.label_names or {}).items())}".encode())
     paths = [*case.images, *([case.label] if case.label else [])]
@@ -255,7 +256,7 @@ def prepare_dataset(
     out: list[CachedCase] = []
     errors: list[str] = []
     for case in cases:
-        folder = root / f"{case.case_id}-{case_key(case, key)}"
+        folder = root / f"{case.case_id}-{case_key(case, key, spacing_tolerance)}"
         meta_file = folder / "meta.json"
         if meta_file.exists():
             out.append(_from_meta(folder, json.loads(meta_file.read_text())))

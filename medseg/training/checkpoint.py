@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import platform
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,9 @@ class Checkpoint:
         metrics: validation metrics at save time.
         versions: package versions at save time.
         training_state: what resuming needs: optimiser state, best score so far and its metrics,
-            and the global RNG states of torch, numpy and Python (empty in best.pt).
+            the global RNG states of torch, numpy and Python, the training time so far
+            (``elapsed_s``, seconds: a time budget and its schedule continue from it), the
+            iterations and validations done (empty in best.pt).
         path: where it was loaded from.
     """
 
@@ -238,3 +241,23 @@ def _diff(saved: Mapping[int, str], expected: Mapping[int, str]) -> str:
         if saved.get(k) != expected.get(k):
             parts.append(f"{k}: saved {saved.get(k)!r} vs expected {expected.get(k)!r}")
     return "; ".join(parts)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch CPU, numpy, Python) as checkpoint-safe plain data."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(state), gauss_next],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` stored."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
+    version, py_state, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in py_state), gauss_next))

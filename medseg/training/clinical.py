@@ -35,13 +35,28 @@ from medseg.training.dataset import Dataset, TrainingCase
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _need_labels(where: Path, labels: LabelNames | None) -> LabelNames:
-    if labels is None:
-        raise ConfigError(
-            f"{where}: RTSTRUCT/SEG labels need the names of the ROIs to learn: set input.labels in the pipeline "
-            "(e.g. {1: [liver, Liver, 'LIVER*']}) or give --labels labels.yaml"
-        )
-    return labels
+#: at most this many ROI names are listed when the labels are missing.
+_NAMES_SHOWN = 40
+
+
+def _need_labels(where: Path, labels: LabelNames | None, objects: list[LabelObject]) -> LabelNames:
+    """``labels``, or a ConfigError listing the ROI/segment names of ``objects`` with how many patients carry each."""
+    if labels is not None:
+        return labels
+    patients: dict[str, set[str]] = defaultdict(set)
+    for obj in objects:
+        for name in obj.names:
+            patients[name.strip()].add(obj.patient_id or str(obj.path))
+    ranked = sorted(patients.items(), key=lambda t: (-len(t[1]), t[0]))
+    found = ", ".join(
+        f"{name} ({len(ids)}{' patients' if i == 0 else ''})" for i, (name, ids) in enumerate(ranked[:_NAMES_SHOWN])
+    )
+    more = f" and {len(ranked) - _NAMES_SHOWN} more" if len(ranked) > _NAMES_SHOWN else ""
+    raise ConfigError(
+        f"{where}: RTSTRUCT/SEG labels need the names of the ROIs to learn; ROIs found: {found or 'none'}{more} — "
+        "write them into a labels file (e.g. 1: [liver, Liver, 'LIVER*']) and pass --labels FILE, or set "
+        "input.labels in the pipeline"
+    )
 
 
 def load_dicom_export(root: Path, labels: LabelNames | None) -> Dataset:
@@ -69,7 +84,7 @@ def load_dicom_export(root: Path, labels: LabelNames | None) -> Dataset:
             f"{root}: {len(images)} image series but no RTSTRUCT or SEG object and no label files; a DICOM dataset "
             "needs one RTSTRUCT/SEG per image series (or label.nii.gz files in one folder per case)"
         )
-    spec = _need_labels(root, labels)
+    spec = _need_labels(root, labels, objects)
     skipped: list[str] = []
     by_series: dict[str, list[LabelObject]] = defaultdict(list)
     for obj in objects:
@@ -98,14 +113,18 @@ def with_label_objects(dataset: Dataset, labels: LabelNames | None) -> Dataset:
     """Check the RTSTRUCT/SEG labels of a (CSV) dataset: cases missing a wanted ROI are left out and listed."""
     kept: list[TrainingCase] = []
     skipped = list(dataset.skipped)
-    found = False
+    objects: dict[str, LabelObject | None] = {}
     for case in dataset.cases:
-        if case.label is None or file_label_kind(case.label, force=case.label.suffix.lower() == ".dcm") is None:
+        if case.label is not None and file_label_kind(case.label, force=case.label.suffix.lower() == ".dcm"):
+            objects[case.case_id] = label_object(case.label, force=case.label.suffix.lower() == ".dcm")
+    if not objects:
+        return dataset
+    spec = _need_labels(dataset.source or Path("."), labels, [o for o in objects.values() if o is not None])
+    for case in dataset.cases:
+        if case.case_id not in objects:
             kept.append(case)
             continue
-        found = True
-        spec = _need_labels(dataset.source or case.label, labels)
-        obj = label_object(case.label, force=case.label.suffix.lower() == ".dcm")
+        obj = objects[case.case_id]
         if obj is None:  # unreadable after all: reading the case reports it
             kept.append(case)
             continue
@@ -121,9 +140,7 @@ def with_label_objects(dataset: Dataset, labels: LabelNames | None) -> Dataset:
             )
             continue
         kept.append(replace(case, series_uid=series_uid, label_names=_plain(spec)))
-    if not found:
-        return dataset
-    return _finish(dataset.source or Path("."), kept, skipped, labels or {}, list(dataset.channels), dataset)
+    return _finish(dataset.source or Path("."), kept, skipped, spec, list(dataset.channels), dataset)
 
 
 def _finish(

@@ -45,9 +45,11 @@ class TrainingConfig:
         class_balanced: pick the foreground class uniformly before the voxel.
         augment: augmentation options (None: no augmentation).
         early_stopping: stop after this many validations without improvement (None: never).
-        max_time_s: wall-clock budget in seconds, counted from the start of the run; training
-            stops after the epoch that reaches it, and the learning-rate schedule runs over the
-            budget when it ends before ``max_epochs`` (None: no budget).
+        max_time_s: training time in seconds (None: train ``max_epochs`` epochs). When set, the run
+            trains until this time is used, ending with the last epoch that fits into it (at
+            least one), however many epochs that is (``max_epochs`` then does not end the run; early stopping still does),
+            and the learning-rate schedule is spread over the time. A resumed run counts the time
+            of its earlier sessions (stored in ``last.pt``), so the budget and schedule continue.
         val_overlap: sliding-window overlap during validation.
         val_batch_size: windows per forward pass during validation.
         tensorboard: also log to TensorBoard (when installed).
@@ -161,6 +163,8 @@ class TrainResult:
         epochs: epochs completed.
         stopped_early: whether early stopping or the time budget ended the run.
         best_epoch: the epoch ``best_checkpoint`` holds (-1 without validation).
+        iterations: optimiser steps done (earlier sessions of a resumed run included).
+        stopped_by: ``"completed"`` (every planned epoch), ``"time limit"`` or ``"early stopping"``.
     """
 
     out_dir: Path
@@ -172,3 +176,5 @@ class TrainResult:
     epochs: int
     stopped_early: bool = False
     best_epoch: int = -1
+    iterations: int = 0
+    stopped_by: str = "completed"

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
 from medseg.training import distributed as ddp
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
-from medseg.training.checkpoint import load_checkpoint, plain, save_checkpoint
+from medseg.training.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
 from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset
 from medseg.training.loader import PatchStream, make_loader
@@ -83,7 +84,19 @@ class RunState:
     since_best: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     best_metrics: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
+    #: clock reading at which the run's training time began (moved back by a resumed run's elapsed time).
+    started: float = field(default_factory=lambda: time.perf_counter())
+    iterations: int = 0
+    validations: int = 0
+    #: training time (s) at the end of the last finished epoch (what ``last.pt`` and ``metrics.json`` record).
+    training_s: float = 0.0
+    #: why the run ended: ``"completed"`` (every epoch of ``max_epochs``), ``"time limit"``, ``"early stopping"``.
+    stopped_by: str = "completed"
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training time so far in seconds, earlier sessions of a resumed run included."""
+        return time.perf_counter() - self.started
 
     @property
     def best_path(self) -> Path:
@@ -166,7 +179,8 @@ class Trainer:
             fold: the fold to train (``splits.json`` is created by the first fold to run).
             n_folds: number of folds.
             resume: continue from ``last.pt`` of this fold when it exists (the learning-rate
-                schedule follows the current ``max_epochs``, so a resumed run may be longer).
+                schedule follows the current ``max_epochs``, so a resumed run may be longer; with
+                ``max_time_s`` the time of the earlier sessions counts, and only the rest is trained).
 
         Returns:
             A :class:`TrainResult`: checkpoint and log paths, and the validation metrics of the
@@ -179,19 +193,18 @@ class Trainer:
         s = self.settings
         with _deterministic(s.deterministic):
             run = self._set_up(dataset, fold, n_folds, resume)
-            epoch, stopped = run.start_epoch, False
+            epoch = run.start_epoch
             try:
-                for epoch in range(run.start_epoch, s.max_epochs):
+                # with a time budget the run trains until the time is used, however many epochs that takes
+                while run.stopped_by == "completed" and (s.max_time_s is not None or epoch < s.max_epochs):
                     row = self._train_epoch(run, epoch)
                     stop = self._end_epoch(run, epoch, row) if run.dist.is_main else False
-                    if ddp.broadcast_flag(stop, run.dist, run.device):
-                        stopped, epoch = True, epoch + 1
+                    epoch += 1
+                    if ddp.broadcast_flag(stop, run.dist, run.device):  # rank 0 recorded why
                         break
-                else:
-                    epoch = s.max_epochs
             finally:
                 run.close()
-            return self._finish(run, epoch, stopped)
+            return self._finish(run, epoch)
 
     # ---- set-up -----------------------------------------------------------------------------
     def _set_up(
@@ -270,9 +283,9 @@ class Trainer:
         if dist.is_main:
             run.epoch_log = EpochLog(run_dir, tensorboard=s.tensorboard, rows=rows)
         run.bar = tqdm(
-            total=s.max_epochs * s.iterations_per_epoch,
-            initial=run.start_epoch * s.iterations_per_epoch,
-            disable=not (s.progress and dist.is_main),
+            total=s.max_epochs * s.iterations_per_epoch if s.max_time_s is None else None,
+            initial=run.iterations,
+            disable=not (s.progress and dist.is_main and sys.stderr.isatty()),  # a log file gets a line per epoch
             desc=run_dir.name,
             unit="it",
             dynamic_ncols=True,
@@ -334,7 +347,14 @@ class Trainer:
         run.metrics = dict(ckpt.metrics)
         run.best_metrics = dict(ts.get("best_metrics") or {})
         if "rng" in ts:
-            _set_rng_state(ts["rng"])
+            set_rng_state(ts["rng"])
+        # the budget and the schedule continue where the interrupted session left them
+        run.training_s = float(ts.get("elapsed_s", 0.0))
+        run.started = time.perf_counter() - run.training_s
+        run.iterations = int(ts.get("iterations", ckpt.epoch * self.settings.iterations_per_epoch))
+        run.validations = int(ts.get("validations", 0))
+        if self.settings.max_time_s is not None and run.elapsed_s >= self.settings.max_time_s:
+            run.stopped_by = "time limit"
         log.info("resuming %s from epoch %d", run.run_dir, ckpt.epoch)
         return [r for r in EpochLog.read(run.run_dir / "log.csv") if int(r["epoch"]) <= ckpt.epoch]
 
@@ -374,6 +394,7 @@ class Trainer:
                 x, y_aug = s.augment(x, y if self.task.spatial_target else None, generator)
                 y = y_aug if y_aug is not None else y
             losses.append(self._step(run, x, y))
+            run.iterations += 1
             run.bar.update(1)
             run.bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
             if epoch == run.start_epoch and it + 1 == min(PROJECTION_ITERATIONS, s.iterations_per_epoch):
@@ -402,25 +423,26 @@ class Trainer:
         return float(loss.detach())
 
     def _progress(self, run: RunState, epoch: int) -> float:
-        """Fraction of the run done at the start of ``epoch``: of the epochs, or of the time budget if further."""
+        """Fraction of the run done at the start of ``epoch``: of the time budget when there is one
+        (earlier sessions of a resumed run included), else of the epochs."""
         s = self.settings
-        progress = epoch / s.max_epochs
         if s.max_time_s is not None:
-            progress = max(progress, (time.perf_counter() - run.started) / s.max_time_s)
-        return progress
+            return min(run.elapsed_s / s.max_time_s, 1.0)
+        return epoch / s.max_epochs
 
     def _announce_duration(self, run: RunState, seconds_per_iteration: float) -> None:
         """Say how long the whole plan takes on this device, measured over the first iterations."""
         s = self.settings
-        remaining = (s.max_epochs - run.start_epoch) * s.iterations_per_epoch
-        hours = remaining * seconds_per_iteration / 3600
-        if s.max_time_s is not None and s.max_time_s / 3600 < hours:
+        if s.max_time_s is not None:
+            left = max(s.max_time_s - run.elapsed_s, 0.0)
             log.info(
-                "training: %.2f s/iteration on %s; the time budget (training.max_time_s = %.0f s) ends the run "
-                "before the %d planned iterations (≈ %.1f h)", seconds_per_iteration, run.device, s.max_time_s,
-                remaining, hours,
+                "training: %.2f s/iteration on %s; the time budget (training.max_time_s = %.0f s, %.0f s left) "
+                "gives ≈ %d more iterations", seconds_per_iteration, run.device, s.max_time_s, left,
+                left / max(seconds_per_iteration, 1e-9),
             )  # fmt: skip
             return
+        remaining = (s.max_epochs - run.start_epoch) * s.iterations_per_epoch
+        hours = remaining * seconds_per_iteration / 3600
         message = (
             f"training: {seconds_per_iteration:.2f} s/iteration on {run.device} → the plan ({s.max_epochs} epochs × "
             f"{s.iterations_per_epoch} iterations) takes ≈ {_duration(hours)} of training steps"
@@ -440,11 +462,15 @@ class Trainer:
         log the row. Runs on rank 0; returns True when training should stop."""
         s = self.settings
         t0 = row.pop("_t0")
+        # the budget is used up when another epoch as long as this one would not fit into it
+        time_up = s.max_time_s is not None and run.elapsed_s + (time.perf_counter() - t0) > s.max_time_s
+        last = time_up if s.max_time_s is not None else epoch + 1 == s.max_epochs
         stop = False
-        if run.val_cases and ((epoch + 1) % s.val_every == 0 or epoch + 1 == s.max_epochs):
+        if run.val_cases and ((epoch + 1) % s.val_every == 0 or last):
             metrics = self.validate(_unwrap(run.network), run.val_cases, run.labels, run.device, run.precision.dtype)
             row.update(metrics)
             run.metrics = metrics
+            run.validations += 1
             score = metrics[self.task.score_key]
             if score > run.best:
                 run.best, run.best_epoch, run.since_best = score, epoch + 1, 0
@@ -452,34 +478,43 @@ class Trainer:
                 save_checkpoint(run.best_path, run.network, epoch=epoch + 1, metrics=metrics, **run.meta)
             else:
                 run.since_best += 1
-            stop = s.early_stopping is not None and run.since_best >= s.early_stopping
-        if s.max_time_s is not None and time.perf_counter() - run.started >= s.max_time_s:
+            if s.early_stopping is not None and run.since_best >= s.early_stopping:
+                stop, run.stopped_by = True, "early stopping"
+        if time_up and not stop:
             log.info("training: time budget of %.0f s reached after epoch %d", s.max_time_s, epoch + 1)
-            stop = True
+            stop, run.stopped_by = True, "time limit"
         row.update(time_s=time.perf_counter() - t0)
+        run.training_s = run.elapsed_s
         training_state = {
             "optimizer": run.optimizer.state_dict(),
             "best": run.best,
             "best_epoch": run.best_epoch,
             "since_best": run.since_best,
             "best_metrics": run.best_metrics,
-            "rng": _rng_state(),
+            "rng": rng_state(),
+            "elapsed_s": run.training_s,
+            "iterations": run.iterations,
+            "validations": run.validations,
         }
         save_checkpoint(
             run.last_path, run.network, epoch=epoch + 1, metrics=run.metrics, training_state=training_state, **run.meta
         )
         if run.epoch_log is not None:
             run.epoch_log.append(row)
+        if s.progress and run.bar.disable:
+            scores = "".join(f", {k} {v:.4f}" for k, v in row.items() if k.endswith("_mean") or k == "val_accuracy")
+            print(f"{run.run_dir.name} epoch {epoch + 1}: loss {row['train_loss']:.4f}, lr {row['lr']:.3g}, "
+                  f"{row['time_s']:.1f} s{scores}", file=sys.stderr, flush=True)  # fmt: skip
         return stop
 
-    def _finish(self, run: RunState, epoch: int, stopped: bool) -> TrainResult:
+    def _finish(self, run: RunState, epoch: int) -> TrainResult:
         """Write ``best.pt`` (when nothing validated) and ``metrics.json``; return the result."""
         if run.dist.is_main:
             if not run.best_path.exists() or not run.val_cases:
                 save_checkpoint(run.best_path, run.network, epoch=epoch, metrics=run.metrics, **run.meta)
             final: dict[str, Any] = {k: v for k, v in run.best_metrics.items() if isinstance(v, (int, float))}
             final.update({f"last_{k}": v for k, v in run.metrics.items() if isinstance(v, (int, float))})
-            final.update(best_epoch=run.best_epoch, epochs=epoch)
+            final.update(best_epoch=run.best_epoch, epochs=epoch, **self._run_record(run))
             write_text_atomic(run.run_dir / "metrics.json", json.dumps(plain(final), indent=1))
         self.network = _unwrap(run.network).eval()
         ddp.barrier(run.dist)
@@ -492,9 +527,25 @@ class Trainer:
             curve_png=run.run_dir / "curve.png",
             metrics=dict(run.best_metrics),
             epochs=epoch,
-            stopped_early=stopped,
+            stopped_early=run.stopped_by != "completed",
             best_epoch=run.best_epoch,
+            iterations=run.iterations,
+            stopped_by=run.stopped_by,
         )
+
+    def _run_record(self, run: RunState) -> dict[str, Any]:
+        """What actually ran, for ``metrics.json`` and model cards: iterations and epochs done against the
+        plan, validations, training time and why the run ended."""
+        s = self.settings
+        return {
+            "epochs_planned": s.max_epochs if s.max_time_s is None else None,
+            "iterations": run.iterations,
+            "iterations_per_epoch": s.iterations_per_epoch,
+            "validations": run.validations,
+            "training_s": round(run.training_s, 1),
+            "max_time_s": s.max_time_s,
+            "stopped_by": run.stopped_by,
+        }
 
     # ---- validation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -519,25 +570,6 @@ def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global RNG states (torch CPU, numpy, Python) as checkpoint-safe plain data."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
-        "python": [version, list(state), gauss_next],
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
-    version, py_state, gauss_next = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in py_state), gauss_next))
 
 
 @contextmanager

@@ -406,3 +406,13 @@ def test_a_case_id_never_overwrites_another_inputs_results(tmp_path: Path, dicom
     for p in ("pA", "pB"):
         assert run_batch(discover_cases(tmp_path / p / "CT"), ThresholdProcessor(), out, progress=False).exit_code == 0
     assert {"pA.nii.gz", "pB.nii.gz", "CT.nii.gz"} <= set(_bytes(out))
+
+
+def test_without_a_terminal_progress_is_one_line_per_case(tmp_path: Path, capsys) -> None:
+    """``medseg predict ... 2> log``: no progress-bar frames, one line per case."""
+    src = tmp_path / "in"
+    write_cases(src, 3)
+    run_batch(discover_cases(src), ThresholdProcessor(), tmp_path / "out", progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and len(lines) == 3 and all(": succeeded (" in line for line in lines)

@@ -147,3 +147,16 @@ def test_grid_mismatch_says_what_differs(tmp_path: Path) -> None:
     res = run("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r.csv"))
     _one_line_error(res, "b.nrrd", "b.nii.gz", "origin", "2.5 mm apart")
     assert "spacing" not in res.stderr.split("origin")[0].split("grid of")[1]
+
+
+def test_a_seg_reference_is_refused_with_the_way_to_a_label_map(tmp_path: Path) -> None:
+    """A SEG holds its own frames and segment order: evaluate points at dataset convert, which reads it as training does."""
+    from tests.training.test_clinical import _patient
+
+    _, seg, mask = _patient(tmp_path / "export", 0, "CT", "SEG", {1: "Liver", 2: "Spleen"}, fmt="seg")
+    pred = tmp_path / "pred.nii.gz"
+    write(Volume(mask[None].astype(np.uint8), AFFINE, kind="label"), pred)
+    res = run("evaluate", "--pred", str(pred), "--gt", str(seg), "-o", str(tmp_path / "r.csv"))
+    assert res.returncode == 1
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and str(seg) in err and "DICOM SEG" in err and "medseg dataset convert" in err

@@ -223,3 +223,16 @@ def test_install_refuses_to_overwrite_and_names_resolve(run_dir, tmp_path, monke
         resolve_target("livr")
     with pytest.raises(InputError, match="no trained fold found"):
         export_model(tmp_path / "home", tmp_path / "x.zip")
+
+
+def test_the_card_says_what_ran(run_dir, tmp_path) -> None:
+    """A run stopped by its time limit after 1 of 20 epochs, never validated, is described as such."""
+    record = {"best_epoch": -1, "epochs": 1, "epochs_planned": 20, "iterations": 166, "iterations_per_epoch": 166,
+              "validations": 0, "training_s": 300.4, "max_time_s": 300, "stopped_by": "time limit"}  # fmt: skip
+    for fold in (0, 1):
+        (run_dir / f"fold_{fold}" / "metrics.json").write_text(json.dumps(record))
+    with zipfile.ZipFile(export_model(run_dir, tmp_path / "model.zip")) as z:
+        card = z.read("MODEL_CARD.md").decode()
+    assert "- no validated fold(s)" in card and "No validation metrics (no fold was validated)" in card
+    line = "fold_0: 1 of 20 epochs, 166 iterations in 300 s, no validation, stopped by the time limit"
+    assert f"- {line}" in card

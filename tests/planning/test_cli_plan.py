@@ -75,3 +75,28 @@ def test_parse_duration() -> None:
     for zero in ("0", "0m", "0h0m"):
         with pytest.raises(ConfigError, match=r"--time-budget: '.*' leaves no time to train; .* such as 10m"):
             parse_duration(zero)
+
+
+def test_plan_and_train_a_clinical_export_take_labels(tmp_path: Path, capsys) -> None:
+    """Without --labels an RTSTRUCT export stops at once, listing its ROIs; with them it is planned."""
+    from tests.training.test_clinical import _patient
+
+    root = tmp_path / "export"
+    _patient(root, 0, "PAT0/CT", "PAT0/RS", {1: "Liver", 2: "GTV"})
+    _patient(root, 1, "PAT1/CT", "PAT1/RS", {1: "liver", 2: "GTV"})
+    out = tmp_path / "plan"
+    for args in (["plan", str(root), "-o", str(out), "--no-probe"], ["train", "--data", str(root), "-o", str(out)]):
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(root) in err
+        assert "ROIs found: GTV (2 patients), Liver (1), liver (1)" in err and "--labels FILE" in err
+        assert not (out / "fingerprint.json").exists()  # before any work
+    (tmp_path / "labels.yaml").write_text("1: [liver, Liver]\n2: [tumour, GTV]\n")
+    assert main(["plan", str(root), "-o", str(out), "--no-probe", "--labels", str(tmp_path / "labels.yaml")]) == 0
+    pipeline = Pipeline.from_yaml(out / "pipeline.yaml")
+    assert pipeline.labels == {1: "liver", 2: "tumour"}
+    assert pipeline.label_synonyms == {1: ["liver", "Liver"], 2: ["tumour", "GTV"]}  # training matches the ROIs too
+    assert (
+        main(["train", str(out / "pipeline.yaml"), "--data", str(root), "--labels", str(tmp_path / "labels.yaml")]) == 1
+    )
+    assert "input.labels" in capsys.readouterr().err

@@ -162,3 +162,35 @@ def test_folder_of_dicom_cases_and_csv_manifest(tmp_path: Path) -> None:
     assert fc.n_cases == 2 and fc.channels == ["image"]
     assert fc.cases[0]["labels"].keys() == fp.cases[0]["labels"].keys()
     assert {"zscore": {"over": "image"}} in plan(fc).pipeline["preprocess"]  # no modality known: z-score
+
+
+def test_cache_key_covers_the_roi_mapping_and_the_reader_options(tmp_path: Path) -> None:
+    """The same RTSTRUCT export with the ROI→label mapping swapped: per-label statistics swap, not reused."""
+    import warnings
+
+    from medseg.training import load_dataset
+    from tests.training.test_clinical import _patient
+
+    root = tmp_path / "export"
+    for i in range(2):
+        _patient(root, i, f"PAT{i}/CT", f"PAT{i}/RS", {1: "Liver", 2: "Spleen"})
+    cache = tmp_path / "out" / "fingerprint.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        first = fingerprint_dataset(
+            load_dataset(root, labels={1: ["liver", "Liver"], 2: ["spleen", "Spleen"]}), cache=cache
+        )
+        swapped = fingerprint_dataset(
+            load_dataset(root, labels={1: ["spleen", "Spleen"], 2: ["liver", "Liver"]}), cache=cache
+        )
+    assert swapped.data["cache"]["analysed"] == 2
+    for value, other in ((1, 2), (2, 1)):
+        mine, theirs = swapped.label_stats(value), first.label_stats(other)
+        assert mine["name"] == theirs["name"] and mine["median_volume_ml"] == theirs["median_volume_ml"]
+    assert first.label_stats(1)["median_volume_ml"] != first.label_stats(2)["median_volume_ml"]
+    again = fingerprint_dataset(
+        swapped_ds := load_dataset(root, labels={1: ["spleen", "Spleen"], 2: ["liver", "Liver"]}), cache=cache
+    )
+    assert again.data["cache"]["reused"] == 2
+    tolerant = fingerprint_dataset(swapped_ds, cache=cache, spacing_tolerance=0.2)  # another reader option
+    assert tolerant.data["cache"]["analysed"] == 2

@@ -87,6 +87,8 @@ def test_cached_cases_and_their_key(export, tmp_path):
         np.testing.assert_array_equal(c.label(mmap=False)[0], masks[c.case_id])
     again = prepare_dataset(other, None, tmp_path / "cache")  # another mapping: cached anew
     assert {c.folder for c in again}.isdisjoint({c.folder for c in cached})
+    tolerant = prepare_dataset(ds, None, tmp_path / "cache", spacing_tolerance=0.2)  # another reader option: anew
+    assert {c.folder for c in tolerant}.isdisjoint({c.folder for c in cached})
 
 
 def test_labels_are_required_and_bad_roots_are_clear(export, tmp_path):
@@ -207,3 +209,28 @@ def test_train_from_dicom_export_predict_and_write_rtstruct(export, tmp_path):
     assert back.grid.matches(ref.grid) and predicted.grid.matches(ref.grid)
     np.testing.assert_array_equal(back.numpy(), predicted.numpy())
     assert [r_["name"] for r_ in back.meta["rois"]] == ["liver", "spleen"]
+
+
+SWAPPED = TINY.replace(
+    'labels: {1: [liver, Liver, "LIVER*"], 2: [spleen, Spleen]}', "labels: {1: [spleen, Spleen], 2: [liver, Liver]}"
+)
+
+
+@pytest.mark.slow
+def test_every_fold_on_a_clinical_export_chooses_postprocessing_with_the_mapping(tmp_path, capsys):
+    """``train --fold all`` on an RTSTRUCT + SEG export: the out-of-fold references are read like training reads them
+    (mapping order, not ROI order; the SEG on the image grid, not on its own frames)."""
+    from medseg.cli.main import main
+
+    root = tmp_path / "export"
+    _, _, liver_first = _patient(root, 0, "PAT0/CT", "PAT0/RS", {1: "Liver", 2: "Spleen"})  # ROI order: liver, spleen
+    seg_image, _, _ = _patient(root, 1, "PAT1/CT", "PAT1/SEG", {1: "Liver", 2: "Spleen"}, fmt="seg")
+    (tmp_path / "tiny.yaml").write_text(SWAPPED)  # the mapping: spleen 1, liver 2
+    runs = tmp_path / "runs"
+    args = ["train", str(tmp_path / "tiny.yaml"), "--data", str(root), "-o", str(runs), "--fold", "all", "--folds", "2"]
+    assert main(args) == 0, capsys.readouterr().err[-3000:]
+    assert (runs / "final_pipeline.yaml").is_file() and (runs / "postprocessing.json").is_file()
+    reference = medseg.read(runs / "cv_predictions" / "PAT0_reference.nii.gz").numpy()[0]
+    np.testing.assert_array_equal(reference, np.choose(liver_first, [0, 2, 1]))  # liver ROI → 2, spleen ROI → 1
+    seg_reference = medseg.read(runs / "cv_predictions" / "PAT1_reference.nii.gz")
+    assert seg_reference.grid.matches(medseg.read(seg_image).grid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +99,10 @@ def test_time_budget_stops_after_the_epoch_that_reaches_it(dataset: Path, tmp_pa
     t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=6, iterations_per_epoch=1,
                 max_time_s=1e-3, **FAST)  # fmt: skip
     result = t.fit(dataset)
-    assert result.stopped_early and result.epochs == 1
+    assert result.stopped_early and result.epochs == 1 and result.stopped_by == "time limit"
     assert len(result.log_csv.read_text().splitlines()) == 2
+    saved = json.loads((result.out_dir / "metrics.json").read_text())
+    assert saved["stopped_by"] == "time limit" and saved["iterations"] == 1 and saved["validations"] == 0
     with pytest.raises(ConfigError, match="max_time_s must be positive"):
         Trainer("unet", NET, out_dir=tmp_path, max_time_s=0)
 
@@ -209,9 +212,56 @@ def test_time_budget_runs_the_schedule_over_the_budget(dataset: Path, tmp_path: 
     assert all(a > b for a, b in itertools.pairwise(lrs))
 
 
-def test_metrics_are_those_of_the_best_checkpoint(dataset: Path, tmp_path: Path) -> None:
-    import json
+def _fake_clock(monkeypatch, step_s: float = 10.0) -> None:
+    """Every reading of the trainer's clock is ``step_s`` later than the one before."""
+    import medseg.training.trainer as trainer_module
 
+    clock = itertools.count(0.0, step_s)
+    monkeypatch.setattr(trainer_module, "time", __import__("types").SimpleNamespace(perf_counter=lambda: next(clock)))
+
+
+def test_a_time_budget_lengthens_a_short_plan(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    _fake_clock(monkeypatch)
+    opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=2, iterations_per_epoch=1,
+                max_time_s=200, **opts)  # fmt: skip
+    result = t.fit(dataset)
+    assert result.epochs > 2 and result.stopped_by == "time limit" and result.iterations == result.epochs
+    saved = json.loads((result.out_dir / "metrics.json").read_text())
+    assert saved["training_s"] > 150 and saved["epochs_planned"] is None and saved["max_time_s"] == 200
+
+
+def test_a_time_budget_survives_a_restart(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Killed half-way and resumed: the run trains the rest of the budget and the schedule goes on decaying."""
+    _fake_clock(monkeypatch)
+    opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
+
+    def trainer() -> Trainer:
+        return Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1000,
+                       iterations_per_epoch=1, max_time_s=400, **opts)  # fmt: skip
+
+    real_end = Trainer._end_epoch
+
+    def killed_after_3(self, run, epoch, row):
+        stop = real_end(self, run, epoch, row)
+        if epoch + 1 == 3:
+            raise KeyboardInterrupt  # after last.pt of epoch 3 is written
+        return stop
+
+    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer().fit(dataset)
+    before = load_checkpoint(tmp_path / "all" / "last.pt").training_state["elapsed_s"]
+    monkeypatch.setattr(Trainer, "_end_epoch", real_end)
+    result = trainer().fit(dataset)
+    lrs = [float(r.split(",")[2]) for r in result.log_csv.read_text().splitlines()[1:]]
+    assert len(lrs) == result.epochs > 3 and all(a > b for a, b in itertools.pairwise(lrs))  # no jump back
+    saved = json.loads((result.out_dir / "metrics.json").read_text())
+    assert 100 < before < 300 < saved["training_s"] <= 400  # the rest of the budget, not a new one
+    assert saved["iterations"] == result.epochs
+
+
+def test_metrics_are_those_of_the_best_checkpoint(dataset: Path, tmp_path: Path) -> None:
     opts = {**FAST, "lr": 1e-12, "augment": None}  # no learning: the first validation stays the best
     t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=3, iterations_per_epoch=1,
                 val_every=1, **opts)  # fmt: skip
@@ -220,18 +270,19 @@ def test_metrics_are_those_of_the_best_checkpoint(dataset: Path, tmp_path: Path)
     assert result.best_epoch == best.epoch == 1 and result.epochs == 3
     assert result.metrics == best.metrics
     saved = json.loads((result.out_dir / "metrics.json").read_text())
-    assert saved["best_epoch"] == 1 and saved["epochs"] == 3
+    assert saved["best_epoch"] == 1 and saved["epochs"] == 3 and saved["epochs_planned"] == 3
+    assert saved["stopped_by"] == "completed" and saved["iterations"] == 3 and saved["validations"] == 3
     assert saved["val_dice_mean"] == pytest.approx(best.metrics["val_dice_mean"])
     assert "last_val_dice_mean" in saved
 
 
 def test_last_checkpoint_carries_the_rng_state(dataset: Path, tmp_path: Path) -> None:
-    from medseg.training.trainer import _set_rng_state
+    from medseg.training.checkpoint import set_rng_state
 
     t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1, iterations_per_epoch=1, **FAST)
     result = t.fit(dataset)
     after_training = (torch.rand(3), np.random.rand(3), __import__("random").random())
-    _set_rng_state(load_checkpoint(result.last_checkpoint).training_state["rng"])
+    set_rng_state(load_checkpoint(result.last_checkpoint).training_state["rng"])
     again = (torch.rand(3), np.random.rand(3), __import__("random").random())
     assert torch.equal(after_training[0], again[0]) and np.array_equal(after_training[1], again[1])
     assert after_training[2] == again[2]
@@ -267,3 +318,15 @@ def test_a_plan_far_too_long_for_this_device_is_announced(dataset: Path, tmp_pat
     assert record.levelname == "WARNING"
     assert "100000000 epochs × 5 iterations" in record.getMessage() and "days" in record.getMessage()
     assert "training.max_time_s" in record.getMessage()
+
+
+def test_without_a_terminal_progress_is_one_line_per_epoch(dataset: Path, tmp_path: Path, capsys) -> None:
+    """``medseg train ... > train.log``: no progress-bar frame per iteration, one line per epoch."""
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=3, iterations_per_epoch=4,
+                **{**FAST, "progress": True})  # fmt: skip
+    t.fit(dataset)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and "it/s" not in err
+    assert [line.split(":")[0] for line in lines] == ["all epoch 1", "all epoch 2", "all epoch 3"]
+    assert "loss" in lines[0] and "lr" in lines[0]
