@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
@@ -64,8 +65,22 @@ def _usage_line(exc: BaseException) -> str:
     return f"error: {' '.join(str(message).split())} (see '{path} --help')"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    """medseg's own warnings as one ``warning: ...`` line (the message names the file); others as Python prints them."""
+    from medseg.errors import InputWarning, PluginWarning
+
+    if issubclass(category, (InputWarning, PluginWarning)):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    warnings.showwarning = _show_warning
     _register()
     usage_errors = _usage_error_types()
     try:

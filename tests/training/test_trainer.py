@@ -231,6 +231,22 @@ def test_a_time_budget_lengthens_a_short_plan(dataset: Path, tmp_path: Path, mon
     assert saved["training_s"] > 150 and saved["epochs_planned"] is None and saved["max_time_s"] == 200
 
 
+def test_a_budget_shorter_than_an_epoch_ends_it_early(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """nnU-Net-sized epochs (250 iterations) and a 2-minute budget: the run stops inside the first epoch."""
+    _fake_clock(monkeypatch)
+    opts = {**FAST, "optimizer": "sgd", "lr": 0.01, "schedule": "poly"}
+    t = Trainer("unet", NET, out_dir=tmp_path, patch_size=(16, 16, 16), max_epochs=1000, iterations_per_epoch=250,
+                max_time_s=120, **opts)  # fmt: skip
+    result = t.fit(dataset)
+    assert result.epochs == 1 and result.stopped_by == "time limit" and 1 <= result.iterations < 250
+    assert t.settings.learning_rate * 0.5 > _lr_now(result.out_dir)  # the schedule decayed within the epoch
+
+
+def _lr_now(run_dir: Path) -> float:
+    state = load_checkpoint(run_dir / "last.pt").training_state["optimizer"]
+    return float(state["param_groups"][0]["lr"])
+
+
 def test_a_time_budget_survives_a_restart(dataset: Path, tmp_path: Path, monkeypatch) -> None:
     """Killed half-way and resumed: the run trains the rest of the budget and the schedule goes on decaying."""
     _fake_clock(monkeypatch)
