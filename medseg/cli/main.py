@@ -36,6 +36,8 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for chatty in ("highdicom", "pydicom"):  # libraries that log every module they copy; -v shows them
+        logging.getLogger(chatty).setLevel(level if verbose else max(level, logging.WARNING))
 
 
 def _register() -> None:
