@@ -110,7 +110,9 @@ def test_pipeline_and_model_yaml_blocks_validate(tmp_path: Path) -> None:
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.Softmax(dim=1))
     save_torchscript(net, tmp_path / "model.pt")
     fragment = block("Models from elsewhere: TorchScript/ONNX, two-stage pipelines, model packages", "yaml")
-    (tmp_path / "ts.yaml").write_text("name: external\ninput: {modality: CT, channels: [CT], labels: {1: organ}}\n" + fragment)
+    (tmp_path / "ts.yaml").write_text(
+        "name: external\ninput: {modality: CT, channels: [CT], labels: {1: organ}}\n" + fragment
+    )
     assert Pipeline.from_yaml(tmp_path / "ts.yaml").spec.network.name == "torchscript"
 
 
@@ -145,7 +147,9 @@ def test_clinical_section(checkout: Path) -> None:
     train, export = blocks(section, "bash")
     run_bash(train, checkout)
     assert (checkout / "pred" / "P003.rtstruct.dcm").is_file()
-    assert (checkout / "Dataset501_Organs" / "dataset.json").is_file() and (checkout / "plan_export" / "pipeline.yaml").is_file()
+    assert (checkout / "Dataset501_Organs" / "dataset.json").is_file() and (
+        checkout / "plan_export" / "pipeline.yaml"
+    ).is_file()
     run_bash(export, checkout)
     assert (checkout / "out" / "P003.rtstruct.dcm").is_file()
 

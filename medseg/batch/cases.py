@@ -163,10 +163,12 @@ def dicom_case_ids(folders: Sequence[Path], series: str | None = None, rule: str
     if rule == "folder":
         return [sanitize_case_id(f.name) for f in folders]
     ids = [series_identity(f, series) for f in folders]
-    base = [sanitize_case_id(i.patient_id) if i and i.patient_id else sanitize_case_id(f.name) for f, i in zip(folders, ids)]
+    base = [
+        sanitize_case_id(i.patient_id) if i and i.patient_id else sanitize_case_id(f.name) for f, i in zip(folders, ids)
+    ]
     counts = Counter(base)
     names = []
-    for f, ident, b in zip(folders, ids, base):
+    for _f, ident, b in zip(folders, ids, base):
         if ident is None or not ident.patient_id or (rule == "patient" and counts[b] == 1):
             names.append(b)
             continue

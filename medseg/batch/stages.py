@@ -22,10 +22,10 @@ from medseg.batch.fingerprint import case_fingerprint, hash_input
 from medseg.batch.processor import CaseProcessor, describe_processor
 from medseg.batch.provenance import (
     default_device,
-    output_record,
     environment,
     is_done,
     now_iso,
+    output_record,
     provenance_path,
     read_provenance,
     write_provenance,

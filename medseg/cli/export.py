@@ -89,12 +89,13 @@ def mask_label_names(mask: Path, volume: Volume, labels: Path | None) -> dict[in
     """Label names for the export: ``--labels``, else the ``.labels.json`` sidecar beside the mask
     (what ``medseg predict`` writes), else names the file itself carries (SEG segments, Slicer segments)."""
     from medseg.export import load_labels, parse_labels
+    from medseg.export.labels import sidecar_labels
 
     if labels is not None:
         return load_labels(labels)
-    sidecar = mask.with_name(f"{default_case_id(mask)}.labels.json")
-    if mask.is_file() and sidecar.is_file():
-        return load_labels(sidecar)
+    from_sidecar = sidecar_labels(mask)
+    if from_sidecar is not None:
+        return from_sidecar
     carried = volume.meta.get("labels")
     return parse_labels(carried, f"{mask}: label names") if carried else None
 

@@ -66,7 +66,11 @@ def present_values(labels: np.ndarray) -> np.ndarray:
 
 
 def check_not_image(
-    labels: np.ndarray, source: object, *, named: object = None, fix: str = "give a label map (0 = background, 1, 2, ...)"
+    labels: np.ndarray,
+    source: object,
+    *,
+    named: object = None,
+    fix: str = "give a label map (0 = background, 1, 2, ...)",
 ) -> None:
     """Refuse an unnamed "label map" with more than :data:`MAX_UNNAMED_LABELS` distinct values.
 

@@ -8,7 +8,6 @@ so 3D Slicer opens it as a segmentation with names and colours.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +16,9 @@ import SimpleITK as sitk
 
 from medseg.errors import OutputError
 from medseg.export.base import ExportCase, Exporter, register_exporter
-from medseg.export.labels import label_color
-from medseg.io import atomic_path, write, write_text_atomic
+from medseg.export.labels import SIDECAR_SUFFIX, label_color, write_labels_sidecar
+from medseg.io import atomic_path, write
 from medseg.io.itk import volume_to_sitk
-
-
-def write_labels_sidecar(case: ExportCase, path: Path) -> Path:
-    """Write ``{"1": "liver", ...}`` (readable by ``--labels``) to ``path``."""
-    text = json.dumps({str(v): n for v, n in case.labels.items()}, indent=2, ensure_ascii=False) + "\n"
-    return write_text_atomic(path, text)
 
 
 @register_exporter("nifti")
@@ -44,7 +37,7 @@ class NiftiExporter(Exporter):
         """Write the NIfTI label map (and sidecar)."""
         out = [write(case.label_volume(), case.path(".nii.gz"))]
         if self.sidecar:
-            out.append(write_labels_sidecar(case, case.path(".labels.json")))
+            out.append(write_labels_sidecar(case.labels, case.path(SIDECAR_SUFFIX)))
         return out
 
 
@@ -64,7 +57,7 @@ class NrrdExporter(Exporter):
         """Write the NRRD label map (and sidecar)."""
         out = [write(case.label_volume(), case.path(".nrrd"))]
         if self.sidecar:
-            out.append(write_labels_sidecar(case, case.path(".labels.json")))
+            out.append(write_labels_sidecar(case.labels, case.path(SIDECAR_SUFFIX)))
         return out
 
 

@@ -119,6 +119,28 @@ def parse_labels(data: Any, where: str = "labels") -> dict[int, str]:
     return out
 
 
+#: The label-names sidecar the label-map exporters write beside ``CASE.nii.gz``: ``CASE.labels.json``.
+SIDECAR_SUFFIX = ".labels.json"
+
+
+def write_labels_sidecar(labels: dict[int, str], path: str | os.PathLike[str]) -> Path:
+    """Write ``{"1": "liver", ...}`` (what :func:`load_labels` and ``--labels`` read) to ``path`` atomically."""
+    from medseg.io import write_text_atomic
+
+    text = json.dumps({str(v): n for v, n in labels.items()}, indent=2, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def sidecar_labels(mask: str | os.PathLike[str]) -> dict[int, str] | None:
+    """The names in the ``CASE.labels.json`` beside the label map ``mask`` (``CASE.nii.gz``, ``CASE.nrrd``,
+    ...), or None when there is none."""
+    from medseg.io import file_stem
+
+    p = Path(mask)
+    sidecar = p.with_name(f"{file_stem(p)}{SIDECAR_SUFFIX}")
+    return load_labels(sidecar) if p.is_file() and sidecar.is_file() else None
+
+
 def load_labels(path: str | os.PathLike[str]) -> dict[int, str]:
     """Read label names from a JSON file (formats of :func:`parse_labels`).
 

@@ -417,8 +417,17 @@ class SeriesIdentity:
     modality: str
 
 
-_IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "StudyDate", "SeriesInstanceUID", "SeriesNumber", "Modality",
-                  "SOPClassUID", "Rows", "Columns")
+_IDENTITY_TAGS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "StudyDate",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "Modality",
+    "SOPClassUID",
+    "Rows",
+    "Columns",
+)
 
 
 def series_identity(folder: Path, series_uid: str | None = None) -> SeriesIdentity | None:

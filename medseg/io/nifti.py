@@ -146,9 +146,15 @@ def _xforms(path: Path, header: Any, affine: np.ndarray) -> dict[str, Any]:
     sform, scode = header.get_sform(coded=True)
     if qform is None or sform is None or not int(qcode) or not int(scode):
         return {}
-    extent = (list(header.get_data_shape()[:3]) + [1, 1])[:3]
-    corners = np.array([[i * (extent[0] - 1), j * (extent[1] - 1), k * (extent[2] - 1), 1.0]
-                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    extent = ([*list(header.get_data_shape()[:3]), 1, 1])[:3]
+    corners = np.array(
+        [
+            [i * (extent[0] - 1), j * (extent[1] - 1), k * (extent[2] - 1), 1.0]
+            for i in (0, 1)
+            for j in (0, 1)
+            for k in (0, 1)
+        ]
+    )
     apart = float(np.abs(corners @ (qform - sform).T)[:, :3].max())
     out = {
         "nifti_xforms": {

@@ -161,17 +161,7 @@ def assemble(
     dims = len(conf.patch)
     preprocess = [dict(step) for step in preprocess_head]
     preprocess[0] = {"reorient": {"axcodes": conf.axcodes}}
-    preprocess.append(
-        {
-            "resample": {
-                "spacing": [round(float(v), 5) for v in conf.spacing],
-                "mode": "cubic",
-                "label_mode": "linear",
-                "anisotropic": True,
-                "anisotropic_mode": "nearest",
-            }
-        }
-    )
+    preprocess.append(rules.resample_step(conf.spacing))
     decisions.insert(
         0,
         Decision(

@@ -474,7 +474,7 @@ def plan(
     preprocess_head = [{"reorient": {"axcodes": "RAS"}}, *crop_steps, *norm_steps]
     setup_s = 0.0
     if options.time_budget_s is not None and setup_seconds is not None:
-        setup_s = setup_seconds([*preprocess_head, _resample_step(target)])
+        setup_s = setup_seconds([*preprocess_head, rules.resample_step(target)])
     budget_bytes, budget_text = math.nan, ""
     sizer: Sizer | None = None
     if device is not None:
@@ -494,18 +494,6 @@ def plan(
     decisions = [spacing_decision, crop_decision, norm_decision, choice]
     pipeline = assemble(fp, configurations[chosen], target, preprocess_head, modalities, options, decisions)
     return Plan(pipeline, decisions, configurations, chosen, fp, options, ctx.probes)
-
-
-def _resample_step(target: np.ndarray) -> dict[str, Any]:
-    return {
-        "resample": {
-            "spacing": [round(float(t), 5) for t in target],
-            "mode": "cubic",
-            "label_mode": "linear",
-            "anisotropic": True,
-            "anisotropic_mode": "nearest",
-        }
-    }
 
 
 def _flat_axes(fp: Fingerprint) -> list[str]:

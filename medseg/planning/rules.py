@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -275,3 +276,18 @@ def normalisation_scheme(channel_name: str) -> str:
     """``get_normalization_scheme``: ``"ct"``, ``"nonorm"``, ``"rescale_to_0_1"``, ``"rgb_to_0_1"`` or ``"zscore"``."""
     name = channel_name.casefold()
     return name if name in ("ct", "nonorm", "zscore", "rescale_to_0_1", "rgb_to_0_1") else "zscore"
+
+
+def resample_step(spacing: Sequence[float]) -> dict[str, Any]:
+    """The pipeline's ``resample`` step to ``spacing`` (mm) with nnU-Net's interpolation
+    (``resample_data_or_seg``: images order 3, segmentations order 1, and order 0 along the coarse axis of
+    anisotropic data)."""
+    return {
+        "resample": {
+            "spacing": [round(float(v), 5) for v in spacing],
+            "mode": "cubic",
+            "label_mode": "linear",
+            "anisotropic": True,
+            "anisotropic_mode": "nearest",
+        }
+    }

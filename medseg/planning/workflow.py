@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medseg.core.device import resolve_device
 from medseg.errors import ConfigError
 from medseg.io import write_text_atomic
 from medseg.io.roi_names import LabelNames
@@ -53,15 +54,6 @@ class PlanFiles:
     plan: Plan
 
 
-def resolve_device(name: str) -> str:
-    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; other names unchanged."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def plan_dataset(
     data: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -92,7 +84,7 @@ def plan_dataset(
     from medseg.planning.render import plan_record, render_yaml
 
     options = options or PlanOptions()
-    options = dataclasses.replace(options, device=resolve_device(options.device))
+    options = dataclasses.replace(options, device=str(resolve_device(options.device, option="--device")))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(data, labels)

@@ -386,7 +386,9 @@ class Trainer:
         losses, wait = [], 0.0
         for it in range(s.iterations_per_epoch):
             tw = time.perf_counter()
-            if s.max_time_s is not None and it:  # a budget shorter than an epoch ends it early; the lr follows the clock
+            if (
+                s.max_time_s is not None and it
+            ):  # a budget shorter than an epoch ends it early; the lr follows the clock
                 if tw - run.started >= s.max_time_s:
                     break
                 set_lr(run.optimizer, s.learning_rate * lr_factor(s.lr_schedule, (tw - run.started) / s.max_time_s))

@@ -400,7 +400,9 @@ def test_a_case_id_never_overwrites_another_inputs_results(tmp_path: Path, dicom
     assert "--case-ids series" in b.rows[0].error
     assert _bytes(out) == kept  # patient A's mask untouched, even with --force
     # the same input again (e.g. after editing it in place) still runs as before
-    again = run_batch(discover_cases(tmp_path / "pA" / "CT", case_ids="folder"), ThresholdProcessor(), out, progress=False)
+    again = run_batch(
+        discover_cases(tmp_path / "pA" / "CT", case_ids="folder"), ThresholdProcessor(), out, progress=False
+    )
     assert again.skipped == 1
     # named by patient (the default), both land side by side
     for p in ("pA", "pB"):

@@ -83,7 +83,9 @@ def test_export_refuses_a_probability_map(tmp_path: Path) -> None:
     _one_line_error(_medseg("export", str(tmp_path / "p.nii.gz"), "-f", "stl", "-o", str(out)), "non-integer values")
     two = prob.replace(array=np.concatenate([prob.numpy() > 128] * 2).astype(np.uint8))
     medseg.write(two, tmp_path / "two.nii.gz")
-    _one_line_error(_medseg("export", str(tmp_path / "two.nii.gz"), "-f", "stl", "-o", str(out)), "2 channels", "argmax")
+    _one_line_error(
+        _medseg("export", str(tmp_path / "two.nii.gz"), "-f", "stl", "-o", str(out)), "2 channels", "argmax"
+    )
 
 
 def test_export_takes_an_atlas_whose_labels_are_named(tmp_path: Path) -> None:
@@ -93,7 +95,9 @@ def test_export_takes_an_atlas_whose_labels_are_named(tmp_path: Path) -> None:
     medseg.write(medseg.core.Volume(atlas, np.eye(4), kind="label"), tmp_path / "atlas.nii.gz")
     names = tmp_path / "names.json"
     names.write_text(json.dumps({str(v): f"region_{v}" for v in range(1, 71)}))
-    res = _medseg("export", str(tmp_path / "atlas.nii.gz"), "-f", "nifti", "-o", str(tmp_path / "o"), "--labels", str(names))
+    res = _medseg(
+        "export", str(tmp_path / "atlas.nii.gz"), "-f", "nifti", "-o", str(tmp_path / "o"), "--labels", str(names)
+    )
     assert res.returncode == 0, res.stderr
 
 

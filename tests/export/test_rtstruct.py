@@ -255,5 +255,7 @@ def test_roi_types_follow_the_names_and_an_empty_roi_is_reported(organs, tmp_pat
     ds = pydicom.dcmread(path)
     assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence] == ["GTV", "EXTERNAL", "ORGAN", "ORGAN"]
     assert "ContourSequence" not in ds.ROIContourSequence[0]
-    (fixed,) = EXPORTERS.build("rtstruct", interpreted_type="ORGAN")(mask, tmp_path / "o", "case", image=ref, labels=labels)
+    (fixed,) = EXPORTERS.build("rtstruct", interpreted_type="ORGAN")(
+        mask, tmp_path / "o", "case", image=ref, labels=labels
+    )
     assert {o.RTROIInterpretedType for o in pydicom.dcmread(fixed).RTROIObservationsSequence} == {"ORGAN"}

@@ -58,7 +58,7 @@ def test_a_2d_png_dataset_is_planned_2d(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
     for i in range(3):
         label = np.zeros((64, 64), np.uint8)
-        label[10 + i : 40, 12:44 - i] = 1
+        label[10 + i : 40, 12 : 44 - i] = 1
         image = (rng.normal(60, 10, (64, 64)) + 100 * label).clip(0, 255).astype(np.uint8)
         Image.fromarray(image).save(root / "imagesTr" / f"c{i}_0000.png")
         Image.fromarray(label).save(root / "labelsTr" / f"c{i}.png")

@@ -49,9 +49,8 @@ def test_an_altered_output_makes_its_case_run_again(tmp_path: Path, fault: str) 
 def test_a_second_run_on_a_folder_in_use_stops_at_once_naming_the_first(tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     write_cases(src, 1)
-    with folder_lock(out):
-        with pytest.raises(OutputError, match=r"in use by pid \d+ on .*, since .*: .*wait for that run to finish"):
-            run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)
+    with folder_lock(out), pytest.raises(OutputError, match=r"in use by pid \d+ on .*, since .*: .*wait for that run"):
+        run_batch(discover_cases(src), ThresholdProcessor(), out, progress=False)
     assert not provenance_path(out, "case_000").exists()
     # shards share the folder; the same shard twice, or a whole run beside shards, does not
     with folder_lock(out, (0, 2)), folder_lock(out, (1, 2)):

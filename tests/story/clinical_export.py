@@ -19,7 +19,12 @@ from medseg.data.dicom_series import write_series
 PLASTIMATCH = shutil.which("plastimatch")
 SHAPE, SPACING = (40, 36, 14), (1.5, 1.5, 3.0)
 #: per training patient, the ROI names of the liver (label 1) and of the tumour (label 2), None = not contoured
-TRAINING = {"PAT0": ("Liver", "GTV"), "PAT1": ("LIVER", "gtv_1"), "PAT2": ("liver_final", "GTV"), "PAT3": ("Liver", None)}
+TRAINING = {
+    "PAT0": ("Liver", "GTV"),
+    "PAT1": ("LIVER", "gtv_1"),
+    "PAT2": ("liver_final", "GTV"),
+    "PAT3": ("Liver", None),
+}
 LABELS_YAML = '1: [liver, Liver, "LIVER*", "liver_*"]\n2: [tumour, GTV, "GTV*", "gtv*"]\n'
 
 

@@ -31,7 +31,9 @@ pytestmark = [
 
 
 def medseg_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "medseg.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "medseg.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, f"medseg {' '.join(args)}:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     return res
 
