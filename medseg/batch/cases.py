@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file, series_identity
 from medseg.io.naming import check_case_id, sanitize_case_id, split_channel
 
-_REFERENCE_COLUMNS = ("reference", "label")
 #: How DICOM cases are named: ``patient`` (PatientID; with study date and series number when one patient
 #: has several series in the source), ``series`` (always PatientID, study date and series number) or
 #: ``folder`` (the folder's name).
@@ -94,10 +92,9 @@ def discover_cases(source: str | Path, *, series: str | None = None, case_ids: s
 
     A single image or DICOM file is one case named after the file (channel suffix removed).
 
-    Manifest (``.csv``): a header with ``case_id`` and ``image`` columns, then any further
-    ``image*`` columns (more channels, in column order), an optional ``reference`` (or
-    ``label``) column and other columns kept in :attr:`Case.extra`. Relative paths are
-    relative to the manifest's folder.
+    Manifest (``.csv``): the grammar of :mod:`medseg.io.manifest` (``image``, ``image2``, ...,
+    optional ``case_id``, ``label``/``reference``, ``class``; other columns kept in
+    :attr:`Case.extra`; paths relative to the manifest's folder).
 
     Args:
         source: an image file, a DICOM file, a folder or a ``.csv`` manifest.
@@ -245,51 +242,10 @@ def _unique(found: Iterable[tuple[str, str, Case]], source: Path) -> list[Case]:
 
 
 def _from_manifest(path: Path) -> list[Case]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read the manifest ({exc}); it must be a UTF-8 CSV file") from exc
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
-        raise InputError(f"{path}: the manifest is empty; expected a header 'case_id,image[,image2...][,reference]'")
-    header = [h.strip() for h in rows[0]]
-    if "case_id" not in header or "image" not in header:
-        raise InputError(
-            f"{path}: header {','.join(header)} lacks 'case_id' or 'image'; expected "
-            "'case_id,image[,image2...][,reference]'"
-        )
-    image_cols = [i for i, h in enumerate(header) if h.startswith("image")]
-    ref_col = next((header.index(h) for h in _REFERENCE_COLUMNS if h in header), None)
-    extra_cols = [i for i, h in enumerate(header) if i not in image_cols and i != ref_col and h != "case_id"]
-    id_col = header.index("case_id")
-    base = path.parent
-    found: list[tuple[str, str, Case]] = []
-    for line, row in enumerate(rows[1:], start=2):
-        row = [c.strip() for c in row] + [""] * (len(header) - len(row))
-        raw_id = row[id_col]
-        if "/" in raw_id or "\\" in raw_id or raw_id in (".", "..") or Path(raw_id).is_absolute():
-            raise InputError(
-                f"{path}:{line}: case_id {raw_id!r} looks like a path; case ids name output files and must not "
-                "contain '/', '\\' or be '.'/'..'"
-            )
-        try:
-            cid = sanitize_case_id(raw_id)
-        except InputError as exc:
-            raise InputError(f"{path}:{line}: {exc}") from exc
-        images = []
-        for i in image_cols:
-            if not row[i]:
-                raise InputError(f"{path}:{line}: column '{header[i]}' is empty for case '{raw_id}'; give a path")
-            images.append(_resolve(base, row[i]))
-        reference = _resolve(base, row[ref_col]) if ref_col is not None and row[ref_col] else None
-        extra = {header[i]: row[i] for i in extra_cols}
-        found.append((cid, f"line {line} ({raw_id})", Case(cid, tuple(images), reference, extra)))
-    if not found:
-        raise InputError(f"{path}: the manifest has a header but no cases")
+    from medseg.io.manifest import read_manifest
+
+    found = []
+    for row in read_manifest(path).rows:
+        extra = {**row.extra, **({"class": str(row.klass)} if row.klass is not None else {})}
+        found.append((row.case_id, f"line {row.line}", Case(row.case_id, row.images, row.label, extra)))
     return _unique(found, path)
-
-
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p

@@ -6,10 +6,8 @@ label file, optional case-level class) plus label and channel names.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,47 +186,24 @@ def _channels(meta: dict, n: int) -> list[str]:
 
 
 def _load_csv(path: Path) -> Dataset:
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise InputError(f"{path}: the manifest has no rows")
-    columns = list(rows[0].keys())
-    image_cols = [c for c in columns if re.fullmatch(r"image\d*", c or "")]
-    image_cols.sort(key=lambda c: int(c[5:] or 1))
-    if not image_cols:
-        raise InputError(f"{path}: no 'image' column; columns are {columns} (expected image[,image2...],label[,class])")
-    if "label" not in columns and "class" not in columns:
-        raise InputError(f"{path}: needs a 'label' and/or a 'class' column; columns are {columns}")
+    """A training manifest in :mod:`medseg.io.manifest`'s grammar; every case needs a label or a class."""
+    from medseg.io.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    rows = manifest.rows
+    if not {"label", "reference", "class"} & set(manifest.columns):
+        raise InputError(
+            f"{path}: a training manifest needs a 'label' and/or a 'class' column; columns are {list(manifest.columns)}"
+        )
     cases = []
-    seen: set[str] = set()
-    for i, row in enumerate(rows, start=2):
-        images = [_resolve(path, row[c], i, c) for c in image_cols]
-        label = _resolve(path, row["label"], i, "label") if row.get("label") else None
-        klass = None
-        if row.get("class", "") not in ("", None):
-            try:
-                klass = int(row["class"])
-            except ValueError as exc:
-                raise InputError(f"{path}: line {i}: class {row['class']!r} is not an integer") from exc
-        name = image_suffix(images[0])
-        case_id = row.get("case_id") or (images[0].name[: -len(name)] if name else images[0].name)
-        name, channel = split_channel(case_id)
-        case_id = name if channel == 0 else case_id
-        if case_id in seen:
-            raise InputError(f"{path}: line {i}: case id '{case_id}' is used twice; add a 'case_id' column")
-        seen.add(case_id)
-        cases.append(TrainingCase(case_id, images, label, klass))
-    channels = ["image"] if len(image_cols) == 1 else image_cols
+    for row in rows:
+        for column, f in [*((f"image{i + 1 if i else ''}", f) for i, f in enumerate(row.images)), ("label", row.label)]:
+            if f is not None and not f.exists():
+                raise InputError(f"{path}:{row.line}: {column} file {f} does not exist")
+        cases.append(TrainingCase(row.case_id, list(row.images), row.label, row.klass))
+    n = len(rows[0].images)
+    channels = ["image"] if n == 1 else ["image", *(f"image{i}" for i in range(2, n + 1))]
     return Dataset(sorted(cases, key=lambda c: c.case_id), {}, channels, path)
-
-
-def _resolve(manifest: Path, value: str, line: int, column: str) -> Path:
-    p = Path(value.strip())
-    if not p.is_absolute():
-        p = manifest.parent / p
-    if not p.exists():
-        raise InputError(f"{manifest}: line {line}: {column} file {p} does not exist")
-    return p
 
 
 def _load_dicom_folder(root: Path) -> Dataset:

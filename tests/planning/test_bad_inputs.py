@@ -40,7 +40,7 @@ def test_empty_dataset(tmp_path: Path, capsys) -> None:
     assert "imagesTr: no images found" in _plan_error(capsys, root, tmp_path)
     manifest = tmp_path / "cases.csv"
     manifest.write_text("image,label\n")
-    assert "the manifest has no rows" in _plan_error(capsys, manifest, tmp_path)
+    assert "the manifest has a header but no cases" in _plan_error(capsys, manifest, tmp_path)
 
 
 def test_labels_missing(tmp_path: Path, capsys) -> None:

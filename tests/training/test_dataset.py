@@ -49,7 +49,7 @@ def test_csv_manifest_two_channels_and_class(tmp_path: Path) -> None:
     cached = prepare_dataset(ds, None, tmp_path / "cache")
     assert cached[0].image().shape == (2, 12, 10, 6) and cached[0].class_label == 3
     (tmp_path / "bad.csv").write_text("image,label\nmissing.nii.gz,seg.nii.gz\n")
-    with pytest.raises(InputError, match="line 2: image file .*missing.nii.gz does not exist"):
+    with pytest.raises(InputError, match=r"bad.csv:2: image file .*missing.nii.gz does not exist"):
         load_dataset(tmp_path / "bad.csv")
 
 
