@@ -82,6 +82,16 @@ def _input_modality(modalities: list[tuple[str, str]]) -> str:
     return "MR" if names <= _MR_NAMES else "any"
 
 
+#: The training recipe every plan writes (nnU-Net's trainer); the probes time their step with exactly these.
+PLANNED_TRAINING: dict[str, Any] = {
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "schedule": "poly",
+    "loss": "dice_ce",
+    "foreground_ratio": 0.33,
+}
+
+
 def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any], list[Decision]]:
     s = conf.schedule
     training: dict[str, Any] = {
@@ -90,11 +100,7 @@ def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any]
         "max_epochs": s.max_epochs,
         "iterations_per_epoch": s.iterations_per_epoch,
         "val_every": s.val_every,
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "schedule": "poly",
-        "loss": "dice_ce",
-        "foreground_ratio": 0.33,
+        **PLANNED_TRAINING,
         "device": options.device,
     }
     budget = options.time_budget_s

@@ -149,6 +149,7 @@ class ProbeDevice:
             "window_batch": request.window_batch,
             "overhead": request.overhead,
             "image_shape": list(request.image_shape) if request.image_shape else None,
+            "training": request.training,
         }
         key = json.dumps(payload, sort_keys=True)
         if key in self._memo:
@@ -246,12 +247,12 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     from contextlib import nullcontext
 
     import torch
-    from torch import nn
 
     from medseg.core.memory import reuse_freed_memory
     from medseg.networks import build_network
+    from medseg.training.config import TrainingConfig
     from medseg.training.losses import SegmentationLoss
-    from medseg.training.optim import build_optimizer
+    from medseg.training.step import training_parts, training_step
     from medseg.transforms.augment import Augment
 
     torch.set_num_threads(threads)
@@ -273,8 +274,9 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     patch, batch = tuple(req["patch"]), int(req["batch"])
     torch.manual_seed(0)
     net = build_network("unet", **opts).to(device)
-    optimizer = build_optimizer("sgd", net.parameters(), lr=0.01, weight_decay=3e-5)
-    loss_fn = SegmentationLoss("dice_ce")
+    settings = TrainingConfig.from_dict(dict(req.get("training") or {}))
+    optimizer, precision, scaler = training_parts(net, settings, device)
+    loss_fn = SegmentationLoss(settings.loss)
     augment = Augment() if req.get("augment", True) else None
     x = torch.randn((batch, int(opts["in_channels"]), *patch), device=device)
     y = torch.randint(0, int(opts["out_channels"]), (batch, 1, *patch), device=device)
@@ -283,18 +285,12 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     sample = (
         _sampler(stack, req, int(opts["in_channels"]), int(opts["out_channels"])) if req.get("image_shape") else None
     )
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext  # windows only
 
     def step() -> None:
         xb, yb = (x, y) if sample is None else (t.to(device, non_blocking=True) for t in sample())
         xi, yi = augment(xb, yb, generator) if augment is not None else (xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            out = net(xi)
-        loss = loss_fn(out, yi)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-        optimizer.step()
+        training_step(net, optimizer, loss_fn, scaler, precision, device, settings.grad_clip, xi, yi)
 
     result: dict[str, Any] = {"ok": True, "baseline_bytes": baseline}
     with reuse_freed_memory():

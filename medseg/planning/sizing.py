@@ -129,6 +129,8 @@ class ProbeRequest:
         overhead: also time one epoch's bookkeeping (checkpoint save, log and curve).
         image_shape: ``(X, Y, Z)`` of a pre-processed case to draw each step's patches from, as
             the trainer's patch sampler does (None: random tensors, no sampling cost).
+        training: the ``training`` options the plan writes (optimiser, lr, loss, precision, clipping):
+            the probe builds and runs the Trainer's own step with them.
     """
 
     network: dict[str, Any]
@@ -138,6 +140,13 @@ class ProbeRequest:
     window_batch: int = 0
     overhead: bool = False
     image_shape: tuple[int, ...] | None = None
+    training: dict[str, Any] = field(default_factory=lambda: dict(_planned_training()))
+
+
+def _planned_training() -> dict[str, Any]:
+    from medseg.planning.assemble import PLANNED_TRAINING
+
+    return PLANNED_TRAINING
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
-from medseg.core.precision import PrecisionChoice, training_precision
+from medseg.core.precision import PrecisionChoice
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
@@ -44,8 +44,9 @@ from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset
 from medseg.training.loader import PatchStream, make_loader
 from medseg.training.logs import EpochLog
-from medseg.training.optim import build_optimizer, lr_factor, set_lr
+from medseg.training.optim import lr_factor, set_lr
 from medseg.training.splits import load_or_create_splits
+from medseg.training.step import training_parts, training_step
 from medseg.training.task import Task, task_for
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,7 @@ class Trainer:
 
         torch.manual_seed(s.seed)
         network = build_network(self.network_name, **options).to(device)
-        optimizer = build_optimizer(s.optimizer, network.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-        precision = training_precision(s.amp, s.amp_dtype, device)
+        optimizer, precision, scaler = training_parts(network, s, device)
         log.info("training precision: %s", precision.reason)
         meta: dict[str, Any] = {
             "network_name": self.network_name,
@@ -264,7 +264,7 @@ class Trainer:
             options=options,
             network=network,
             optimizer=optimizer,
-            scaler=torch.amp.GradScaler("cuda", enabled=precision.dtype == torch.float16 and device.type == "cuda"),
+            scaler=scaler,
             loss_fn=self.task.loss(s.loss),
             precision=precision,
             # on the CPU the loader workers augment (overlapping with compute); on a GPU the device does
@@ -414,19 +414,18 @@ class Trainer:
         return {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "time_s": 0.0, "data_wait_s": wait, "_t0": t0}
 
     def _step(self, run: RunState, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimiser step on a batch; returns the loss."""
-        s = self.settings
-        run.optimizer.zero_grad(set_to_none=True)
-        with run.precision.autocast(run.device):
-            out = run.network(x)
-        loss = run.loss_fn(out, y)
-        run.scaler.scale(loss).backward()
-        if s.grad_clip is not None:
-            run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(run.network.parameters(), s.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        return float(loss.detach())
+        """One optimiser step on a batch (the step the planner's probes time); returns the loss."""
+        return training_step(
+            run.network,
+            run.optimizer,
+            run.loss_fn,
+            run.scaler,
+            run.precision,
+            run.device,
+            self.settings.grad_clip,
+            x,
+            y,
+        )
 
     def _progress(self, run: RunState, epoch: int) -> float:
         """Fraction of the run done at the start of ``epoch``: of the time budget when there is one

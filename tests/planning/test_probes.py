@@ -105,3 +105,27 @@ def test_cuda_probe_measures_peak_allocated() -> None:
         assert small.ok and large.ok
         assert large.peak_bytes > 2 * small.peak_bytes
         assert cuda.memory_budget()[0] > 0
+
+
+def test_the_probe_times_the_trainers_own_step_with_the_planned_recipe(monkeypatch) -> None:
+    """The probe builds the optimiser, loss and precision from the training options the plan writes and runs the
+    same training_step the Trainer runs (not a copy with its own constants)."""
+    import medseg.training.optim as optim
+    import medseg.training.step as step
+    from medseg.planning.assemble import PLANNED_TRAINING
+    from medseg.planning.probes import _measure
+    from medseg.training.trainer import Trainer
+
+    built, steps = [], []
+    real_build, real_step = optim.build_optimizer, step.training_step
+    monkeypatch.setattr(
+        optim, "build_optimizer", lambda name, *a, **k: built.append((name, k)) or real_build(name, *a, **k)
+    )
+    monkeypatch.setattr(step, "training_step", lambda *a: steps.append(a[6]) or real_step(*a))
+    net = _request((16, 16, 16), base=4).network
+    assert ProbeRequest(net, (16, 16, 16), 1).training == PLANNED_TRAINING  # what every plan writes
+    req = {"network": net, "patch": [16, 16, 16], "batch": 1, "augment": False,
+           "training": {**PLANNED_TRAINING, "optimizer": "adamw", "lr": 1e-3, "grad_clip": 3.0}}  # fmt: skip
+    assert _measure(req, "cpu", 1)["ok"]
+    assert built[0] == ("adamw", {"lr": 1e-3, "weight_decay": 3e-5}) and set(steps) == {3.0}
+    assert Trainer._step.__code__.co_names.count("training_step") == 1  # the Trainer's step is that function
