@@ -44,6 +44,9 @@ from pydantic import (
 
 from medseg.errors import ConfigError, did_you_mean
 
+if typing.TYPE_CHECKING:
+    from medseg.core.steps import Step
+
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -458,3 +461,25 @@ def _yaml_children(node: Any) -> list[Any]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def build_steps(where: str, section: str, items: list[Any]) -> list[Step]:
+    """Validated steps of a ``preprocess``/``postprocess`` list (every problem collected, each with its path)."""
+    from medseg.core.steps import STEPS
+
+    problems = Problems()
+    steps = []
+    for i, (name, options) in enumerate(parse_step_list(where, section, items)):
+        path = f"{section}[{i}].{name}"
+        if name not in STEPS:
+            same_stage = [n for n in STEPS.names() if STEPS.get(n).stage == section]
+            problems.add(f"{where}: {section}[{i}]: unknown step '{name}'{did_you_mean(name, same_stage)}")
+            continue
+        cls = STEPS.get(name)
+        if cls.stage != section:
+            problems.add(f"{where}: {path}: '{name}' is a {cls.stage} step; move it to the '{cls.stage}' section")
+            continue
+        with problems.collect():
+            steps.append(validate_dataclass(where, path, cls, options))
+    problems.raise_if_any()
+    return steps

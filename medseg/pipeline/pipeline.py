@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from medseg.core.steps import STEPS, Step
+from medseg.core.steps import Step
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, did_you_mean
 from medseg.pipeline.config import (
@@ -29,6 +29,7 @@ from medseg.pipeline.config import (
     NetworkSpec,
     PipelineSpec,
     Problems,
+    build_steps,
     load_yaml,
     parse_step_list,
     pydantic_errors,
@@ -109,10 +110,10 @@ class Pipeline:
             problems.add(pydantic_errors(where, exc, PipelineSpec))
             self.spec = PipelineSpec.model_construct(**_raw_sections(data))
         with problems.collect():
-            self.preprocess: list[Step] = _build_steps(where, "preprocess", self.spec.preprocess)
+            self.preprocess: list[Step] = build_steps(where, "preprocess", self.spec.preprocess)
             _bind_files(where, self.preprocess, self.source)
         with problems.collect():
-            self.postprocess: list[Step] = _build_steps(where, "postprocess", self.spec.postprocess)
+            self.postprocess: list[Step] = build_steps(where, "postprocess", self.spec.postprocess)
         with problems.collect():
             self.exporters: list[Exporter] = _build_exporters(where, self.spec.export)
         with problems.collect():
@@ -305,25 +306,6 @@ def _raw_sections(data: dict[str, Any]) -> dict[str, Any]:
         "training": data.get("training") or {},
         "network": network,
     }
-
-
-def _build_steps(where: str, section: str, items: list[Any]) -> list[Step]:
-    problems = Problems()
-    steps = []
-    for i, (name, options) in enumerate(parse_step_list(where, section, items)):
-        path = f"{section}[{i}].{name}"
-        if name not in STEPS:
-            same_stage = [n for n in STEPS.names() if STEPS.get(n).stage == section]
-            problems.add(f"{where}: {section}[{i}]: unknown step '{name}'{did_you_mean(name, same_stage)}")
-            continue
-        cls = STEPS.get(name)
-        if cls.stage != section:
-            problems.add(f"{where}: {path}: '{name}' is a {cls.stage} step; move it to the '{cls.stage}' section")
-            continue
-        with problems.collect():
-            steps.append(validate_dataclass(where, path, cls, options))
-    problems.raise_if_any()
-    return steps
 
 
 def _bind_files(where: str, steps: list[Step], source: Path | None) -> None:

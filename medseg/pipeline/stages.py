@@ -296,13 +296,13 @@ class CropByModel(Step):
 
 def _stage_steps(items: list[Any]) -> list[Step]:
     """Build the stage's own pre-processing steps (validated like the pipeline's, errors with their path)."""
-    from medseg.pipeline.pipeline import _build_steps
+    from medseg.pipeline.config import build_steps
 
     if not isinstance(items, list):
         raise ConfigError(f"preprocess: must be a list of steps, got {type(items).__name__}")
     items = [{s.name: s.options()} if isinstance(s, Step) else s for s in items]
     try:
-        return _build_steps("crop_by_model", "preprocess", items)
+        return build_steps("crop_by_model", "preprocess", items)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("crop_by_model: ", "")) from exc
 

@@ -114,3 +114,45 @@ def test_predictor_and_trainer_use_the_same_resolver() -> None:
     from medseg.core.device import resolve_device
 
     assert predictor.resolve_device is resolve_device and trainer.resolve_device is resolve_device
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules ``path`` imports when it runs (inside functions too), leaving out ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_pipeline_package_depends_one_way() -> None:
+    """config ← weights ← predict/train/stages/processor ← pipeline: no module imports one that imports it back."""
+    package = ROOT / "medseg" / "pipeline"
+    graph = {
+        f"medseg.pipeline.{p.stem}": {m for m in _runtime_imports(p) if m.startswith("medseg.pipeline.")}
+        for p in package.glob("*.py")
+        if p.stem != "__init__"
+    }
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == target or (nxt not in seen and (seen.add(nxt) or reaches(nxt, target, seen))):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not cycles, f"import cycles through {cycles}: {({m: sorted(graph[m]) for m in cycles})}"
+    # the Pipeline facade sits on top: the modules it delegates to never import it back (type hints aside)
+    back = sorted(m for m, deps in graph.items() if "medseg.pipeline.pipeline" in deps)
+    assert not back, f"{back} import medseg.pipeline.pipeline at run time"
