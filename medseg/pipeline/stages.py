@@ -35,8 +35,6 @@ from medseg.core.volume import HistoryEntry, Volume
 from medseg.errors import ConfigError, InputError, InputWarning
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from medseg.inference import Predictor
     from medseg.pipeline.config import InferenceSpec, NetworkSpec
 
@@ -203,43 +201,34 @@ class CropByModel(Step):
         return self._predictor
 
     def _make_predictor(self) -> Predictor:
+        """The stage's networks and predictor, built and checked by the same functions as the pipeline's."""
         from medseg.core.device import resolve_device
-        from medseg.inference import Predictor
+        from medseg.pipeline.predict import build_predictor, networks_for
+        from medseg.pipeline.weights import carries_weights
 
         inference = self._inference_spec()
-        device = resolve_device(inference.device, option="crop_by_model.inference.device")
-        nets = self._networks(device)
-        return Predictor(
-            nets,
-            preprocess=self._steps,
-            patch_size=inference.patch_size or (),
-            overlap=inference.overlap,
-            blend=inference.blend,
-            batch_size=inference.batch_size,
-            mirror_axes=inference.mirror_axes,
-            device=device,
-            precision=inference.precision,
-            spatial_dims=int(self._network_spec().options.get("spatial_dims", 3)),
-        )
-
-    def _networks(self, device: Any) -> list[nn.Module]:
-        from medseg.networks import build_network
-        from medseg.networks.external import CarriedWeightsNetwork
-        from medseg.pipeline.weights import carries_weights
-        from medseg.training import load_checkpoint
-
         spec = self._network_spec()
-        patch = self._inference_spec().patch_size or []
-        nets: list[nn.Module] = []
-        for path in self._own_files():
-            if carries_weights(spec.name):
-                net = build_network(spec.name, **{**spec.options, "path": str(path)})
-                assert isinstance(net, CarriedWeightsNetwork)
-                net.check_patch_size(patch)
-            else:
-                net = load_checkpoint(path).build_network(device)
-            nets.append(net.to(device).eval())
-        return nets
+        device = resolve_device(inference.device, option="crop_by_model.inference.device")
+        nets = networks_for(
+            spec,
+            [] if carries_weights(spec.name) else self._own_files(),
+            where="crop_by_model",
+            base=self._base_dir or Path.cwd(),
+            labels={},
+            channels=None,
+            device=device,
+            region_labels=self.labels,
+        )
+        return build_predictor(
+            nets,
+            inference,
+            self._steps,
+            list(inference.patch_size or ()),
+            device,
+            mirror=tuple(inference.mirror_axes),
+            precision=inference.precision,
+            spatial_dims=int(spec.options.get("spatial_dims", 3)),
+        )
 
     def region(self, volume: Volume) -> np.ndarray:
         """The stage's region ``(X, Y, Z)`` (bool) on ``volume``'s grid."""

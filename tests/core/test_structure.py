@@ -152,7 +152,7 @@ def test_the_pipeline_package_depends_one_way() -> None:
         return False
 
     cycles = sorted(m for m in graph if reaches(m, m, set()))
-    assert not cycles, f"import cycles through {cycles}: {({m: sorted(graph[m]) for m in cycles})}"
+    assert not cycles, f"import cycles through {cycles}: { ({m: sorted(graph[m]) for m in cycles}) }"
     # the Pipeline facade sits on top: the modules it delegates to never import it back (type hints aside)
     back = sorted(m for m, deps in graph.items() if "medseg.pipeline.pipeline" in deps)
     assert not back, f"{back} import medseg.pipeline.pipeline at run time"

@@ -141,3 +141,35 @@ def test_stage_mistakes_name_their_path(tmp_path) -> None:
     (tmp_path / "p.yaml").write_text(FINE.format(name="x", stage=no_patch))
     with pytest.raises(ConfigError, match=r"crop_by_model: inference.patch_size: required"):
         Pipeline.from_yaml(tmp_path / "p.yaml")
+
+
+def test_a_stage_checkpoint_is_checked_like_the_pipelines(tmp_path) -> None:
+    """A medseg checkpoint in a stage goes through the pipeline's network loader: labels the stage asks for
+    must be among those it was trained for."""
+    from medseg.errors import CheckpointError
+    from medseg.networks import build_network
+    from medseg.training.checkpoint import save_checkpoint
+
+    opts = {"n_stages": 2, "base_channels": 2, "max_channels": 4, "in_channels": 1, "out_channels": 2}
+    save_checkpoint(
+        tmp_path / "coarse.pt", build_network("unet", **opts), network_name="unet", network_options=opts,
+        labels={0: "background", 1: "head"}, channels=["T1"],
+    )  # fmt: skip
+    save_torchscript(Threshold(120.0), tmp_path / "fine.pt")
+    stage = (
+        "  - crop_by_model:\n"
+        "      network: {name: unet, options: {n_stages: 2, base_channels: 2, max_channels: 4}}\n"
+        "      inference: {patch_size: [16, 16, 16], checkpoints: [coarse.pt], precision: float32, device: cpu}\n"
+        "      labels: [LABELS]\n"
+    )
+    for labels, ok in (("1", True), ("3", False)):
+        path = tmp_path / f"p{labels}.yaml"
+        path.write_text(FINE.format(name="two", stage=stage.replace("LABELS", labels)))
+        step = Pipeline.from_yaml(path).preprocess[0]
+        if ok:
+            assert step.predictor().patch_size == (16, 16, 16)
+        else:
+            with pytest.raises(
+                CheckpointError, match=r"crop_by_model: .*coarse.pt was trained for labels \[1\]; labels \[3\]"
+            ):
+                step.predictor()
