@@ -7,6 +7,7 @@ memory for the copy to the GPU.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -125,4 +126,12 @@ def make_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> Data
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=_leave_signals_to_the_trainer if num_workers > 0 else None,
     )
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """Workers ignore SIGINT/SIGTERM (Ctrl-C and schedulers signal the whole process group): the training
+    process stops cleanly and ends them; they also end by themselves when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
