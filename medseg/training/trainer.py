@@ -336,8 +336,8 @@ class Trainer:
             )
         ddp.barrier(dist)
         if not dist.is_main:
-            cases = prepare_dataset(
-                dataset, self.preprocess, cache_dir, preprocess_key=key, spacing_tolerance=tolerance
+            cases = prepare_dataset(  # rank 0 verified (or rebuilt) every entry
+                dataset, self.preprocess, cache_dir, preprocess_key=key, spacing_tolerance=tolerance, verify=False
             )
         return cases
 
