@@ -365,6 +365,7 @@ class Trainer:
             seed=s.seed,
             rank=run.dist.rank,
             start_epoch=run.start_epoch,
+            iterations_per_epoch=s.iterations_per_epoch,
             task=self.task,
             augment=s.augment if run.augment_in_loader else None,
         )

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from medseg.errors import OutputError
 from medseg.io.lock import folder_lock
@@ -196,3 +197,46 @@ def test_two_first_predictions_from_one_zip_do_not_race(tmp_path: Path) -> None:
         assert len(folders) == 1 and (Path(folders.pop()) / "weights" / "fold_0.pt").is_file()
         assert len(list(ready.iterdir())) == 2  # both really reached the rename
         assert not [p for p in (home / "cache").iterdir() if p.name.startswith(".")]  # no unpacking left behind
+
+
+# ---- resume is exact ----------------------------------------------------------------------------
+def test_a_run_stopped_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fit(out: Path) -> Path:
+        trainer = Trainer("unet", NET, out_dir=out, max_epochs=4, iterations_per_epoch=2, deterministic=True, **FAST)
+        return trainer.fit(dataset).last_checkpoint
+
+    real_end = Trainer._end_epoch
+
+    def stopped_after_2(self, run, epoch, row):  # type: ignore[no-untyped-def]
+        stop = real_end(self, run, epoch, row)
+        if epoch + 1 == 2:
+            run.stop.set("SIGTERM")  # as a SIGTERM arriving while epoch 2 is saved
+        return stop
+
+    straight = load_checkpoint(fit(tmp_path / "straight")).state_dict
+    monkeypatch.setattr(Trainer, "_end_epoch", stopped_after_2)
+    stopped = Trainer("unet", NET, out_dir=tmp_path / "resumed", max_epochs=4, iterations_per_epoch=2,
+                      deterministic=True, **FAST).fit(dataset)  # fmt: skip
+    assert stopped.stopped_by == "SIGTERM" and stopped.epochs == 2
+    monkeypatch.undo()
+    resumed = load_checkpoint(fit(tmp_path / "resumed")).state_dict
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_the_patch_stream_does_not_depend_on_the_workers_or_where_it_starts(dataset: Path, tmp_path: Path) -> None:
+    from itertools import islice
+
+    from medseg.training import load_dataset, prepare_dataset
+    from medseg.training.loader import PatchStream, make_loader
+
+    cases = prepare_dataset(load_dataset(dataset), None, tmp_path / "cache")
+
+    def batches(workers: int, start_epoch: int, n: int) -> list[torch.Tensor]:
+        stream = PatchStream(cases, (8, 8, 8), 2, seed=3, start_epoch=start_epoch, iterations_per_epoch=3)
+        return [x for x, _ in islice(iter(make_loader(stream, workers, False)), n)]
+
+    whole = batches(0, 0, 9)
+    assert all(torch.equal(a, b) for a, b in zip(whole, batches(2, 0, 9)))
+    assert all(torch.equal(a, b) for a, b in zip(whole[6:], batches(2, 2, 3)))
