@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.batch.fingerprint import hash_file
 from medseg.core.labels import label_values
 from medseg.core.volume import Volume
-from medseg.batch.fingerprint import hash_file
 from medseg.errors import GeometryError, InputError, InputWarning
 from medseg.io import SPACING_TOLERANCE, atomic_path, read_channels, read_label, write_text_atomic
 from medseg.training.dataset import Dataset, TrainingCase

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from medseg.batch.signals import Stop, stop_on_signals
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.precision import PrecisionChoice, training_precision
@@ -38,9 +39,8 @@ from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
 from medseg.training import distributed as ddp
-from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
-from medseg.batch.signals import Stop, stop_on_signals
 from medseg.training import session
+from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
 from medseg.training.checkpoint import plain, save_checkpoint
 from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset
@@ -205,7 +205,7 @@ class Trainer:
                 # with a time budget the run trains until the time is used, however many epochs that takes
                 while run.stopped_by == "completed" and (s.max_time_s is not None or epoch < s.max_epochs):
                     row = self._train_epoch(run, epoch)
-                    if run.stop.is_set():  # the epoch under way is abandoned: last.pt holds the one before
+                    if row is None:  # a signal: the epoch under way is abandoned, last.pt holds the one before
                         run.stopped_by = str(run.stop.signal)
                         break
                     stop = self._end_epoch(run, epoch, row) if run.dist.is_main else False
@@ -372,8 +372,9 @@ class Trainer:
         run.batches = iter(make_loader(stream, s.num_workers, pin_memory=run.device.type == "cuda"))
 
     # ---- one epoch ---------------------------------------------------------------------------
-    def _train_epoch(self, run: RunState, epoch: int) -> dict[str, Any]:
-        """Train ``iterations_per_epoch`` steps; returns the epoch's log row (loss, lr, times)."""
+    def _train_epoch(self, run: RunState, epoch: int) -> dict[str, Any] | None:
+        """Train ``iterations_per_epoch`` steps; returns the epoch's log row (loss, lr, times), or None when a
+        signal stopped it (under DDP rank 0's signal stops every rank at the same iteration)."""
         s = self.settings
         t0 = time.perf_counter()
         lr = s.learning_rate * lr_factor(s.lr_schedule, self._progress(run, epoch))
@@ -382,8 +383,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch * 1009 + run.dist.rank)
         losses, wait = [], 0.0
         for it in range(s.iterations_per_epoch):
-            if run.stop.is_set():
-                break
+            if ddp.broadcast_flag(run.stop.is_set(), run.dist, run.device):
+                run.stop.set(run.stop.signal or "SIGTERM")  # on the ranks rank 0 stopped
+                return None
             tw = time.perf_counter()
             x, y = next(run.batches)
             x = x.to(run.device, non_blocking=True)
@@ -398,8 +400,8 @@ class Trainer:
             run.bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
             if epoch == run.start_epoch and it + 1 == min(PROJECTION_ITERATIONS, s.iterations_per_epoch):
                 self._announce_duration(run, (time.perf_counter() - t0) / (it + 1))
-        train_loss = float(np.mean(losses)) if losses else math.nan
-        if not math.isfinite(train_loss) and not run.stop.is_set():
+        train_loss = float(np.mean(losses))
+        if not math.isfinite(train_loss):
             raise ConfigError(
                 f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower training.lr "
                 f"(now {s.learning_rate}) or enable training.grad_clip"
@@ -499,7 +501,7 @@ class Trainer:
     def _finish(self, run: RunState, epoch: int) -> TrainResult:
         """Write ``best.pt`` (when nothing validated) and ``metrics.json``; return the result. A run stopped by a
         signal writes neither (its network holds part of an abandoned epoch; ``last.pt`` is what it leaves)."""
-        if run.dist.is_main and not run.stop.is_set():
+        if run.dist.is_main and run.stopped_by not in ("SIGINT", "SIGTERM"):
             if not run.best_path.exists() or not run.val_cases:
                 save_checkpoint(run.best_path, run.network, epoch=epoch, metrics=run.metrics, **run.meta)
             final: dict[str, Any] = {k: v for k, v in run.best_metrics.items() if isinstance(v, (int, float))}

@@ -39,14 +39,18 @@ def _flip_weights(path: Path, n: int = 16) -> None:
 
 
 def test_flipped_bytes_in_the_weights_are_refused(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "best.pt", build_network("unet", **TINY), network_name="unet", network_options=TINY)
+    path = save_checkpoint(
+        tmp_path / "best.pt", build_network("unet", **TINY), network_name="unet", network_options=TINY
+    )
     load_checkpoint(path)
     _flip_weights(path)
     expect_error(lambda: load_checkpoint(path), CheckpointError, "damaged", "SHA-256", "re-train", "best.pt", name=path)
 
 
 def test_checkpoints_without_a_checksum_still_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = save_checkpoint(tmp_path / "old.pt", build_network("unet", **TINY), network_name="unet", network_options=TINY)
+    path = save_checkpoint(
+        tmp_path / "old.pt", build_network("unet", **TINY), network_name="unet", network_options=TINY
+    )
     data = torch.load(path, weights_only=True)
     del data[checkpoint_module.CHECKSUM_KEY]
     torch.save(data, path)  # as medseg wrote it before checksums

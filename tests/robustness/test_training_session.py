@@ -187,8 +187,13 @@ def test_two_first_predictions_from_one_zip_do_not_race(tmp_path: Path) -> None:
         ready.mkdir()
         env = {**os.environ, "MEDSEG_HOME": str(home)}
         procs = [
-            subprocess.Popen([sys.executable, "-c", RACER, str(zip_path), str(ready)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, str(zip_path), str(ready)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(2)
         ]
         results = [p.communicate(timeout=120) for p in procs]
