@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -90,8 +91,10 @@ def train(
     }
     if max_epochs is not None:
         overrides["max_time_s"] = None  # --epochs N trains N epochs, even where the pipeline has a time budget
+    planned = {**p.training_config.to_dict(), **overrides}
     for k in folds:
         result = p.train(data, output, fold=k, n_folds=n, resume=resume, **overrides)
+        _exit_if_interrupted(result, None if planned["max_time_s"] is not None else int(planned["max_epochs"]))
     if len(folds) > 1:
         from medseg.planning.postprocessing import determine_postprocessing
 
@@ -110,6 +113,16 @@ def train(
     else:
         for k, v in info.items():
             typer.echo(f"{k:16s} {v}")
+
+
+def _exit_if_interrupted(result: Any, max_epochs: int | None) -> None:
+    """After a fold stopped by SIGINT/SIGTERM: one line saying what was kept, and exit 130/143."""
+    from medseg.batch.signals import EXIT_CODES
+    from medseg.training.session import interrupted_line
+
+    if result.stopped_by in EXIT_CODES:
+        typer.secho(interrupted_line(result.stopped_by, result.epochs, max_epochs), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(EXIT_CODES[result.stopped_by])
 
 
 def _folds(fold: str | None, n_folds: str) -> tuple[list[int | None], int]:

@@ -148,17 +148,15 @@ def _package_pipeline(run_dir: Path, folds: list[RunFold], pipeline_file: Path |
 
 def _weights_bytes(checkpoint: Path) -> bytes:
     """The checkpoint as packaged: its bytes, without the optimiser/RNG state when it has one."""
-    import io
-
     import torch
+
+    from medseg.training.checkpoint import checkpoint_bytes
 
     data = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not data.get("training_state"):
         return checkpoint.read_bytes()
     data["training_state"] = {}
-    buffer = io.BytesIO()
-    torch.save(data, buffer)
-    return buffer.getvalue()
+    return checkpoint_bytes(data)  # with a new checksum
 
 
 def export_model(

@@ -8,6 +8,7 @@ batch workers and re-runs share one verified copy.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -106,7 +107,12 @@ def unpacked(package: str | os.PathLike[str]) -> Path:
         verify_folder(folder)
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    extract_package(p, folder)
+    try:
+        extract_package(p, folder)  # unpacked beside the folder, then renamed into place in one step
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not folder.is_dir():
+            raise
+        verify_folder(folder)  # another process unpacked the same package first: use its copy
     return folder
 
 

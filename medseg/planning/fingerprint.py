@@ -250,7 +250,15 @@ def case_key(case: Any, spacing_tolerance: float = SPACING_TOLERANCE) -> tuple[s
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest(), files
 
 
+def entry_sha256(entry: dict[str, Any]) -> str:
+    """SHA-256 of a per-case entry's canonical JSON (keys sorted, compact), its own ``sha256`` left out."""
+    body = {k: v for k, v in entry.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _cached_cases(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The per-case entries of ``path`` whose checksum holds, by key; an entry that fails it is left out (analysed
+    again) with a warning, one without a checksum (written before checksums) silently."""
     if path is None or not path.is_file():
         return {}
     try:
@@ -265,7 +273,20 @@ def _cached_cases(path: Path | None) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(old, dict) or old.get("version") != FINGERPRINT_VERSION or not isinstance(old.get("cases"), list):
         return {}
-    return {c["key"]: c for c in old["cases"] if isinstance(c, dict) and isinstance(c.get("key"), str)}
+    entries = {}
+    for c in old["cases"]:
+        if not isinstance(c, dict) or not isinstance(c.get("key"), str) or "sha256" not in c:
+            continue
+        if c["sha256"] != entry_sha256(c):
+            warnings.warn(
+                f"{path}: the entry of case '{c.get('case_id')}' does not match its checksum (edited or damaged); "
+                "the case is analysed again",
+                InputWarning,
+                stacklevel=3,
+            )
+            continue
+        entries[c["key"]] = c
+    return entries
 
 
 # ---- dataset ------------------------------------------------------------------------------------
@@ -427,6 +448,7 @@ def fingerprint_dataset(
             reused += 1
         else:
             entry = {**analyse_case(case, allowed, spacing_tolerance=spacing_tolerance), "key": key, "files": files}
+            entry["sha256"] = entry_sha256(entry)
         cases.append(entry)
     fingerprint = Fingerprint(
         summarise(

@@ -4,6 +4,10 @@ A case is read (channels concatenated along C), pre-processed, its label put on 
 pre-processed image grid (nearest neighbour), and stored as ``image.npy`` / ``label.npy``
 plus foreground locations. A second run with the same inputs and preprocessing finds
 the files and starts at once; training reads them memory-mapped (``np.load(mmap_mode=...)``).
+
+``meta.json`` (written last) records each file's size and SHA-256; an entry is verified when a run
+starts and rebuilt, with a warning naming the case, when a file is missing, truncated or changed, or
+``meta.json`` itself cannot be read, so damaged bytes never reach training.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.batch.fingerprint import hash_file
 from medseg.core.labels import label_values
 from medseg.core.volume import Volume
-from medseg.errors import GeometryError, InputError
+from medseg.errors import GeometryError, InputError, InputWarning
 from medseg.io import SPACING_TOLERANCE, atomic_path, read_channels, read_label, write_text_atomic
 from medseg.training.dataset import Dataset, TrainingCase
 from medseg.transforms.functional.resample import resample_to_grid
@@ -29,7 +35,8 @@ from medseg.transforms.functional.resample import resample_to_grid
 log = logging.getLogger(__name__)
 
 Preprocess = Callable[[Volume], Volume]
-CACHE_VERSION = 1
+#: 2: ``meta.json`` records the size and SHA-256 of every file of the entry.
+CACHE_VERSION = 2
 #: at most this many foreground voxel locations are kept per class (nnU-Net keeps 10,000).
 MAX_LOCATIONS = 10_000
 
@@ -207,9 +214,42 @@ def prepare_case(
         "has_label": label is not None,
         "images": [str(p) for p in case.images],
         "label": str(case.label) if case.label else None,
+        "files": {
+            f.name: {"size": f.stat().st_size, "sha256": hash_file(f)}
+            for f in (folder / n for n in ENTRY_FILES)
+            if f.name == "image.npy" or lab is not None
+        },
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))  # written last: marks completion
     return _from_meta(folder, meta)
+
+
+#: The data files of a cache entry (``label.npy`` and ``locations.npz`` only for cases with a label).
+ENTRY_FILES = ("image.npy", "label.npy", "locations.npz")
+
+
+def verified_entry(folder: Path) -> tuple[CachedCase | None, str]:
+    """The cache entry in ``folder`` if ``meta.json`` is readable and every file it lists has its recorded
+    size and SHA-256; else ``(None, what is wrong)``."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        files = meta["files"]
+        case = _from_meta(folder, meta)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: invalid UTF-8/JSON
+        return None, f"meta.json unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    needed = ["image.npy", *(["label.npy", "locations.npz"] if case.has_label else [])]
+    for name in needed:
+        path, recorded = folder / name, files.get(name) if isinstance(files, dict) else None
+        if not isinstance(recorded, dict):
+            return None, f"meta.json lists no checksum for {name}"
+        if not path.is_file():
+            return None, f"{name} is missing"
+        size = path.stat().st_size
+        if size != recorded.get("size"):
+            return None, f"{name} has {size} bytes, {recorded.get('size')} were written (truncated or changed)"
+        if hash_file(path) != recorded.get("sha256"):
+            return None, f"{name} does not match its SHA-256 (damaged)"
+    return case, ""
 
 
 def _from_meta(folder: Path, meta: dict[str, Any]) -> CachedCase:
@@ -231,6 +271,7 @@ def prepare_dataset(
     preprocess_key: str | None = None,
     stats: CacheStats | None = None,
     spacing_tolerance: float = SPACING_TOLERANCE,
+    verify: bool = True,
 ) -> list[CachedCase]:
     """Pre-process every case into ``cache_dir`` unless a matching cache entry exists.
 
@@ -244,6 +285,9 @@ def prepare_dataset(
             changing it invalidates the cache.
         stats: filled with cache hits and misses.
         spacing_tolerance: DICOM slice-gap tolerance (see :func:`medseg.io.read`).
+        verify: check every reused entry against the sizes and SHA-256 in its ``meta.json`` and rebuild
+            (with an :class:`~medseg.errors.InputWarning` naming the case) those that fail; False reads the
+            entries as they are (DDP ranks after rank 0 has verified them).
 
     Raises:
         GeometryError: some cases have image/label or channel grids that disagree (all listed).
@@ -259,9 +303,18 @@ def prepare_dataset(
         folder = root / f"{case.case_id}-{case_key(case, key, spacing_tolerance)}"
         meta_file = folder / "meta.json"
         if meta_file.exists():
-            out.append(_from_meta(folder, json.loads(meta_file.read_text())))
-            stats.hits += 1
-            continue
+            cached, problem = (
+                verified_entry(folder) if verify else (_from_meta(folder, json.loads(meta_file.read_text())), "")
+            )
+            if cached is not None:
+                out.append(cached)
+                stats.hits += 1
+                continue
+            warnings.warn(
+                f"case '{case.case_id}': training cache entry {folder} is damaged ({problem}); it is pre-processed again",
+                InputWarning,
+                stacklevel=2,
+            )
         try:
             out.append(prepare_case(case, preprocess, folder, allowed, spacing_tolerance))
         except GeometryError as exc:

@@ -2,11 +2,17 @@
 
 A checkpoint holds only tensors, dicts, lists, strings, numbers and None, so
 ``torch.load(path, weights_only=True)`` can read it; a model trained here can be used by
-predict with no other file.
+predict with no other file. It carries a SHA-256 of its content (``"sha256"``, see
+:func:`content_sha256`), recomputed on load: a file with flipped bytes is refused instead of
+predicting different masks or resuming from damaged weights.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import logging
 import os
 import pickle
 import platform
@@ -20,11 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.errors import CheckpointError
+from medseg.errors import CheckpointError, OutputError
 from medseg.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 FORMAT = "medseg-checkpoint"
 FORMAT_VERSION = 1
+#: The key holding the checksum of everything else in the checkpoint.
+CHECKSUM_KEY = "sha256"
 
 
 def plain(value: Any) -> Any:
@@ -142,9 +152,75 @@ def save_checkpoint(
         "versions": versions(),
         "training_state": plain(dict(training_state or {})),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, payload)
     return Path(path)
+
+
+def content_sha256(data: Mapping[str, Any]) -> str:
+    """SHA-256 over a checkpoint's content except its checksum, in a deterministic order: dict items by
+    key, each tensor as name path, dtype, shape and bytes, plain values by type and ``repr``."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in data.items() if k != CHECKSUM_KEY})
+    return h.hexdigest()
+
+
+def _digest(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, Mapping):
+        h.update(f"D{len(value)}|".encode())
+        for k in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            h.update(f"K{type(k).__name__}:{k}|".encode())
+            _digest(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"L{len(value)}|".encode())
+        for v in value:
+            _digest(h, v)
+    else:
+        h.update(f"V{type(value).__name__}:{value!r}|".encode())
+
+
+def write_checkpoint(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Store ``data`` with its checksum at ``path`` atomically (temp file, then rename).
+
+    Raises:
+        OutputError: the disk is full (names the device and says how to resume) or the file cannot be written.
+    """
+    payload = checkpoint_bytes(data)
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        try:
+            _write(tmp, payload)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise OutputError(
+                f"no space left on {_mount_point(final.parent)} while writing {final}; free space and resume "
+                "with the same 'medseg train' command (it continues from the last complete last.pt)"
+            ) from exc
+
+
+def checkpoint_bytes(data: dict[str, Any]) -> bytes:
+    """``data`` serialised as a checkpoint file, with its checksum (``data[CHECKSUM_KEY]`` is set)."""
+    data[CHECKSUM_KEY] = content_sha256(data)
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    return buffer.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _mount_point(folder: Path) -> str:
+    """The file system ``folder`` lies on, as its mount point (what ``df`` shows)."""
+    p = folder.resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return str(p)
 
 
 def update_config(path: str | os.PathLike[str], **sections: Any) -> Path:
@@ -157,8 +233,7 @@ def update_config(path: str | os.PathLike[str], **sections: Any) -> Path:
     load_checkpoint(path)  # the same checks and errors
     data = torch.load(Path(path), map_location="cpu", weights_only=True)
     data["config"] = {**dict(data.get("config") or {}), **plain(sections)}
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    write_checkpoint(path, data)
     return Path(path)
 
 
@@ -178,8 +253,9 @@ def load_checkpoint(
         map_location: where tensors are loaded.
 
     Raises:
-        CheckpointError: missing file, not a medseg checkpoint, or saved for other
-            labels/channels (the message names the file and the difference).
+        CheckpointError: missing file, not a medseg checkpoint, content that does not match the
+            checksum stored at save time (damaged), or saved for other labels/channels (the message
+            names the file and the difference).
     """
     p = Path(path)
     if not p.is_file():
@@ -202,6 +278,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{p}: checkpoint format {data['format_version']} is newer than this medseg reads ({FORMAT_VERSION}); upgrade medseg"
         )
+    _check_sum(p, data)
     missing = [k for k in ("network_name", "network_options", "state_dict") if k not in data]
     if missing:
         raise CheckpointError(
@@ -233,6 +310,19 @@ def load_checkpoint(
             "give the images in the order the model was trained with"
         )
     return ckpt
+
+
+def _check_sum(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose content differs from what was saved (checkpoints older than the checksum load)."""
+    stored = data.get(CHECKSUM_KEY)
+    if stored is None:
+        log.debug("%s: checkpoint written before checksums; its content cannot be verified", path)
+        return
+    if content_sha256(data) != stored:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its content does not match the SHA-256 stored when it was saved; "
+            "re-train, or resume from best.pt / use another fold's checkpoint, or copy the file again from its source"
+        )
 
 
 def _diff(saved: Mapping[int, str], expected: Mapping[int, str]) -> str:

@@ -164,7 +164,9 @@ class TrainResult:
         stopped_early: whether early stopping or the time budget ended the run.
         best_epoch: the epoch ``best_checkpoint`` holds (-1 without validation).
         iterations: optimiser steps done (earlier sessions of a resumed run included).
-        stopped_by: ``"completed"`` (every planned epoch), ``"time limit"`` or ``"early stopping"``.
+        stopped_by: ``"completed"`` (every planned epoch), ``"time limit"``, ``"early stopping"``, or
+            ``"SIGINT"``/``"SIGTERM"``: stopped by that signal (the epoch under way abandoned, ``last.pt`` holding
+            ``epochs``; no ``best.pt``/``metrics.json`` written by this session).
     """
 
     out_dir: Path

@@ -1,12 +1,15 @@
 """Training batches: random patches with foreground oversampling from memory-mapped cases.
 
 A :class:`PatchStream` is an endless, seeded stream of collated batches; a torch
-``DataLoader`` runs it in ``num_workers`` processes (each with its own seed) and pins
-memory for the copy to the GPU.
+``DataLoader`` runs it in ``num_workers`` processes and pins memory for the copy to the GPU.
+Each batch is drawn from its own seed ``(seed, rank, epoch, index within the epoch)``, so the
+stream does not depend on the number of workers, and a run resumed at an epoch sees exactly the
+batches an uninterrupted run would have seen from there.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,9 +40,10 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
             (``Z = 1``) and returned without the Z axis.
         batch_size: patches per batch.
         foreground_ratio: fraction of foreground-centred patches.
-        seed: base seed; each (rank, worker, start_epoch) gets its own stream.
+        seed: base seed; batch ``i`` of epoch ``e`` on rank ``r`` is drawn from ``(seed, r, e, i)``.
         rank: process rank under DDP.
-        start_epoch: epoch the stream starts at (so a resumed run gets a fresh, seeded stream).
+        start_epoch: epoch the stream starts at (a resumed run continues the stream of an uninterrupted one).
+        iterations_per_epoch: batches per epoch (where the epoch of a batch changes).
         task: what one batch element is (:class:`medseg.training.task.SegmentationTask`: label
             patches; ``ClassificationTask``: case classes).
         augment: applied to each batch in the loader (used when training on the CPU, so
@@ -58,6 +62,7 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         seed: int = 0,
         rank: int = 0,
         start_epoch: int = 0,
+        iterations_per_epoch: int = 250,
         task: Task | None = None,
         augment: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None,
     ) -> None:
@@ -68,6 +73,7 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
         self.patch3: tuple[int, int, int] = (*(int(p) for p in patch_size), 1)[:3]  # type: ignore[assignment]
         self.batch_size = int(batch_size)
         self.seed, self.rank, self.start_epoch = seed, rank, start_epoch
+        self.iterations_per_epoch = int(iterations_per_epoch)
         self.task: Task = task if task is not None else SegmentationTask()
         n_fg = round(self.batch_size * foreground_ratio)
         if foreground_ratio > 0 and self.batch_size > 1:
@@ -90,15 +96,19 @@ class PatchStream(IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.start_epoch])
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        # the DataLoader takes batches from its workers in turn: worker w makes batches w, w + W, w + 2W, ...
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        index = self.start_epoch * self.iterations_per_epoch + worker
         while True:
+            epoch, within = divmod(index, self.iterations_per_epoch)
+            rng = np.random.default_rng([self.seed, self.rank, epoch, within])
             x, y = self.batch(rng)
             if self.augment is not None:
+                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
                 x, y_aug = self.augment(x, y if self.task.spatial_target else None, generator)
                 y = y_aug if y_aug is not None else y
             yield x, y
+            index += n_workers
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One collated batch drawn with ``rng``."""
@@ -125,4 +135,12 @@ def make_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> Data
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=_leave_signals_to_the_trainer if num_workers > 0 else None,
     )
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """Workers ignore SIGINT/SIGTERM (Ctrl-C and schedulers signal the whole process group): the training
+    process stops cleanly and ends them; they also end by themselves when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

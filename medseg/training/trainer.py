@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from medseg.batch.signals import Stop, stop_on_signals
 from medseg.core.device import resolve_device
 from medseg.core.memory import reuse_freed_memory
 from medseg.core.precision import PrecisionChoice
@@ -38,8 +39,9 @@ from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
 from medseg.training import distributed as ddp
+from medseg.training import session
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
-from medseg.training.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
+from medseg.training.checkpoint import plain, save_checkpoint
 from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset
 from medseg.training.loader import PatchStream, make_loader
@@ -91,8 +93,11 @@ class RunState:
     validations: int = 0
     #: training time (s) at the end of the last finished epoch (what ``last.pt`` and ``metrics.json`` record).
     training_s: float = 0.0
-    #: why the run ended: ``"completed"`` (every epoch of ``max_epochs``), ``"time limit"``, ``"early stopping"``.
+    #: why the run ended: ``"completed"`` (every epoch of ``max_epochs``), ``"time limit"``, ``"early stopping"``,
+    #: ``"SIGINT"``/``"SIGTERM"`` (stopped by a signal: the epoch under way is abandoned, ``last.pt`` kept).
     stopped_by: str = "completed"
+    #: set by the first SIGINT/SIGTERM while the run trains.
+    stop: Stop = field(default_factory=Stop)
 
     @property
     def elapsed_s(self) -> float:
@@ -192,13 +197,18 @@ class Trainer:
             GeometryError: image/label grids mismatch (every case listed).
         """
         s = self.settings
-        with _deterministic(s.deterministic):
+        dataset = self._check(dataset, fold, n_folds)  # before anything is written
+        with _deterministic(s.deterministic), session.hold_run_folder(session.fold_dir(self.out_dir, fold)), \
+                stop_on_signals() as signal_stop:  # fmt: skip
             run = self._set_up(dataset, fold, n_folds, resume)
-            epoch = run.start_epoch
+            run.stop, epoch = signal_stop, run.start_epoch
             try:
                 # with a time budget the run trains until the time is used, however many epochs that takes
                 while run.stopped_by == "completed" and (s.max_time_s is not None or epoch < s.max_epochs):
                     row = self._train_epoch(run, epoch)
+                    if row is None:  # a signal: the epoch under way is abandoned, last.pt holds the one before
+                        run.stopped_by = str(run.stop.signal)
+                        break
                     stop = self._end_epoch(run, epoch, row) if run.dist.is_main else False
                     epoch += 1
                     if ddp.broadcast_flag(stop, run.dist, run.device):  # rank 0 recorded why
@@ -208,10 +218,8 @@ class Trainer:
             return self._finish(run, epoch)
 
     # ---- set-up -----------------------------------------------------------------------------
-    def _set_up(
-        self, dataset: Dataset | str | os.PathLike[str], fold: int | None, n_folds: int, resume: bool
-    ) -> RunState:
-        """Check the options, cache the cases, split them, build network and optimiser, resume."""
+    def _check(self, dataset: Dataset | str | os.PathLike[str], fold: int | None, n_folds: int) -> Dataset:
+        """The dataset, loaded; fold, options and patch size checked before any compute."""
         s = self.settings
         if not isinstance(dataset, Dataset):
             dataset = load_dataset(dataset)
@@ -227,6 +235,11 @@ class Trainer:
         probe = self.task.network_options(self.network_options, len(dataset.cases[0].images), 2, s.patch_size)
         self._check_dims(probe)
         check_patch_size(self.network_name, s.patch_size, **probe)  # before any compute
+        return dataset
+
+    def _set_up(self, dataset: Dataset, fold: int | None, n_folds: int, resume: bool) -> RunState:
+        """Cache the cases, split them, build network and optimiser, resume."""
+        s = self.settings
         device = resolve_device(s.device, option="training.device")
         dist = ddp.init_distributed(device.type)
         if dist.enabled and device.type == "cuda":
@@ -274,7 +287,12 @@ class Trainer:
             bar=tqdm(disable=True),
             meta=meta,
         )
-        rows = self._resume(run) if resume and run.last_path.exists() else []
+        rows: list[dict[str, Any]] = []
+        if resume and run.last_path.exists():
+            rows = session.resume(run, s)
+            run.started = time.perf_counter() - run.training_s  # the earlier sessions' time counts
+            if s.max_time_s is not None and run.elapsed_s >= s.max_time_s:
+                run.stopped_by = "time limit"
         if dist.enabled:
             run.network = nn.parallel.DistributedDataParallel(
                 network, device_ids=[device.index] if device.type == "cuda" else None
@@ -318,8 +336,8 @@ class Trainer:
             )
         ddp.barrier(dist)
         if not dist.is_main:
-            cases = prepare_dataset(
-                dataset, self.preprocess, cache_dir, preprocess_key=key, spacing_tolerance=tolerance
+            cases = prepare_dataset(  # rank 0 verified (or rebuilt) every entry
+                dataset, self.preprocess, cache_dir, preprocess_key=key, spacing_tolerance=tolerance, verify=False
             )
         return cases
 
@@ -328,35 +346,13 @@ class Trainer:
     ) -> tuple[Path, list[str], list[str]]:
         """``(run folder, training ids, validation ids)`` of ``fold`` (None: all cases, no validation)."""
         if fold is None:
-            return self.out_dir / "all", ids, []
+            return session.fold_dir(self.out_dir, fold), ids, []
         splits_file = self.out_dir / "splits.json"
         if dist.is_main:
             load_or_create_splits(splits_file, ids, n_folds, self.settings.split_seed)
         ddp.barrier(dist)
         split = load_or_create_splits(splits_file, ids, n_folds, self.settings.split_seed)[fold]
-        return self.out_dir / f"fold_{fold}", list(split["train"]), list(split["val"])
-
-    def _resume(self, run: RunState) -> list[dict[str, Any]]:
-        """Load ``last.pt`` into the run (weights, optimiser, best-so-far, RNG); returns the earlier log rows."""
-        ckpt = load_checkpoint(run.last_path, labels=run.labels, channels=run.channels)
-        run.network.load_state_dict(ckpt.state_dict)
-        ts = ckpt.training_state
-        run.optimizer.load_state_dict(ts["optimizer"])
-        run.start_epoch = ckpt.epoch
-        run.best, run.best_epoch, run.since_best = float(ts["best"]), int(ts["best_epoch"]), int(ts["since_best"])
-        run.metrics = dict(ckpt.metrics)
-        run.best_metrics = dict(ts.get("best_metrics") or {})
-        if "rng" in ts:
-            set_rng_state(ts["rng"])
-        # the budget and the schedule continue where the interrupted session left them
-        run.training_s = float(ts.get("elapsed_s", 0.0))
-        run.started = time.perf_counter() - run.training_s
-        run.iterations = int(ts.get("iterations", ckpt.epoch * self.settings.iterations_per_epoch))
-        run.validations = int(ts.get("validations", 0))
-        if self.settings.max_time_s is not None and run.elapsed_s >= self.settings.max_time_s:
-            run.stopped_by = "time limit"
-        log.info("resuming %s from epoch %d", run.run_dir, ckpt.epoch)
-        return [r for r in EpochLog.read(run.run_dir / "log.csv") if int(r["epoch"]) <= ckpt.epoch]
+        return session.fold_dir(self.out_dir, fold), list(split["train"]), list(split["val"])
 
     def _start_stream(self, run: RunState) -> None:
         s = self.settings
@@ -369,14 +365,16 @@ class Trainer:
             seed=s.seed,
             rank=run.dist.rank,
             start_epoch=run.start_epoch,
+            iterations_per_epoch=s.iterations_per_epoch,
             task=self.task,
             augment=s.augment if run.augment_in_loader else None,
         )
         run.batches = iter(make_loader(stream, s.num_workers, pin_memory=run.device.type == "cuda"))
 
     # ---- one epoch ---------------------------------------------------------------------------
-    def _train_epoch(self, run: RunState, epoch: int) -> dict[str, Any]:
-        """Train ``iterations_per_epoch`` steps; returns the epoch's log row (loss, lr, times)."""
+    def _train_epoch(self, run: RunState, epoch: int) -> dict[str, Any] | None:
+        """Train ``iterations_per_epoch`` steps; returns the epoch's log row (loss, lr, times), or None when a
+        signal stopped it (under DDP rank 0's signal stops every rank at the same iteration)."""
         s = self.settings
         t0 = time.perf_counter()
         lr = s.learning_rate * lr_factor(s.lr_schedule, self._progress(run, epoch))
@@ -385,6 +383,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch * 1009 + run.dist.rank)
         losses, wait = [], 0.0
         for it in range(s.iterations_per_epoch):
+            if ddp.broadcast_flag(run.stop.is_set(), run.dist, run.device):
+                run.stop.set(run.stop.signal or "SIGTERM")  # on the ranks rank 0 stopped
+                return None
             tw = time.perf_counter()
             if (
                 s.max_time_s is not None and it
@@ -490,22 +491,12 @@ class Trainer:
             stop, run.stopped_by = True, "time limit"
         row.update(time_s=time.perf_counter() - t0)
         run.training_s = run.elapsed_s
-        training_state = {
-            "optimizer": run.optimizer.state_dict(),
-            "best": run.best,
-            "best_epoch": run.best_epoch,
-            "since_best": run.since_best,
-            "best_metrics": run.best_metrics,
-            "rng": rng_state(),
-            "elapsed_s": run.training_s,
-            "iterations": run.iterations,
-            "validations": run.validations,
-        }
-        save_checkpoint(
-            run.last_path, run.network, epoch=epoch + 1, metrics=run.metrics, training_state=training_state, **run.meta
-        )
-        if run.epoch_log is not None:
+        if run.epoch_log is not None:  # the row first: every epoch last.pt claims is in log.csv
             run.epoch_log.append(row)
+        save_checkpoint(
+            run.last_path, run.network, epoch=epoch + 1, metrics=run.metrics,
+            training_state=session.training_state(run), **run.meta,
+        )  # fmt: skip
         if s.progress and run.bar.disable:
             scores = "".join(f", {k} {v:.4f}" for k, v in row.items() if k.endswith("_mean") or k == "val_accuracy")
             print(f"{run.run_dir.name} epoch {epoch + 1}: loss {row['train_loss']:.4f}, lr {row['lr']:.3g}, "
@@ -513,8 +504,9 @@ class Trainer:
         return stop
 
     def _finish(self, run: RunState, epoch: int) -> TrainResult:
-        """Write ``best.pt`` (when nothing validated) and ``metrics.json``; return the result."""
-        if run.dist.is_main:
+        """Write ``best.pt`` (when nothing validated) and ``metrics.json``; return the result. A run stopped by a
+        signal writes neither (its network holds part of an abandoned epoch; ``last.pt`` is what it leaves)."""
+        if run.dist.is_main and run.stopped_by not in ("SIGINT", "SIGTERM"):
             if not run.best_path.exists() or not run.val_cases:
                 save_checkpoint(run.best_path, run.network, epoch=epoch, metrics=run.metrics, **run.meta)
             final: dict[str, Any] = {k: v for k, v in run.best_metrics.items() if isinstance(v, (int, float))}
