@@ -10,7 +10,8 @@ from typing import Any
 
 from medseg.errors import ConfigError, InputError, OutputError
 from medseg.io import image_suffix
-from medseg.io.dicom import is_dicom_file, series_identity
+from medseg.io.dicom import is_dicom_file
+from medseg.io.dicom_identity import series_identity
 from medseg.io.naming import check_case_id, sanitize_case_id, split_channel
 
 #: How DICOM cases are named: ``patient`` (PatientID; with study date and series number when one patient
