@@ -45,7 +45,13 @@ STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescriptio
 
 
 class ArchiveUnreachable(ArchiveError):
-    """Nothing answers at the archive's address (connection refused, timeout, association refused)."""
+    """Nothing answers at the archive's address (connection refused, timeout, no association)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the archive at {address} ({reason}); check the address/port and that it runs"
+        )
+        self.address, self.reason = address, reason
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ def connect(url: ArchiveURL, *, ae_title: str = "MEDSEG", tls: object | None = N
         tls: an ``ssl.SSLContext`` for DIMSE over TLS (DICOMweb uses https:// URLs).
         tries: attempts per request for transient errors (1 = no retry).
     """
+    quiet_libraries()
     if url.protocol == "dicomweb":
         from medseg.archive.dicomweb import DicomWebArchive
 
@@ -154,6 +161,14 @@ def with_retries(call: Callable[[], T], what: str, *, transient: Callable[[BaseE
             if attempt >= tries or not transient(exc):
                 raise
             wait = backoff_s * 2 ** (attempt - 1)
-            logger.info("%s failed (%s); try %d of %d in %.1f s", what, type(exc).__name__, attempt + 1, tries, wait)
+            logger.debug("%s failed (%s); try %d of %d in %.1f s", what, type(exc).__name__, attempt + 1, tries, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def quiet_libraries() -> None:
+    """Keep the protocol libraries' own log lines (requests made, associations, aborts) out of medseg's
+    output unless medseg logs at DEBUG (``medseg -v``): medseg reports what went wrong in one line."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)

@@ -50,7 +50,7 @@ class DicomWebArchive:
         try:
             return with_retries(call, what, transient=_transient, tries=self.tries)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise ArchiveUnreachable(f"cannot reach the archive at {self.url.display()} ({_reason(exc)})") from None
+            raise ArchiveUnreachable(self.url.display(), _reason(exc)) from None
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             hint = " (check MEDSEG_DICOMWEB_USER/MEDSEG_DICOMWEB_PASSWORD, MEDSEG_DICOMWEB_TOKEN or netrc)" if status in (

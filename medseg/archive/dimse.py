@@ -74,14 +74,14 @@ class DimseArchive:
         assoc = ae.associate(self.url.host, self.url.port, ae_title=self.url.aet, ext_neg=list(roles) or None,
                              tls_args=tls, evt_handlers=list(handlers) or None)
         if assoc.is_rejected:
+            ae.shutdown()
             raise ArchiveError(
                 f"{self.url.display()} rejected the association from {self.ae_title} (check that the archive knows "
                 f"this AE title, --ae, and the called AE title {self.url.aet})"
             )
         if not assoc.is_established:
             ae.shutdown()
-            raise _Transient(f"cannot reach the archive at {self.url.display()} (no association: connection "
-                             "refused, aborted or timed out)")
+            raise _Transient("no association: connection refused, aborted or timed out")
         try:
             yield assoc
         finally:
@@ -93,7 +93,7 @@ class DimseArchive:
         try:
             return with_retries(call, what, transient=_transient, tries=self.tries)
         except _Transient as exc:
-            raise ArchiveUnreachable(str(exc)) from None
+            raise ArchiveUnreachable(self.url.display(), str(exc)) from None
 
     def find_series(self, study: Mapping[str, str], series: Mapping[str, str]) -> list[SeriesRecord]:
         """C-FIND (study root): studies matching ``study``, then their series matching ``series``."""
@@ -122,7 +122,7 @@ class DimseArchive:
         with self._association([(FIND, _TRANSFER)]) as assoc:
             for status, identifier in assoc.send_c_find(query, FIND):
                 if status is None:
-                    raise _Transient(f"{self.url.display()}: the association was aborted during C-FIND")
+                    raise _Transient("the association was aborted during C-FIND")
                 if status.Status in (0xFF00, 0xFF01) and identifier is not None:
                     found.append(identifier)
                 elif status.Status not in (0x0000, 0xFF00, 0xFF01):
@@ -154,7 +154,7 @@ class DimseArchive:
             last = None
             for status, _ in assoc.send_c_get(q, GET):
                 if status is None:
-                    raise _Transient(f"{self.url.display()}: the association was aborted during C-GET")
+                    raise _Transient("the association was aborted during C-GET")
                 last = status.Status
             if last not in (0x0000, 0xB000, None) and not received:
                 raise ArchiveError(f"{self.url.display()}: C-GET failed with status 0x{last:04X}")
@@ -172,7 +172,7 @@ class DimseArchive:
                 for ds in datasets:
                     status = assoc.send_c_store(ds)
                     if not status:
-                        raise _Transient(f"{self.url.display()}: the association was aborted during C-STORE")
+                        raise _Transient("the association was aborted during C-STORE")
                     if status.Status not in (0x0000, 0xB000, 0xB007, 0xB006):
                         raise ArchiveError(
                             f"{self.url.display()}: C-STORE of a {ds.get('Modality', 'DICOM')} object failed with "

@@ -37,6 +37,7 @@ class Orthanc:
     log: Path
     auth: tuple[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_file: Any = field(default=None, repr=False)
 
     @property
     def rest(self) -> str:
@@ -101,10 +102,9 @@ def _start(tmp: Path, *, users: dict[str, str] | None = None) -> Orthanc:
     }
     (tmp / "config.json").write_text(json.dumps(config))
     log = tmp / "orthanc.log"
-    proc = subprocess.Popen(
-        [str(ORTHANC), str(tmp / "config.json")], stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp
-    )
-    server = Orthanc(http, dicom, medseg, log, tuple(next(iter(users.items()))) if users else None, proc)
+    log_file = log.open("wb")
+    proc = subprocess.Popen([str(ORTHANC), str(tmp / "config.json")], stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+    server = Orthanc(http, dicom, medseg, log, tuple(next(iter(users.items()))) if users else None, proc, log_file)
     deadline = time.monotonic() + 30
     while True:  # bounded wait for GET /system
         try:
@@ -112,7 +112,7 @@ def _start(tmp: Path, *, users: dict[str, str] | None = None) -> Orthanc:
             return server
         except (urllib.error.URLError, ConnectionError, OSError):
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
+                _stop(server)
                 raise RuntimeError(f"Orthanc did not start: {log.read_text(errors='replace')[-2000:]}") from None
             time.sleep(0.2)
 
@@ -126,6 +126,8 @@ def _stop(server: Orthanc) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+    if server.log_file is not None:
+        server.log_file.close()
 
 
 requires_orthanc = pytest.mark.skipif(
