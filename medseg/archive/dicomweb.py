@@ -45,6 +45,8 @@ class DicomWebArchive:
         elif creds.user and creds.password:
             session.auth = (creds.user, creds.password)
         self._client = DICOMwebClient(url.base_url, session=session, timeout=_TIMEOUT_S)
+        # its own retries (5 tries, 30 s of backoff, on any error) would hide an archive that is down: ours are bounded
+        self._client.set_http_retry_params(retry=False)
 
     def _call(self, what: str, call: Any) -> Any:
         try:

@@ -80,9 +80,10 @@ class Orthanc:
         return out
 
 
-def _start(tmp: Path, *, users: dict[str, str] | None = None) -> Orthanc:
+def _start(tmp: Path, *, users: dict[str, str] | None = None, http_port: int | None = None,
+           medseg_port: int | None = None) -> Orthanc:
     tmp.mkdir(parents=True, exist_ok=True)
-    http, dicom, medseg = free_port(), free_port(), free_port()
+    http, dicom, medseg = http_port or free_port(), free_port(), medseg_port or free_port()
     config = {
         "Name": "medseg-test",
         "HttpPort": http,
@@ -138,13 +139,17 @@ requires_orthanc = pytest.mark.skipif(
 
 @pytest.fixture
 def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
-    """Start Orthanc servers (``users={"name": "password"}`` turns authentication on); all stop after the test."""
+    """Start Orthanc servers; all stop after the test.
+
+    Options: ``users={"name": "password"}`` turns authentication on; ``http_port`` and ``medseg_port``
+    (where Orthanc reaches medseg's AE) choose ports instead of free ones.
+    """
     if not ORTHANC.exists() or not DICOMWEB_PLUGIN.exists():
         pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
     started: list[Orthanc] = []
 
-    def _make(users: dict[str, str] | None = None) -> Orthanc:
-        server = _start(tmp_path / f"orthanc{len(started)}", users=users)
+    def _make(**options: Any) -> Orthanc:
+        server = _start(tmp_path / f"orthanc{len(started)}", **options)
         started.append(server)
         return server
 
@@ -172,3 +177,29 @@ def mr_series(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return _make
+
+
+def write_sr(folder: Path, reference: Path) -> Path:
+    """A Basic Text SR in the study of the series file ``reference``; returns its path."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ref = pydicom.dcmread(reference, stop_before_pixels=True)
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = ref.StudyInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID, ds.PatientName = ref.PatientID, ref.get("PatientName", "")
+    ds.StudyDate = ref.get("StudyDate", "")
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 99, 1
+    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
