@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 
 import pydicom
 
-from medseg.io.atomic import atomic_path
+from medseg.errors import OutputError
+
+#: Suffix of an instance being written (renamed into place when complete; removed when left by a crash).
+PARTIAL_SUFFIX = ".receiving"
 
 _SAFE = re.compile(r"[^0-9A-Za-z._-]")
 
@@ -32,6 +37,22 @@ def write_instance(ds: pydicom.Dataset, folder: Path) -> Path:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
         ds.file_meta = meta
     target = folder / f"{uid_name(str(ds.SOPInstanceUID))}.dcm"
-    with atomic_path(target) as tmp:
+    # own temp name (not medseg.io.atomic's): a batch starting meanwhile removes stale batch temps, not these
+    tmp = folder / f".{target.name}.{os.getpid()}-{threading.get_ident()}{PARTIAL_SUFFIX}"
+    try:
         ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"{target}: could not write a received instance: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
+
+
+def remove_partial(folder: Path) -> int:
+    """Remove instances a killed process left half-written under ``folder``; returns how many."""
+    n = 0
+    for p in folder.rglob(f".*{PARTIAL_SUFFIX}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

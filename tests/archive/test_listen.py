@@ -1,0 +1,109 @@
+"""medseg listen: a storage SCP that segments what a modality sends and forwards the result to Orthanc."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage
+
+from tests.archive.conftest import free_port
+from tests.conftest import ROOT
+
+PIPELINE = ROOT / "pipelines" / "brain_mask_mr.yaml"
+
+
+@contextmanager
+def listener(out: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """``medseg listen`` in the background; waits (bounded) until it listens; always stopped after."""
+    port = free_port()
+    log = out.parent / "listen.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medseg.cli", "listen", str(PIPELINE), "-o", str(out), "--port", str(port), *args],
+            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while b"listening as" not in log.read_bytes():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            yield proc, port, log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+def c_store(folder: Path, port: int, calling: str) -> list[int] | None:
+    """Send every file of ``folder`` as ``calling``; the statuses, or None when the association was rejected."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MRImageStorage, [pydicom.uid.ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEG")
+    try:
+        if not assoc.is_established:
+            return None
+        return [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in sorted(folder.iterdir())]
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def test_listener_segments_a_received_series_and_sends_the_result(tmp_path: Path, orthanc, mr_series) -> None:
+    series = mr_series("mr", patient_id="PAT-LISTEN")
+    uid = str(pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID)
+    out = tmp_path / "out"
+    with listener(out, "--settle", "2", "--allow", "SCANNER", "-e", "nifti,dicom-seg", "--send", orthanc.dicomweb) as (
+        proc, port, log
+    ):
+        assert c_store(series, port, "INTRUDER") is None  # a calling AE title not allowed is rejected
+        assert c_store(series, port, "SCANNER") == [0] * 8
+        sidecar = out / f"{uid}.provenance.json"
+        deadline = time.monotonic() + 180
+        while not (sidecar.is_file() and "sent" in json.loads(sidecar.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    record = json.loads(sidecar.read_text())
+    assert record["sent"][orthanc.dicomweb]["status"] == "sent"
+    assert (out / f"{uid}.nii.gz").is_file()
+    assert (out / ".processed" / uid).is_dir() and not any((out / ".incoming").glob("1*"))
+    assert orthanc.series_by_modality().get("SEG") == 1
+    text = log.read_text()
+    assert "stopped (SIGTERM): 1 series processed, 0 failed" in text
+    assert "PAT-LISTEN" not in text  # patient ids are not logged
+    report = json.loads((out / "report.json").read_text())
+    assert [c["status"] for c in report["cases"]] == ["succeeded"]
+
+
+def test_a_series_received_before_a_stop_is_processed_after_a_restart(tmp_path: Path, mr_series) -> None:
+    series = mr_series("mr")
+    uid = str(pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID)
+    out = tmp_path / "out"
+    with listener(out, "--settle", "600", "-e", "nifti") as (proc, port, log):
+        assert c_store(series, port, "SCANNER") == [0] * 8
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    assert len(list((out / ".incoming" / uid).glob("*.dcm"))) == 8  # queued on disk, not lost
+    with listener(out, "--settle", "1", "-e", "nifti") as (proc, port, log):
+        deadline = time.monotonic() + 180
+        while not (out / f"{uid}.provenance.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+    assert (out / f"{uid}.nii.gz").is_file()
