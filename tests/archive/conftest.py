@@ -97,7 +97,7 @@ def _start(tmp: Path, *, users: dict[str, str] | None = None, http_port: int | N
         "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "DicomModalities": {"medseg": [MEDSEG_AET, "127.0.0.1", medseg]},
-        "DicomCheckCalledAet": False,
+        "DicomCheckCalledAet": True,
         "HttpServerThreads": 4,
         "ConcurrentJobs": 1,
     }
