@@ -107,3 +107,57 @@ def test_a_series_received_before_a_stop_is_processed_after_a_restart(tmp_path: 
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
     assert (out / f"{uid}.nii.gz").is_file()
+
+
+def test_the_listener_speaks_tls_and_refuses_plain_associations(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+
+    import pytest
+    from pynetdicom.sop_class import Verification
+
+    from medseg.archive.listen import Listener, ListenerConfig
+    from medseg.archive.tls import tls_context
+    from medseg.pipeline import Pipeline
+    from medseg.pipeline.processor import PipelineProcessor
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    pipeline = Pipeline.from_yaml(PIPELINE)
+    processor = PipelineProcessor(pipeline, pipeline.checkpoint_paths(), device="cpu")
+    port = free_port()
+    config = ListenerConfig(port=port, settle_s=60, ssl_context=tls_context(cert, key, None, server=True))
+    node = Listener(config, processor, tmp_path / "out")
+    node.start()
+    try:
+        client = tls_context(None, None, cert, server=False)
+        assert isinstance(client, ssl.SSLContext)
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(Verification)
+        ae.acse_timeout = ae.network_timeout = 10
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDSEG", tls_args=(client, "127.0.0.1"))
+        try:
+            assert assoc.is_established and int(assoc.send_c_echo().Status) == 0
+        finally:
+            if assoc.is_established:
+                assoc.release()
+            ae.shutdown()
+        # a plain (unencrypted) A-ASSOCIATE-RQ gets no A-ASSOCIATE-AC (PDU type 0x02): the TLS handshake fails
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(bytes([0x01, 0x00]) + (68).to_bytes(4, "big") + b"\x00\x01\x00\x00" + b"MEDSEG".ljust(16)
+                        + b"SCANNER".ljust(16) + bytes(32))
+            try:
+                answer = raw.recv(16)
+            except (ConnectionResetError, TimeoutError):
+                answer = b""
+        assert not answer.startswith(b"\x02")
+    finally:
+        node.shutdown()
