@@ -23,12 +23,28 @@ if TYPE_CHECKING:
     from medseg.archive.urls import ArchiveURL, parse_archive_url
 
 _WHERE = {
-    "Archive": "client", "ArchiveUnreachable": "client", "SeriesRecord": "client", "connect": "client",
-    "split_filters": "client", "archive_cases": "fetch", "send_results": "send", "ArchiveURL": "urls",
+    "Archive": "client",
+    "ArchiveUnreachable": "client",
+    "SeriesRecord": "client",
+    "connect": "client",
+    "split_filters": "client",
+    "archive_cases": "fetch",
+    "send_results": "send",
+    "ArchiveURL": "urls",
     "parse_archive_url": "urls",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Archive",
+    "ArchiveURL",
+    "ArchiveUnreachable",
+    "SeriesRecord",
+    "archive_cases",
+    "connect",
+    "parse_archive_url",
+    "send_results",
+    "split_filters",
+]
 
 
 def __getattr__(name: str) -> Any:

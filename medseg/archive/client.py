@@ -36,21 +36,38 @@ NON_IMAGE_MODALITIES = {
 }
 
 #: Attributes a filter may name at the series level; every other keyword filters studies.
-SERIES_KEYWORDS = ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
-                   "SeriesDate", "ProtocolName")
+SERIES_KEYWORDS = (
+    "Modality",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "SeriesDate",
+    "ProtocolName",
+)
 #: Attributes a filter may name at the study level.
-STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "StudyID",
-                  "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
-                  "ModalitiesInStudy", "InstitutionName")
+STUDY_KEYWORDS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "StudyID",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "ReferringPhysicianName",
+    "ModalitiesInStudy",
+    "InstitutionName",
+)
 
 
 class ArchiveUnreachable(ArchiveError):
     """Nothing answers at the archive's address (connection refused, timeout, no association)."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(
-            f"cannot reach the archive at {address} ({reason}); check the address/port and that it runs"
-        )
+        super().__init__(f"cannot reach the archive at {address} ({reason}); check the address/port and that it runs")
         self.address, self.reason = address, reason
 
 
@@ -119,8 +136,9 @@ def connect(url: ArchiveURL, *, ae_title: str = "MEDSEG", tls: object | None = N
     return DimseArchive(url, ae_title=ae_title, ssl_context=tls, tries=tries)
 
 
-def split_filters(filters: Sequence[str], *, study_uid: str | None = None, series_uid: str | None = None
-                  ) -> tuple[dict[str, str], dict[str, str]]:
+def split_filters(
+    filters: Sequence[str], *, study_uid: str | None = None, series_uid: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """``["Modality=CT", "StudyDate=20240101-20241231"]`` → (study filters, series filters).
 
     Raises:
@@ -150,8 +168,14 @@ def split_filters(filters: Sequence[str], *, study_uid: str | None = None, serie
     return study, series
 
 
-def with_retries(call: Callable[[], T], what: str, *, transient: Callable[[BaseException], bool], tries: int = 3,
-                 backoff_s: float = 0.5) -> T:
+def with_retries(
+    call: Callable[[], T],
+    what: str,
+    *,
+    transient: Callable[[BaseException], bool],
+    tries: int = 3,
+    backoff_s: float = 0.5,
+) -> T:
     """``call()``, retried up to ``tries`` times in all when ``transient(error)``, waiting
     ``backoff_s``, 2×, 4× ... seconds between tries (bounded: at most ``tries`` calls)."""
     for attempt in range(1, max(tries, 1) + 1):

@@ -55,8 +55,11 @@ class DicomWebArchive:
             raise ArchiveUnreachable(self.url.display(), _reason(exc)) from None
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
-            hint = " (check MEDSEG_DICOMWEB_USER/MEDSEG_DICOMWEB_PASSWORD, MEDSEG_DICOMWEB_TOKEN or netrc)" if status in (
-                401, 403) else ""
+            hint = (
+                " (check MEDSEG_DICOMWEB_USER/MEDSEG_DICOMWEB_PASSWORD, MEDSEG_DICOMWEB_TOKEN or netrc)"
+                if status in (401, 403)
+                else ""
+            )
             raise ArchiveError(f"{self.url.display()}: {what} refused with HTTP {status}{hint}") from None
 
     def find_series(self, study: Mapping[str, str], series: Mapping[str, str]) -> list[SeriesRecord]:
@@ -64,28 +67,39 @@ class DicomWebArchive:
         if set(study) <= {"StudyInstanceUID"} and study:
             study_uids = [study["StudyInstanceUID"]]
         else:
-            found = self._call("QIDO-RS study search", lambda: self._client.search_for_studies(
-                search_filters=dict(study), get_remaining=True))
+            found = self._call(
+                "QIDO-RS study search",
+                lambda: self._client.search_for_studies(search_filters=dict(study), get_remaining=True),
+            )
             study_uids = [_value(d, "0020000D") for d in found]
         records: list[SeriesRecord] = []
         for uid in study_uids:
-            rows = self._call("QIDO-RS series search", lambda uid=uid: self._client.search_for_series(
-                uid, search_filters=dict(series), get_remaining=True,
-                fields=["NumberOfSeriesRelatedInstances", "SeriesDescription"]))
+            rows = self._call(
+                "QIDO-RS series search",
+                lambda uid=uid: self._client.search_for_series(
+                    uid,
+                    search_filters=dict(series),
+                    get_remaining=True,
+                    fields=["NumberOfSeriesRelatedInstances", "SeriesDescription"],
+                ),
+            )
             for d in rows:
                 count = _value(d, "00201209")
-                records.append(SeriesRecord(
-                    study_uid=_value(d, "0020000D") or uid,
-                    series_uid=_value(d, "0020000E"),
-                    modality=_value(d, "00080060"),
-                    instances=int(count) if str(count).strip().isdigit() else None,
-                    series_number=str(_value(d, "00200011")),
-                    description=str(_value(d, "0008103E")),
-                ))
+                records.append(
+                    SeriesRecord(
+                        study_uid=_value(d, "0020000D") or uid,
+                        series_uid=_value(d, "0020000E"),
+                        modality=_value(d, "00080060"),
+                        instances=int(count) if str(count).strip().isdigit() else None,
+                        series_number=str(_value(d, "00200011")),
+                        description=str(_value(d, "0008103E")),
+                    )
+                )
         return records
 
     def fetch_series(self, record: SeriesRecord, folder: Path) -> int:
         """WADO-RS: every instance of the series into ``folder``; returns how many were written."""
+
         def fetch() -> int:
             n = 0
             for ds in self._client.iter_series(record.study_uid, record.series_uid):
@@ -111,8 +125,13 @@ def _value(d: Mapping[str, Any], tag: str) -> Any:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host",
-                   "certificate verify failed"):
+    for marker in (
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "No route to host",
+        "certificate verify failed",
+    ):
         if marker in text:
             return marker
     return type(exc).__name__

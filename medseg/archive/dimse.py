@@ -6,6 +6,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
 from medseg.archive.client import ArchiveUnreachable, SeriesRecord, with_retries
 from medseg.archive.store import write_instance
@@ -56,23 +57,34 @@ def _transient(exc: BaseException) -> bool:
 class DimseArchive:
     """A DICOM node at ``url`` (``dimse://AET@HOST:PORT``), called as ``ae_title``."""
 
-    def __init__(self, url: ArchiveURL, *, ae_title: str = "MEDSEG", ssl_context: object | None = None,
-                 tries: int = 3) -> None:
+    def __init__(
+        self, url: ArchiveURL, *, ae_title: str = "MEDSEG", ssl_context: object | None = None, tries: int = 3
+    ) -> None:
         self.url = url
         self.ae_title = ae_title
         self.ssl_context = ssl_context
         self.tries = tries
 
     @contextmanager
-    def _association(self, contexts: Sequence[tuple[str, Sequence[str]]], roles: Sequence[Any] = (),
-                     handlers: Sequence[tuple[Any, Callable[..., Any]]] = ()) -> Iterator[Association]:
+    def _association(
+        self,
+        contexts: Sequence[tuple[str, Sequence[str]]],
+        roles: Sequence[Any] = (),
+        handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    ) -> Iterator[Association]:
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = _TIMEOUT_S
         for sop, syntaxes in contexts:
             ae.add_requested_context(sop, list(syntaxes))
         tls = (self.ssl_context, self.url.host) if isinstance(self.ssl_context, ssl.SSLContext) else None
-        assoc = ae.associate(self.url.host, self.url.port, ae_title=self.url.aet, ext_neg=list(roles) or None,
-                             tls_args=tls, evt_handlers=list(handlers) or None)
+        assoc = ae.associate(
+            self.url.host,
+            self.url.port,
+            ae_title=self.url.aet,
+            ext_neg=list(roles) or None,
+            tls_args=tls,
+            evt_handlers=list(handlers) or None,
+        )
         if assoc.is_rejected:
             ae.shutdown()
             raise ArchiveError(
@@ -104,17 +116,29 @@ class DimseArchive:
             study_uids = [str(d.StudyInstanceUID) for d in self._call("C-FIND", lambda: self._find(q))]
         records: list[SeriesRecord] = []
         for uid in study_uids:
-            wanted = {"Modality": "", "SeriesInstanceUID": "", "SeriesNumber": "", "SeriesDescription": "",
-                      "NumberOfSeriesRelatedInstances": "", **series, "StudyInstanceUID": uid}
-            q = _query("SERIES", wanted)
-            for d in self._call("C-FIND", lambda q=q: self._find(q)):
+            wanted = {
+                "Modality": "",
+                "SeriesInstanceUID": "",
+                "SeriesNumber": "",
+                "SeriesDescription": "",
+                "NumberOfSeriesRelatedInstances": "",
+                **series,
+                "StudyInstanceUID": uid,
+            }
+            query = _query("SERIES", wanted)
+            found: list[Dataset] = self._call("C-FIND", partial(self._find, query))
+            for d in found:
                 count = str(d.get("NumberOfSeriesRelatedInstances", "") or "").strip()
-                records.append(SeriesRecord(
-                    study_uid=uid, series_uid=str(d.get("SeriesInstanceUID", "")), modality=str(d.get("Modality", "")),
-                    instances=int(count) if count.isdigit() else None,
-                    series_number=str(d.get("SeriesNumber", "") or ""),
-                    description=str(d.get("SeriesDescription", "") or ""),
-                ))
+                records.append(
+                    SeriesRecord(
+                        study_uid=uid,
+                        series_uid=str(d.get("SeriesInstanceUID", "")),
+                        modality=str(d.get("Modality", "")),
+                        instances=int(count) if count.isdigit() else None,
+                        series_number=str(d.get("SeriesNumber", "") or ""),
+                        description=str(d.get("SeriesDescription", "") or ""),
+                    )
+                )
         return records
 
     def _find(self, query: Dataset) -> list[Dataset]:

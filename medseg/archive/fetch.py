@@ -58,8 +58,11 @@ def archive_cases(
         raise InputError(
             f"{archive.url.display()}: no series matches the filters ({shown}); check --filter/--study/--series"
         )
-    skipped = [(Path(uid_name(r.series_uid)), f"{r.what()}, not an image series; not segmented")
-               for r in records if not r.is_image]
+    skipped = [
+        (Path(uid_name(r.series_uid)), f"{r.what()}, not an image series; not segmented")
+        for r in records
+        if not r.is_image
+    ]
     images = [r for r in records if r.is_image]
     cache.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

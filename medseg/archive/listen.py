@@ -25,7 +25,7 @@ from typing import Any
 import pydicom
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from medseg.archive.client import NON_IMAGE_MODALITIES, Archive
 from medseg.archive.store import remove_partial, uid_name, write_instance
@@ -62,8 +62,15 @@ class ListenerConfig:
 class Listener:
     """Receive series over C-STORE and run each complete one through ``processor`` (see the module doc)."""
 
-    def __init__(self, config: ListenerConfig, processor: CaseProcessor, out_dir: Path, *,
-                 send: Archive | None = None, on_case: Callable[[CaseResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        processor: CaseProcessor,
+        out_dir: Path,
+        *,
+        send: Archive | None = None,
+        on_case: Callable[[CaseResult], None] | None = None,
+    ) -> None:
         self.config = config
         self.processor = processor
         self.out = Path(out_dir).absolute()
@@ -101,11 +108,14 @@ class Listener:
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
         ae.maximum_associations = 8
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        self._server = ae.start_server((self.config.host, self.config.port), block=False,
-                                       ssl_context=self.config.ssl_context,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._server = ae.start_server(
+            (self.config.host, self.config.port),
+            block=False,
+            ssl_context=self.config.ssl_context,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+        )
         logger.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.config.port)
 
     def _on_store(self, event: Any) -> int:
@@ -117,8 +127,9 @@ class Listener:
                 self._last[name] = time.monotonic()
             write_instance(ds, self.incoming / name)
         except Exception as exc:  # told to the sender (status A700 = out of resources / cannot process)
-            logger.warning("an instance from %s could not be stored: %s", event.assoc.requestor.ae_title,
-                           type(exc).__name__)
+            logger.warning(
+                "an instance from %s could not be stored: %s", event.assoc.requestor.ae_title, type(exc).__name__
+            )
             return 0xA700
         with self._lock:
             self._last[name] = time.monotonic()
@@ -140,10 +151,17 @@ class Listener:
     def _write_queue(self) -> None:
         now = time.monotonic()
         with self._lock:
-            queue = [{"series": p.name, "instances": sum(1 for f in p.iterdir() if f.suffix == ".dcm"),
-                      "quiet_s": round(now - self._last.get(p.name, now), 1)} for p in self.pending()]
-        write_text_atomic(self.incoming / "queue.json", json.dumps({"updated": now_iso(), "pending": queue},
-                                                                  indent=2) + "\n")
+            queue = [
+                {
+                    "series": p.name,
+                    "instances": sum(1 for f in p.iterdir() if f.suffix == ".dcm"),
+                    "quiet_s": round(now - self._last.get(p.name, now), 1),
+                }
+                for p in self.pending()
+            ]
+        write_text_atomic(
+            self.incoming / "queue.json", json.dumps({"updated": now_iso(), "pending": queue}, indent=2) + "\n"
+        )
 
     # --- processing -----------------------------------------------------------------------------
     def serve(self, poll_s: float = 0.5) -> None:
@@ -215,8 +233,12 @@ class Listener:
             self._last.pop(folder.name, None)
 
     def _write_report(self) -> None:
-        report = BatchReport(rows=sorted(self.rows, key=lambda r: r.case_id), executor="listen",
-                             skipped_inputs=list(self.not_images), planned=len(self.rows))
+        report = BatchReport(
+            rows=sorted(self.rows, key=lambda r: r.case_id),
+            executor="listen",
+            skipped_inputs=list(self.not_images),
+            planned=len(self.rows),
+        )
         report.write(self.out, "report")
 
 

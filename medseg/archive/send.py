@@ -71,8 +71,10 @@ def send_case(archive: Archive, out_dir: Path, case_id: str) -> str:
         entry: dict[str, Any] = {"status": "sent", "at": now_iso(), "via": via, "files": files}
         error = ""
     except Exception as exc:  # recorded in the sidecar and the report; the outputs stay in place
-        error = f"sending {', '.join(f['path'] for f in files)} to {address} failed ({_one_line(exc)}); the files " \
-                "are kept; re-run the same command to retry the send"
+        error = (
+            f"sending {', '.join(f['path'] for f in files)} to {address} failed ({_one_line(exc)}); the files "
+            "are kept; re-run the same command to retry the send"
+        )
         entry = {"status": "failed", "at": now_iso(), "via": via, "error": _one_line(exc), "files": files}
     sent = dict(record.get(SENT_KEY) or {})
     sent[address] = entry
@@ -95,5 +97,8 @@ def send_results(report: BatchReport, archive: Archive, out_dir: Path) -> BatchR
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split()) if not str(exc).startswith(("cannot", "dimse", "dicomweb")) \
+    return (
+        " ".join(f"{type(exc).__name__}: {exc}".split())
+        if not str(exc).startswith(("cannot", "dimse", "dicomweb"))
         else " ".join(str(exc).split())
+    )

@@ -176,8 +176,9 @@ def _run_locked(
     # cases the source could not provide (an incomplete archive series, ...): reported once, by part 0
     unavailable = [CaseResult(cid, "failed", why) for cid, why in getattr(cases, "failed", []) if part_id == 0]
     report = BatchReport(
-        rows=sorted([*(results[c.case_id] for c in selected if c.case_id in results), *unavailable],
-                    key=lambda r: r.case_id),
+        rows=sorted(
+            [*(results[c.case_id] for c in selected if c.case_id in results), *unavailable], key=lambda r: r.case_id
+        ),
         executor=executor,
         seconds=time.perf_counter() - t0,
         started=started,

@@ -30,7 +30,9 @@ def listen(
     ),
     settle: float = typer.Option(10.0, "--settle", help="A series is complete after this many quiet seconds."),
     export: list[str] = typer.Option(None, "--export", "-e", help=EXPORT_HELP),
-    send: str = typer.Option(None, "--send", help="Store DICOM outputs in this archive (dicomweb+http(s):// or dimse://)."),
+    send: str = typer.Option(
+        None, "--send", help="Store DICOM outputs in this archive (dicomweb+http(s):// or dimse://)."
+    ),
     checkpoint: list[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint(s); several = fold ensemble."),
     device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:1, mps."),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="TLS: this node's certificate (PEM)."),
@@ -54,7 +56,9 @@ def listen(
     allowed = [check_ae_title(a, option="--allow") for a in split_list(allow) or []] or None
     target_url = parse_archive_url(send, option="--send") if send else None
     server_tls = tls_context(tls_cert, tls_key, tls_ca, server=True)
-    client_tls = tls_context(None, None, tls_ca, server=False) if target_url and target_url.protocol == "dimse" else None
+    client_tls = (
+        tls_context(None, None, tls_ca, server=False) if target_url and target_url.protocol == "dimse" else None
+    )
     if device != "auto":
         resolve_device(device, option="--device")
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
@@ -72,8 +76,9 @@ def listen(
         line = f"{row.case_id}: {row.status} ({row.seconds:.1f} s)" + (f" {row.error}" if row.error else "")
         typer.secho(line, fg=typer.colors.RED if row.status == "failed" else None, err=True)
 
-    config = ListenerConfig(host=host, port=port, ae_title=title, allow=allowed, settle_s=settle,
-                            ssl_context=server_tls)
+    config = ListenerConfig(
+        host=host, port=port, ae_title=title, allow=allowed, settle_s=settle, ssl_context=server_tls
+    )
     listener = Listener(config, processor, output, send=sender, on_case=on_case)
     try:
         listener.start()

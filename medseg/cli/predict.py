@@ -88,7 +88,9 @@ def predict(
         "(default: the pipeline's inference.precision).",
     ),
     series: str = typer.Option(
-        None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series, or to fetch from an archive."
+        None,
+        "--series",
+        help="SeriesInstanceUID when a DICOM folder holds several series, or to fetch from an archive.",
     ),
     case_ids: str = typer.Option(
         None,

@@ -80,8 +80,9 @@ class Orthanc:
         return out
 
 
-def _start(tmp: Path, *, users: dict[str, str] | None = None, http_port: int | None = None,
-           medseg_port: int | None = None) -> Orthanc:
+def start_orthanc(
+    tmp: Path, *, users: dict[str, str] | None = None, http_port: int | None = None, medseg_port: int | None = None
+) -> Orthanc:
     tmp.mkdir(parents=True, exist_ok=True)
     http, dicom, medseg = http_port or free_port(), free_port(), medseg_port or free_port()
     config = {
@@ -104,7 +105,9 @@ def _start(tmp: Path, *, users: dict[str, str] | None = None, http_port: int | N
     (tmp / "config.json").write_text(json.dumps(config))
     log = tmp / "orthanc.log"
     log_file = log.open("wb")
-    proc = subprocess.Popen([str(ORTHANC), str(tmp / "config.json")], stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+    proc = subprocess.Popen(
+        [str(ORTHANC), str(tmp / "config.json")], stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp
+    )
     server = Orthanc(http, dicom, medseg, log, tuple(next(iter(users.items()))) if users else None, proc, log_file)
     deadline = time.monotonic() + 30
     while True:  # bounded wait for GET /system
@@ -113,12 +116,12 @@ def _start(tmp: Path, *, users: dict[str, str] | None = None, http_port: int | N
             return server
         except (urllib.error.URLError, ConnectionError, OSError):
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(server)
+                stop_orthanc(server)
                 raise RuntimeError(f"Orthanc did not start: {log.read_text(errors='replace')[-2000:]}") from None
             time.sleep(0.2)
 
 
-def _stop(server: Orthanc) -> None:
+def stop_orthanc(server: Orthanc) -> None:
     proc = server.process
     if proc is not None and proc.poll() is None:
         proc.terminate()
@@ -149,13 +152,13 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
     started: list[Orthanc] = []
 
     def _make(**options: Any) -> Orthanc:
-        server = _start(tmp_path / f"orthanc{len(started)}", **options)
+        server = start_orthanc(tmp_path / f"orthanc{len(started)}", **options)
         started.append(server)
         return server
 
     yield _make
     for server in started:
-        _stop(server)
+        stop_orthanc(server)
 
 
 @pytest.fixture

@@ -31,7 +31,9 @@ def listener(out: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], i
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "medseg.cli", "listen", str(PIPELINE), "-o", str(out), "--port", str(port), *args],
-            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
             deadline = time.monotonic() + 120
@@ -69,7 +71,9 @@ def test_listener_segments_a_received_series_and_sends_the_result(tmp_path: Path
     uid = str(pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID)
     out = tmp_path / "out"
     with listener(out, "--settle", "2", "--allow", "SCANNER", "-e", "nifti,dicom-seg", "--send", orthanc.dicomweb) as (
-        proc, port, log
+        proc,
+        port,
+        log,
     ):
         assert c_store(series, port, "INTRUDER") is None  # a calling AE title not allowed is rejected
         assert c_store(series, port, "SCANNER") == [0] * 8
@@ -125,9 +129,27 @@ def test_the_listener_speaks_tls_and_refuses_plain_associations(tmp_path: Path) 
         pytest.skip("openssl is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     pipeline = Pipeline.from_yaml(PIPELINE)
     processor = PipelineProcessor(pipeline, pipeline.checkpoint_paths(), device="cpu")
@@ -152,8 +174,14 @@ def test_the_listener_speaks_tls_and_refuses_plain_associations(tmp_path: Path) 
         import socket
 
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            raw.sendall(bytes([0x01, 0x00]) + (68).to_bytes(4, "big") + b"\x00\x01\x00\x00" + b"MEDSEG".ljust(16)
-                        + b"SCANNER".ljust(16) + bytes(32))
+            raw.sendall(
+                bytes([0x01, 0x00])
+                + (68).to_bytes(4, "big")
+                + b"\x00\x01\x00\x00"
+                + b"MEDSEG".ljust(16)
+                + b"SCANNER".ljust(16)
+                + bytes(32)
+            )
             try:
                 answer = raw.recv(16)
             except (ConnectionResetError, TimeoutError):

@@ -23,8 +23,12 @@ def test_addresses_parse_and_display_without_credentials() -> None:
     assert web.base_url == "https://pacs.example.org:8443/dcm4chee-arc/aets/DCM4CHEE/rs"
     assert parse_archive_url("dicomweb+http://h/dicom-web").port == 80
     node = parse_archive_url("dimse://ORTHANC@127.0.0.1:4242")
-    assert (node.aet, node.host, node.port, node.display()) == ("ORTHANC", "127.0.0.1", 4242,
-                                                                "dimse://ORTHANC@127.0.0.1:4242")
+    assert (node.aet, node.host, node.port, node.display()) == (
+        "ORTHANC",
+        "127.0.0.1",
+        4242,
+        "dimse://ORTHANC@127.0.0.1:4242",
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,7 +94,10 @@ def test_bad_archive_options_fail_in_one_line_before_any_work(tmp_path: Path) ->
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "medseg.cli", "predict", str(PIPELINE), *args, "-o", str(tmp_path / name)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for name, (args, _) in runs.items()
     }
@@ -106,7 +113,10 @@ def test_an_association_the_archive_rejects_gives_one_line(tmp_path: Path, ortha
     url = f"dimse://NOTORTHANC@127.0.0.1:{orthanc.dicom_port}"
     res = subprocess.run(
         [sys.executable, "-m", "medseg.cli", "predict", str(PIPELINE), "-i", url, "-o", str(tmp_path / "o"), "-q"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 1 and len(lines) == 1, res.stderr

@@ -19,8 +19,9 @@ PIPELINE = ROOT / "pipelines" / "brain_mask_mr.yaml"
 
 def medseg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, timeout=600,
-                          env=full)
+    return subprocess.run(
+        [sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, timeout=600, env=full
+    )
 
 
 def provenance(out: Path) -> list[dict]:
@@ -33,8 +34,23 @@ def test_pull_predict_push_then_rerun_skips_what_was_sent(tmp_path: Path, orthan
     assert orthanc.upload(series) == 8
     url = orthanc.dicomweb if protocol == "dicomweb" else orthanc.dimse
     out = tmp_path / "out"
-    args = ("predict", str(PIPELINE), "-i", url, "--filter", "Modality=MR", "--filter", "StudyDate=19000101-29991231",
-            "-o", str(out), "-e", "nifti,dicom-seg", "--send", url, "-q")
+    args = (
+        "predict",
+        str(PIPELINE),
+        "-i",
+        url,
+        "--filter",
+        "Modality=MR",
+        "--filter",
+        "StudyDate=19000101-29991231",
+        "-o",
+        str(out),
+        "-e",
+        "nifti,dicom-seg",
+        "--send",
+        url,
+        "-q",
+    )
     res = medseg(*args)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 succeeded" in res.stdout
@@ -76,11 +92,14 @@ def test_a_non_image_series_is_reported_and_the_image_series_runs(tmp_path: Path
     assert "1 succeeded" in res.stdout
     assert "a Structured Report (SR), not an image series; not segmented" in res.stderr
     report = json.loads((out / "report.json").read_text())
-    assert [s["reason"] for s in report["skipped_inputs"]] == ["a Structured Report (SR), not an image series; not segmented"]
+    assert [s["reason"] for s in report["skipped_inputs"]] == [
+        "a Structured Report (SR), not an image series; not segmented"
+    ]
 
 
-def test_a_series_with_fewer_instances_than_the_archive_lists_is_not_segmented(tmp_path: Path, orthanc,
-                                                                               mr_series) -> None:
+def test_a_series_with_fewer_instances_than_the_archive_lists_is_not_segmented(
+    tmp_path: Path, orthanc, mr_series
+) -> None:
     """The archive counts 9 instances but sends 8: nothing is kept, the reason names both counts."""
     from dataclasses import replace
 
@@ -97,14 +116,26 @@ def test_a_series_with_fewer_instances_than_the_archive_lists_is_not_segmented(t
     assert _fetch_one(archive, record, tmp_path / "cache") == tmp_path / "cache" / record.series_uid
 
 
-def test_credentials_come_from_the_environment_and_are_never_written(tmp_path: Path, orthanc_factory,
-                                                                     mr_series) -> None:
+def test_credentials_come_from_the_environment_and_are_never_written(
+    tmp_path: Path, orthanc_factory, mr_series
+) -> None:
     secret = "s3cr3t-Pa55"
     server = orthanc_factory(users={"alice": secret})
     server.upload(mr_series("mr"))
     out = tmp_path / "out"
-    args = ("predict", str(PIPELINE), "-i", server.dicomweb, "-o", str(out), "-e", "nifti,dicom-seg",
-            "--send", server.dicomweb, "-q")
+    args = (
+        "predict",
+        str(PIPELINE),
+        "-i",
+        server.dicomweb,
+        "-o",
+        str(out),
+        "-e",
+        "nifti,dicom-seg",
+        "--send",
+        server.dicomweb,
+        "-q",
+    )
     res = medseg(*args, env={"NETRC": str(tmp_path / "none")})
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 1 and len(lines) == 1 and "HTTP 401" in lines[0] and "MEDSEG_DICOMWEB_USER" in lines[0]
@@ -121,8 +152,7 @@ def test_credentials_come_from_the_environment_and_are_never_written(tmp_path: P
     assert res.returncode == 1 and secret not in res.stderr and "MEDSEG_DICOMWEB_USER" in res.stderr
 
 
-def test_a_failed_send_keeps_the_files_and_the_next_run_sends_only(tmp_path: Path, orthanc_factory,
-                                                                   mr_series) -> None:
+def test_a_failed_send_keeps_the_files_and_the_next_run_sends_only(tmp_path: Path, orthanc_factory, mr_series) -> None:
     source = orthanc_factory()
     source.upload(mr_series("mr"))
     port = free_port()
