@@ -13,6 +13,7 @@ from medseg.errors import ConfigError
 if TYPE_CHECKING:
     import ssl
 
+    from medseg.archive.fetch import SeriesPrefetch
     from medseg.archive.urls import ArchiveURL
     from medseg.batch import BatchReport, CaseList
     from medseg.export import Exporter
@@ -75,10 +76,17 @@ class ArchiveOptions:
                 "-e dicom-seg or -e rtstruct"
             )
 
-    def fetch(self, cache: Path, case_ids: str) -> CaseList:
-        """The archive's matching series, fetched into ``cache``, as cases."""
+    def fetch(
+        self, cache: Path, case_ids: str, *, prefetch: bool, part: tuple[int, int] = (0, 1)
+    ) -> tuple[CaseList, SeriesPrefetch | None]:
+        """The archive's matching series as cases, in ``cache``.
+
+        With ``prefetch`` (cases named by SeriesInstanceUID, not Dask) the series are fetched in the
+        background while earlier cases run (wrap the processor in ``FetchingProcessor``); otherwise
+        every series is fetched before returning.
+        """
         from medseg.archive.client import connect
-        from medseg.archive.fetch import archive_cases
+        from medseg.archive.fetch import archive_cases, prefetch_cases
         from medseg.batch.cases import CASE_ID_RULES
 
         if case_ids not in CASE_ID_RULES:
@@ -86,13 +94,21 @@ class ArchiveOptions:
         if self.source is None:
             raise ConfigError("-i: not an archive address")
         archive = connect(self.source, ae_title=self.ae_title, tls=self.tls)
+        if prefetch and case_ids == "folder":
+            cases, fetcher = prefetch_cases(archive, cache, study=self.study, series=self.series, part=part)
+            typer.echo(
+                f"{self.source.display()}: {len(cases)} image series (fetched while earlier ones run), "
+                f"{len(cases.skipped)} not images",
+                err=True,
+            )
+            return cases, fetcher
         cases = archive_cases(archive, cache, study=self.study, series=self.series, case_ids=case_ids)
         typer.echo(
             f"{self.source.display()}: {len(cases)} image series fetched, {len(cases.skipped)} not images, "
             f"{len(cases.failed)} incomplete or failed",
             err=True,
         )
-        return cases
+        return cases, None
 
     def send_results(self, report: BatchReport, output: Path, num_parts: int, part_id: int) -> BatchReport:
         """Send the DICOM outputs of every finished case; failed sends become failed rows; rewrite the report."""

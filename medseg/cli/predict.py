@@ -181,23 +181,35 @@ def predict(
         cases = discover_cases(Path(input), series=series, case_ids=case_ids or "patient")
         check_dicom_exports(processor.export_specs(), cases, num_parts, part_id)
     check_writable(output)
+    fetcher = None
+    batch_processor: Any = processor
     if archive_opts.source is not None:  # every option is checked: fetch the series (cases of an archive are DICOM)
-        cases = archive_opts.fetch(cache or output / ".archive", case_ids or "folder")
+        cases, fetcher = archive_opts.fetch(
+            cache or output / ".archive", case_ids or "folder", prefetch=executor != "dask", part=(part_id, num_parts)
+        )
+        if fetcher is not None:
+            from medseg.archive.fetch import FetchingProcessor
+
+            batch_processor = FetchingProcessor(processor, fetcher)
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)
-    report = run_batch(
-        cases,
-        processor,
-        output,
-        executor=executor,  # type: ignore[arg-type]
-        workers=workers,
-        scheduler=scheduler,
-        force=force,
-        num_parts=num_parts,
-        part_id=part_id,
-        progress=not quiet,
-        verbose=verbose,
-    )
+    try:
+        report = run_batch(
+            cases,
+            batch_processor,
+            output,
+            executor=executor,  # type: ignore[arg-type]
+            workers=workers,
+            scheduler=scheduler,
+            force=force,
+            num_parts=num_parts,
+            part_id=part_id,
+            progress=not quiet,
+            verbose=verbose,
+        )
+    finally:
+        if fetcher is not None:
+            fetcher.close()
     if archive_opts.send is not None and not report.interrupted:
         report = archive_opts.send_results(report, output, num_parts, part_id)
     if as_json:
