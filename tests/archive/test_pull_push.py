@@ -114,6 +114,18 @@ def test_a_series_with_fewer_instances_than_the_archive_lists_is_not_segmented(
     assert isinstance(why, str) and "received 8 of the 9 instances" in why and "not segmented" in why
     assert not any((tmp_path / "cache").iterdir())  # no partial folder left, no case
     assert _fetch_one(archive, record, tmp_path / "cache") == tmp_path / "cache" / record.series_uid
+    # the same check when series are fetched while earlier cases run: the case fails with the reason
+    from medseg.archive.fetch import SeriesPrefetch
+    from medseg.batch import Case
+    from medseg.errors import ArchiveError
+
+    prefetch = SeriesPrefetch(archive, tmp_path / "lazy", [replace(record, instances=9)])
+    try:
+        with pytest.raises(ArchiveError, match="received 8 of the 9 instances"):
+            prefetch.wait(Case(record.series_uid, (tmp_path / "lazy" / record.series_uid,)))
+    finally:
+        prefetch.close()
+    assert not (tmp_path / "lazy" / record.series_uid).exists()
 
 
 def test_credentials_come_from_the_environment_and_are_never_written(
