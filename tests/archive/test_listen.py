@@ -189,3 +189,22 @@ def test_the_listener_speaks_tls_and_refuses_plain_associations(tmp_path: Path) 
         assert not answer.startswith(b"\x02")
     finally:
         node.shutdown()
+
+
+def test_a_received_non_image_series_is_reported_not_segmented(tmp_path: Path, mr_series) -> None:
+    from medseg.archive.listen import INCOMING, PROCESSED, Listener, ListenerConfig
+    from medseg.pipeline import Pipeline
+    from medseg.pipeline.processor import PipelineProcessor
+    from tests.archive.conftest import write_sr
+
+    out = tmp_path / "out"
+    sr = write_sr(out / INCOMING / "1.2.3", next(mr_series("mr").iterdir()))
+    pipeline = Pipeline.from_yaml(PIPELINE)
+    node = Listener(ListenerConfig(settle_s=0.1), PipelineProcessor(pipeline, pipeline.checkpoint_paths()), out)
+    assert node.complete() == [sr.parent]  # queued on disk: complete once settled
+    assert node.process(sr.parent) is None
+    report = json.loads((out / "report.json").read_text())
+    assert report["skipped_inputs"] == [
+        {"path": "1.2.3", "reason": "a Structured Report (SR), not an image series; not segmented"}
+    ]
+    assert (out / PROCESSED / "1.2.3" / sr.name).is_file() and not list(out.glob("*.provenance.json"))
