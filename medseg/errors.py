@@ -40,6 +40,10 @@ class OutputError(MedsegError):
     """An output cannot be written (bad path, escapes the output folder, disk full)."""
 
 
+class ArchiveError(MedsegError):
+    """A DICOM archive (PACS) cannot be reached, refused the association or request, or sent bad data."""
+
+
 class InputWarning(UserWarning):
     """Input is usable but suspicious (NaN voxels, sheared affine, odd DICOM tags)."""
 

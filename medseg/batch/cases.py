@@ -72,11 +72,19 @@ class CaseList(list):  # type: ignore[type-arg]
     Attributes:
         skipped: ``(path, reason)`` for every file of the source that is not part of a case
             (text files, unreadable files, ...), reported in the run's report.
+        failed: ``(case_id, reason)`` for cases the source has but could not provide (e.g. a series an
+            archive sent incompletely); each is a failed row of the run's report.
     """
 
-    def __init__(self, cases: Iterable[Case] = (), skipped: Iterable[tuple[Path, str]] = ()) -> None:
+    def __init__(
+        self,
+        cases: Iterable[Case] = (),
+        skipped: Iterable[tuple[Path, str]] = (),
+        failed: Iterable[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(cases)
         self.skipped: list[tuple[Path, str]] = list(skipped)
+        self.failed: list[tuple[str, str]] = list(failed)
 
 
 def discover_cases(source: str | Path, *, series: str | None = None, case_ids: str = "patient") -> CaseList:

@@ -175,15 +175,19 @@ def _run_locked(
             stop.signal = stop.signal or "SIGINT"
         finally:
             bar.close()
+    # cases the source could not provide (an incomplete archive series, ...): reported once, by part 0
+    unavailable = [CaseResult(cid, "failed", why) for cid, why in getattr(cases, "failed", []) if part_id == 0]
     report = BatchReport(
-        rows=[results[c.case_id] for c in selected if c.case_id in results],
+        rows=sorted(
+            [*(results[c.case_id] for c in selected if c.case_id in results), *unavailable], key=lambda r: r.case_id
+        ),
         executor=executor,
         seconds=time.perf_counter() - t0,
         started=started,
         part=(part_id, num_parts),
         skipped_inputs=[(str(p), why) for p, why in getattr(cases, "skipped", [])],
         interrupted=stop.signal,
-        planned=len(selected),
+        planned=len(selected) + len(unavailable),
     )
     report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
     logger.debug("%s", report.summary())  # the CLI prints its own summary

@@ -18,6 +18,9 @@ class CaseProcessor(Protocol):
     Dask executor the processor is pickled to the workers.
     """
 
+    # Optional: ``prepare_inputs(case)`` is called (in the loader thread) before a case's inputs are hashed,
+    # for inputs that arrive while earlier cases run (:class:`medseg.archive.fetch.FetchingProcessor`).
+
     def fingerprint(self) -> str:
         """A hash of everything besides the inputs that decides the outputs.
 

@@ -181,6 +181,9 @@ def prepare(ctx: BatchContext, case: Case) -> CaseState | CaseResult:
     sink: list[str] = []
     try:
         with _collect(sink):
+            arrive = getattr(ctx.processor, "prepare_inputs", None)
+            if callable(arrive):  # inputs that arrive while earlier cases run (series fetched from an archive)
+                arrive(case)
             inputs = [hash_input(p) for p in case.inputs]
             fp = case_fingerprint(ctx.processor_fingerprint, inputs, case)
             _check_same_source(ctx.out_dir, case, inputs)

@@ -42,7 +42,7 @@ def _root(
 
 def _register() -> None:
     """Import the command modules; each adds its command to :data:`app`."""
-    from medseg.cli import dataset, demo, evaluate, export, info, model, plan, predict, train, validate  # noqa: F401
+    from medseg.cli import dataset, demo, evaluate, export, info, listen, model, plan, predict, train, validate  # noqa: F401
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

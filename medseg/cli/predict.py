@@ -68,8 +68,12 @@ def predict(
         help="Pipeline file (YAML), checkpoint (.pt) carrying its pipeline, model package (.zip), installed model "
         "name, or shipped pipeline name (e.g. brain_extraction).",
     ),
-    input: Path = typer.Option(
-        ..., "-i", "--input", help="Image file, DICOM folder, folder of cases, or .csv manifest."
+    input: str = typer.Option(
+        ...,
+        "-i",
+        "--input",
+        help="Image file, DICOM folder, folder of cases, .csv manifest, or an archive: "
+        "dicomweb+http(s)://HOST:PORT/PATH or dimse://AET@HOST:PORT.",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     checkpoint: list[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint(s); several = fold ensemble."),
@@ -83,13 +87,33 @@ def predict(
         help="Network arithmetic: auto (bfloat16 where the CPU/GPU has it natively), float32, bfloat16, float16 "
         "(default: the pipeline's inference.precision).",
     ),
-    series: str = typer.Option(None, "--series", help="SeriesInstanceUID when a DICOM folder holds several series."),
+    series: str = typer.Option(
+        None,
+        "--series",
+        help="SeriesInstanceUID when a DICOM folder holds several series, or to fetch from an archive.",
+    ),
     case_ids: str = typer.Option(
-        "patient",
+        None,
         "--case-ids",
         help="How DICOM cases are named: patient (PatientID, plus study date and series number when a patient has "
-        "several series), series (always all three) or folder (the folder's name).",
+        "several series; the default for folders), series (always all three) or folder (the folder's name; the "
+        "default for archives, whose cases are named by SeriesInstanceUID).",
     ),
+    study: str = typer.Option(None, "--study", help="Archive input: fetch the series of this StudyInstanceUID."),
+    filters: list[str] = typer.Option(
+        None,
+        "--filter",
+        help="Archive input: KEYWORD=VALUE on study/series attributes, repeatable (e.g. Modality=CT, "
+        "StudyDate=20240101-20241231).",
+    ),
+    cache: Path = typer.Option(None, "--cache", help="Archive input: folder of fetched series (default OUT/.archive)."),
+    send: str = typer.Option(
+        None, "--send", help="Store DICOM outputs (dicom-seg, rtstruct) in this archive (same URL forms as -i)."
+    ),
+    ae: str = typer.Option("MEDSEG", "--ae", help="medseg's calling AE title for dimse:// archives."),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="DIMSE over TLS: medseg's certificate (PEM)."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="DIMSE over TLS: its private key (PEM)."),
+    tls_ca: Path = typer.Option(None, "--tls-ca", help="DIMSE over TLS: CA certificates that sign the archive's."),
     dicom_source: Path = typer.Option(
         None,
         "--dicom-source",
@@ -134,8 +158,10 @@ def predict(
             raise ConfigError(f"--precision: unknown '{precision}'{did_you_mean(precision, PRECISIONS)}")
     if spacing_tolerance is not None and not spacing_tolerance > 0:
         raise ConfigError(f"--spacing-tolerance must be a positive fraction such as 0.1, got {spacing_tolerance}")
+    from medseg.cli.archive import ArchiveOptions
+
+    archive_opts = ArchiveOptions.check(input, send, filters, study, series, ae, (tls_cert, tls_key, tls_ca))
     pipeline, ckpts = load_pipeline_and_checkpoints(target, checkpoint)
-    cases = discover_cases(input, series=series, case_ids=case_ids)
     exporters = split_list(export)
     if dicom_source is not None:
         specs = exporters or [{e.name: e.options()} for e in pipeline.exporters] or ["nifti"]
@@ -150,23 +176,42 @@ def predict(
         spacing_tolerance=spacing_tolerance,
         precision=precision,
     )
-    check_dicom_exports(processor.export_specs(), cases, num_parts, part_id)
+    archive_opts.check_exports(processor.export_specs())
+    if archive_opts.source is None:
+        cases = discover_cases(Path(input), series=series, case_ids=case_ids or "patient")
+        check_dicom_exports(processor.export_specs(), cases, num_parts, part_id)
     check_writable(output)
+    fetcher = None
+    batch_processor: Any = processor
+    if archive_opts.source is not None:  # every option is checked: fetch the series (cases of an archive are DICOM)
+        cases, fetcher = archive_opts.fetch(
+            cache or output / ".archive", case_ids or "folder", prefetch=executor != "dask", part=(part_id, num_parts)
+        )
+        if fetcher is not None:
+            from medseg.archive.fetch import FetchingProcessor
+
+            batch_processor = FetchingProcessor(processor, fetcher)
     if executor != "dask":
         processor.predictor  # noqa: B018  (load the networks now: checkpoint problems stop the run before any case)
-    report = run_batch(
-        cases,
-        processor,
-        output,
-        executor=executor,  # type: ignore[arg-type]
-        workers=workers,
-        scheduler=scheduler,
-        force=force,
-        num_parts=num_parts,
-        part_id=part_id,
-        progress=not quiet,
-        verbose=verbose,
-    )
+    try:
+        report = run_batch(
+            cases,
+            batch_processor,
+            output,
+            executor=executor,  # type: ignore[arg-type]
+            workers=workers,
+            scheduler=scheduler,
+            force=force,
+            num_parts=num_parts,
+            part_id=part_id,
+            progress=not quiet,
+            verbose=verbose,
+        )
+    finally:
+        if fetcher is not None:
+            fetcher.close()
+    if archive_opts.send is not None and not report.interrupted:
+        report = archive_opts.send_results(report, output, num_parts, part_id)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
