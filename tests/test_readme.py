@@ -44,6 +44,7 @@ CHECKED = {
     ("Python", "python"): 1,
     ("Clinical DICOM labels (RTSTRUCT and SEG)", "python"): 1,
     ("Clinical DICOM labels (RTSTRUCT and SEG)", "bash"): 2,
+    ("Archives (PACS)", "console"): 1,  # run against Orthanc by tests/archive/test_readme_pacs.py
 }
 
 

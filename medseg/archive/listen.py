@@ -11,6 +11,7 @@ a listener started again picks up every series it had received and not yet proce
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,7 +19,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ class Listener:
         self._last: dict[str, float] = {}  # series folder name -> monotonic time of its last instance
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._handling = False
         self.stopped_by: str | None = None
         self._server: Any = None
 
@@ -164,26 +166,40 @@ class Listener:
         )
 
     # --- processing -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """While the block runs, SIGINT/SIGTERM ask the listener to stop (:meth:`stop`) instead of killing it.
+
+        Enter it before :meth:`start`, so a signal that arrives while the server starts is not lost; nested
+        use is a no-op, and outside the main thread Python allows no handlers.
+        """
+        if self._handling or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, lambda num, _f: self.stop(signal.Signals(num).name))
+        self._handling = True
+        try:
+            yield
+        finally:
+            self._handling = False
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def serve(self, poll_s: float = 0.5) -> None:
         """Process complete series until SIGINT/SIGTERM (or :meth:`stop`); the current case finishes first."""
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            for s in previous:
-                signal.signal(s, lambda num, _f: self.stop(signal.Signals(num).name))
-        try:
-            while not self._stop.is_set():
-                self._write_queue()
-                for folder in self.complete():
-                    self.process(folder)
-                    if self._stop.is_set():
-                        break
-                self._stop.wait(poll_s)
-        finally:
-            if in_main:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
-            self.shutdown()
+        with self.handling_signals():
+            try:
+                while not self._stop.is_set():
+                    self._write_queue()
+                    for folder in self.complete():
+                        self.process(folder)
+                        if self._stop.is_set():
+                            break
+                    self._stop.wait(poll_s)
+            finally:
+                self.shutdown()
 
     def stop(self, why: str = "stop") -> None:
         """Ask :meth:`serve` to return after the current case."""

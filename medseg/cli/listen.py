@@ -80,19 +80,20 @@ def listen(
         host=host, port=port, ae_title=title, allow=allowed, settle_s=settle, ssl_context=server_tls
     )
     listener = Listener(config, processor, output, send=sender, on_case=on_case)
-    try:
-        listener.start()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or stop what uses it"
-        ) from None
-    typer.echo(
-        f"listening as {title} on {host}:{port}{' (TLS)' if server_tls else ''}"
-        f"{'; accepting ' + ', '.join(allowed) if allowed else ''}; results in {output}"
-        f"{' and ' + target_url.display() if target_url else ''}; Ctrl-C stops",
-        err=True,
-    )
-    listener.serve()
+    with listener.handling_signals():  # from before the port opens: an early SIGTERM still stops cleanly
+        try:
+            listener.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or stop what uses it"
+            ) from None
+        typer.echo(
+            f"listening as {title} on {host}:{port}{' (TLS)' if server_tls else ''}"
+            f"{'; accepting ' + ', '.join(allowed) if allowed else ''}; results in {output}"
+            f"{' and ' + target_url.display() if target_url else ''}; Ctrl-C stops",
+            err=True,
+        )
+        listener.serve()
     failed = sum(r.status == "failed" for r in listener.rows)
     typer.echo(f"stopped ({listener.stopped_by}): {len(listener.rows)} series processed, {failed} failed", err=True)
     raise typer.Exit(0)

@@ -81,10 +81,15 @@ class Orthanc:
 
 
 def start_orthanc(
-    tmp: Path, *, users: dict[str, str] | None = None, http_port: int | None = None, medseg_port: int | None = None
+    tmp: Path,
+    *,
+    users: dict[str, str] | None = None,
+    http_port: int | None = None,
+    dicom_port: int | None = None,
+    medseg_port: int | None = None,
 ) -> Orthanc:
     tmp.mkdir(parents=True, exist_ok=True)
-    http, dicom, medseg = http_port or free_port(), free_port(), medseg_port or free_port()
+    http, dicom, medseg = http_port or free_port(), dicom_port or free_port(), medseg_port or free_port()
     config = {
         "Name": "medseg-test",
         "HttpPort": http,
@@ -144,8 +149,8 @@ requires_orthanc = pytest.mark.skipif(
 def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
     """Start Orthanc servers; all stop after the test.
 
-    Options: ``users={"name": "password"}`` turns authentication on; ``http_port`` and ``medseg_port``
-    (where Orthanc reaches medseg's AE) choose ports instead of free ones.
+    Options: ``users={"name": "password"}`` turns authentication on; ``http_port``, ``dicom_port`` and
+    ``medseg_port`` (where Orthanc reaches medseg's AE) choose ports instead of free ones.
     """
     if not ORTHANC.exists() or not DICOMWEB_PLUGIN.exists():
         pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
