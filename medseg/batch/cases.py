@@ -12,7 +12,7 @@ from medseg.errors import ConfigError, InputError, OutputError
 from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file
 from medseg.io.dicom_identity import series_identity
-from medseg.io.naming import check_case_id, sanitize_case_id, split_channel
+from medseg.io.naming import check_case_id, file_stem, group_channels, sanitize_case_id, split_channel
 
 #: How DICOM cases are named: ``patient`` (PatientID; with study date and series number when one patient
 #: has several series in the source), ``series`` (always PatientID, study date and series number) or
@@ -193,7 +193,7 @@ def _from_folder(folder: Path, series: str | None, case_ids: str = "patient") ->
         return CaseList([Case(dicom_case_ids([folder], series, case_ids)[0], (folder,), extra=_extra(series))])
     found: list[tuple[str, str, Case]] = []  # (id, source description, case)
     dicom_dirs: list[Path] = []
-    channels: dict[str, dict[int, Path]] = {}
+    images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for p in entries:
         if p.is_dir():
@@ -201,32 +201,19 @@ def _from_folder(folder: Path, series: str | None, case_ids: str = "patient") ->
                 dicom_dirs.append(p)
             else:
                 skipped.append((p, "a folder without DICOM files"))
-            continue
-        suffix = image_suffix(p)
-        if not suffix:
-            skipped.append((p, skip_reason(p)))
-            continue
-        stem = p.name[: -len(suffix)]
-        name, channel = split_channel(stem)
-        if channel is not None:
-            channels.setdefault(name, {})[channel] = p
+        elif image_suffix(p):
+            images.append(p)
         else:
-            cid = sanitize_case_id(stem)
-            found.append((cid, p.name, Case(cid, (p,))))
+            skipped.append((p, skip_reason(p)))
     for cid, p in zip(dicom_case_ids(dicom_dirs, series, case_ids), dicom_dirs):
         found.append((cid, f"{p.name}/", Case(cid, (p,), extra=_extra(series))))
-    for name, by_index in channels.items():
-        indices = sorted(by_index)
-        if indices != list(range(len(indices))):
-            missing = sorted(set(range(indices[-1] + 1)) - set(indices))
-            raise InputError(
-                f"{folder}: case '{name}' has channels {', '.join(f'{i:04d}' for i in indices)} but lacks "
-                f"{', '.join(f'{name}_{i:04d}' for i in missing)}; channel files must be numbered 0000, 0001, ... "
-                "without gaps"
-            )
+    grouped, plain = group_channels(images, folder)
+    for p in plain:
+        cid = sanitize_case_id(file_stem(p))
+        found.append((cid, p.name, Case(cid, (p,))))
+    for name, files in grouped.items():
         cid = sanitize_case_id(name)
-        files = tuple(by_index[i] for i in indices)
-        found.append((cid, ", ".join(f.name for f in files), Case(cid, files)))
+        found.append((cid, ", ".join(f.name for f in files), Case(cid, tuple(files))))
     if not found:
         listed = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
         raise InputError(

@@ -92,3 +92,37 @@ def split_channel(stem: str) -> tuple[str, int | None]:
     """``"CASE_0001"`` → ``("CASE", 1)``; a stem without a 4-digit channel suffix → ``(stem, None)``."""
     m = _CHANNEL.match(stem)
     return (m["case"], int(m["channel"])) if m else (stem, None)
+
+
+def group_channels(files: list[Path], where: object) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Group image files by case: ``NAME_0000.nii.gz``, ``NAME_0001.nii.gz`` → ``{"NAME": [both]}``.
+
+    The one rule for channel files (case discovery for ``predict`` and nnU-Net datasets for training):
+    channels are numbered 0000, 0001, ... without gaps.
+
+    Returns:
+        ``(cases, plain)``: channel files per case name in index order, and the files without a channel suffix.
+
+    Raises:
+        InputError: a case whose channel numbers have a gap (names the missing files and ``where``).
+    """
+    indexed: dict[str, dict[int, Path]] = {}
+    plain: list[Path] = []
+    for f in files:
+        name, channel = split_channel(file_stem(f))
+        if channel is None:
+            plain.append(f)
+        else:
+            indexed.setdefault(name, {})[channel] = f
+    cases: dict[str, list[Path]] = {}
+    for name, by_index in sorted(indexed.items()):
+        indices = sorted(by_index)
+        if indices != list(range(len(indices))):
+            missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+            raise InputError(
+                f"{where}: case '{name}' has channels {', '.join(f'{i:04d}' for i in indices)} but lacks "
+                f"{', '.join(f'{name}_{i:04d}' for i in missing)}; channel files must be numbered 0000, 0001, ... "
+                "without gaps"
+            )
+        cases[name] = [by_index[i] for i in indices]
+    return cases, plain

@@ -14,7 +14,7 @@ from pathlib import Path
 from medseg.errors import InputError
 from medseg.io import image_suffix
 from medseg.io.dicom import is_dicom_file
-from medseg.io.naming import split_channel
+from medseg.io.naming import group_channels
 from medseg.io.roi_names import LabelNames
 
 
@@ -127,25 +127,26 @@ def _load_nnunet(root: Path) -> Dataset:
         except json.JSONDecodeError as exc:
             raise InputError(f"{root / 'dataset.json'}: not valid JSON ({exc})") from exc
     ending = meta.get("file_ending")
-    groups: dict[str, dict[int, Path]] = {}
-    for f in sorted((root / "imagesTr").iterdir()):
-        suffix = image_suffix(f)
-        if not suffix or f.name.startswith(".") or (ending and not f.name.endswith(ending)):
-            continue
-        case_id, channel = split_channel(f.name[: -len(suffix)])
-        if channel is None:
-            raise InputError(f"{f}: nnU-Net image names end in a 4-digit channel, e.g. CASE_0000{suffix}")
-        groups.setdefault(case_id, {})[channel] = f
+    files = [
+        f
+        for f in sorted((root / "imagesTr").iterdir())
+        if image_suffix(f) and not f.name.startswith(".") and (not ending or f.name.endswith(ending))
+    ]
+    groups, plain = group_channels(files, root / "imagesTr")
+    if plain:
+        raise InputError(
+            f"{plain[0]}: nnU-Net image names end in a 4-digit channel, e.g. CASE_0000{image_suffix(plain[0])}"
+        )
     if not groups:
         raise InputError(f"{root / 'imagesTr'}: no images found")
     n_channels = max(len(g) for g in groups.values())
     cases = []
-    for case_id, channels in sorted(groups.items()):
-        if sorted(channels) != list(range(n_channels)):
+    for case_id, images in groups.items():
+        if len(images) != n_channels:
             raise InputError(
-                f"{root / 'imagesTr'}: case '{case_id}' has channels {sorted(channels)}, expected 0..{n_channels - 1}"
+                f"{root / 'imagesTr'}: case '{case_id}' has channels {list(range(len(images)))}, expected "
+                f"0..{n_channels - 1}"
             )
-        images = [channels[i] for i in range(n_channels)]
         label = _find_label(root / "labelsTr", case_id, image_suffix(images[0]))
         if label is None:
             raise InputError(

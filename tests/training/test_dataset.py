@@ -108,3 +108,22 @@ def test_cache_hit_skips_preprocessing(nnunet_dataset: Path, tmp_path: Path) -> 
     prepare_dataset(ds, crop, tmp_path / "cache", preprocess_key="crop4-v2", stats=stats3)
     assert stats3.misses == 4
     assert json.loads((first[0].folder / "meta.json").read_text())["shape"] == [28, 32, 32]
+
+
+def test_channel_files_follow_one_rule_for_predict_and_training(tmp_path) -> None:
+    """A gap in the channel numbers is the same error whether the folder is predicted or trained on."""
+    import pytest as _pytest
+
+    from medseg.batch import discover_cases
+    from medseg.errors import InputError
+    from medseg.training import load_dataset
+
+    root = tmp_path / "Dataset001_X"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for name in ("A_0000", "A_0002"):
+        (root / "imagesTr" / f"{name}.nii.gz").write_bytes(b"x")
+    (root / "labelsTr" / "A.nii.gz").write_bytes(b"x")
+    for reader, path in ((load_dataset, root), (discover_cases, root / "imagesTr")):
+        with _pytest.raises(InputError, match="case 'A' has channels 0000, 0002 but lacks A_0001"):
+            reader(path)
