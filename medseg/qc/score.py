@@ -228,7 +228,8 @@ def _label_signals(
             Signal(
                 f"volume.{name}",
                 z_score_signal(z),
-                f"{name} volume {got['volume_ml']:.0f} mL vs training {vol['mean']:.0f}±{spread:.0f} mL (z {z:.1f})",
+                f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL (z {z:.1f}; "
+                "raw prediction on the network grid)",
                 got["volume_ml"],
                 f"{vol['mean']:.4g}±{spread:.4g} mL",
                 z,
