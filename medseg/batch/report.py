@@ -156,7 +156,12 @@ class BatchReport:
             },
             "skipped_inputs": [{"path": p, "reason": why} for p, why in self.skipped_inputs],
             "cases": [
-                {**asdict(r), "warnings": list(r.warnings), "qc_flags": list(r.qc_flags), "seconds": round(r.seconds, 3)}
+                {
+                    **asdict(r),
+                    "warnings": list(r.warnings),
+                    "qc_flags": list(r.qc_flags),
+                    "seconds": round(r.seconds, 3),
+                }
                 for r in self.rows
             ],
         }

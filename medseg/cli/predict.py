@@ -277,7 +277,9 @@ def print_summary(report: BatchReport, output: Path) -> None:
         )
         for row in review[:10]:
             first = row.qc_flags[0] if row.qc_flags else ""
-            typer.secho(f"  review {row.case_id} (qc_score {row.qc_score:.2f}): {first}", fg=typer.colors.YELLOW, err=True)
+            typer.secho(
+                f"  review {row.case_id} (qc_score {row.qc_score:.2f}): {first}", fg=typer.colors.YELLOW, err=True
+            )
         if len(review) > 10:
             typer.secho(f"  ... and {len(review) - 10} more", fg=typer.colors.YELLOW, err=True)
     if report.warned or report.skipped_inputs or report.failed or review:

@@ -113,9 +113,7 @@ def probability_measurements(probabilities: torch.Tensor) -> tuple[np.ndarray, d
     return labels, uncertainty
 
 
-def prediction_measurements(
-    image: torch.Tensor, probabilities: torch.Tensor, voxel_mm3: float
-) -> dict[str, Any]:
+def prediction_measurements(image: torch.Tensor, probabilities: torch.Tensor, voxel_mm3: float) -> dict[str, Any]:
     """Everything the QC of a prediction measures on the network grid (see :func:`grid_measurements`).
 
     Args:

@@ -143,11 +143,15 @@ def assess(
 
 
 def _input_signals(
-    out: Assessment, measured: Mapping[str, Any], source: Mapping[str, Any], summary: Mapping[str, Any], channels: list[str]
+    out: Assessment,
+    measured: Mapping[str, Any],
+    source: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    channels: list[str],
 ) -> None:
     lo, hi = summary["spacing"]["min"], summary["spacing"]["max"]
     spacing = source["spacing"]
-    factor = max(max(s / h, l / s) for s, l, h in zip(spacing, lo, hi)) if len(spacing) == len(lo) else 1.0
+    factor = max(max(got / high, low / got) for got, low, high in zip(spacing, lo, hi)) if len(spacing) == len(lo) else 1.0
     s = min(max((factor - SPACING_FACTOR) / SPACING_FACTOR, 0.0), 1.0)
     rng = " × ".join(f"{a:g}–{b:g}" if a != b else f"{a:g}" for a, b in zip(lo, hi))
     out.signals.append(
@@ -202,10 +206,15 @@ def _label_signals(
         out.signals.append(Signal("empty", 1.0, "no label was predicted anywhere"))
     for value, name in sorted(labels.items()):
         got, ref = got_labels.get(str(value)), ref_labels.get(str(value))
-        usual = ref is not None and ref["present"] >= 0.9 * n_cases
         if got is None:
-            if usual:
-                out.signals.append(Signal(f"empty.{name}", 1.0, f"{name} is empty (present in {ref['present']} of {n_cases} training cases)"))
+            if ref is not None and ref["present"] >= 0.9 * n_cases:
+                out.signals.append(
+                    Signal(
+                        f"empty.{name}",
+                        1.0,
+                        f"{name} is empty (present in {ref['present']} of {n_cases} training cases)",
+                    )
+                )
             continue
         border_ref = ref["border_fraction"]["max"] if ref else 0.0
         b = got["border_fraction"]

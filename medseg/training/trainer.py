@@ -38,10 +38,10 @@ from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
+from medseg.qc.summary import training_summary
 from medseg.training import distributed as ddp
 from medseg.training import session
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
-from medseg.qc.summary import training_summary
 from medseg.training.checkpoint import plain, save_checkpoint
 from medseg.training.config import TrainingConfig, TrainResult
 from medseg.training.dataset import Dataset, load_dataset

@@ -98,8 +98,8 @@ def test_qc_threshold_sets_the_console_count(predicted, cases: Path) -> None:
 
 def test_pd_weighted_dicom_through_the_t1_model_needs_review(tmp_path: Path) -> None:
     from medseg.batch import discover_cases, run_batch
-    from medseg.pipeline.processor import PipelineProcessor
     from medseg.cli.predict import load_pipeline_and_checkpoints
+    from medseg.pipeline.processor import PipelineProcessor
 
     pipeline, ckpts = load_pipeline_and_checkpoints(CHECKPOINT, None)
     processor = PipelineProcessor(pipeline, ckpts, device="cpu", exporters=["nifti"])

@@ -64,5 +64,7 @@ def test_prediction_is_compared_with_the_summary_and_without_it_degrades(trained
     assert r.returncode == 0, r.stderr
     qc = json.loads((root / "without" / "new.provenance.json").read_text())["qc"]
     names = {s["name"] for s in qc["signals"]}
-    assert "no training summary" in qc["notes"][0] and not any(n.startswith(("intensity", "volume", "spacing")) for n in names)
+    assert "no training summary" in qc["notes"][0] and not any(
+        n.startswith(("intensity", "volume", "spacing")) for n in names
+    )
     assert isinstance(qc["qc_score"], float)
