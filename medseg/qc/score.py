@@ -158,7 +158,7 @@ def _input_signals(
         Signal(
             "spacing",
             s,
-            f"spacing {' × '.join(f'{x:g}' for x in spacing)} mm vs training {rng} mm ({factor:.1f}× outside)",
+            f"spacing {' × '.join(f'{x:.3g}' for x in spacing)} mm vs training {rng} mm ({factor:.1f}× outside)",
             factor,
             f"{rng} mm",
         )
