@@ -167,11 +167,16 @@ class PipelineProcessor:
             labels=self.pipeline.labels,
             channels=list(self.pipeline.spec.input.channels),
         )
-        record = {**assessment.to_dict(), "seconds": round(float(measured.get("seconds", 0.0)), 4)}
+        record = {
+            **assessment.to_dict(),
+            "uncertainty": measured.get("uncertainty", {}),  # per label: entropy, margin, max_softmax (means)
+            "seconds": round(float(measured.get("seconds", 0.0)), 4),
+        }
         return image, label, record
 
     def quality(self, result: tuple[Volume, Volume, dict[str, Any]]) -> dict[str, Any]:
-        """The QC record of a :meth:`run` result (``qc_score``, ``qc_flags``, ``notes``, ``signals``, ``seconds``)."""
+        """The QC record of a :meth:`run` result (``qc_score``, ``qc_flags``, ``notes``, ``signals``, ``uncertainty``,
+        ``seconds``)."""
         return result[2]
 
     def save(self, case: Case, result: tuple[Volume, Volume, dict[str, Any]], out_dir: Path) -> dict[str, Path]:
