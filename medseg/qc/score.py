@@ -71,10 +71,12 @@ class Assessment:
         score: ``1 − Π(1 − s_i)`` over the signals, in [0, 1].
         signals: every signal computed, flagged or not.
         notes: what could not be checked (e.g. a model without a training summary).
+        calibration: the model's out-of-fold calibration (:mod:`medseg.qc.calibration`), when it has one.
     """
 
     signals: list[Signal] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -88,9 +90,17 @@ class Assessment:
         """The flags of the signals that scored, the strongest first."""
         return [s.flag for s in sorted(self.signals, key=lambda s: -s.score) if s.score > 0 and s.flag]
 
+    @property
+    def predicted_dice(self) -> dict[str, float]:
+        """Per label value, the Dice the calibration predicts (empty without a calibration)."""
+        from medseg.qc.calibration import predicted_dice
+
+        return predicted_dice(self.calibration, self.score) if self.calibration else {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "qc_score": round(self.score, 4),
+            "qc_predicted_dice": {k: round(v, 4) for k, v in self.predicted_dice.items()},
             "qc_flags": self.flags,
             "notes": list(self.notes),
             "signals": [s.to_dict() for s in self.signals],
@@ -128,9 +138,9 @@ def assess(
         labels: label value → name (background excluded), for the flags.
         channels: channel names, for the flags.
     """
-    out = Assessment()
     summary = summary or {}
-    if not summary:
+    out = Assessment(calibration=dict(summary.get("calibration") or {}))
+    if not summary.get("n_cases"):
         out.notes.append(
             "the model carries no training summary (trained before medseg recorded one): input intensity, spacing "
             "and label volumes are not compared with the training cases"
@@ -151,7 +161,9 @@ def _input_signals(
 ) -> None:
     lo, hi = summary["spacing"]["min"], summary["spacing"]["max"]
     spacing = source["spacing"]
-    factor = max(max(got / high, low / got) for got, low, high in zip(spacing, lo, hi)) if len(spacing) == len(lo) else 1.0
+    factor = (
+        max(max(got / high, low / got) for got, low, high in zip(spacing, lo, hi)) if len(spacing) == len(lo) else 1.0
+    )
     s = min(max((factor - SPACING_FACTOR) / SPACING_FACTOR, 0.0), 1.0)
     rng = " × ".join(f"{a:g}–{b:g}" if a != b else f"{a:g}" for a, b in zip(lo, hi))
     out.signals.append(
