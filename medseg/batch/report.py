@@ -32,6 +32,7 @@ class CaseResult:
         qc_score: quality control, 0 = looks like the training cases, 1 = certainly needs review
             (None when the processor gives none, or the case failed); see ``docs/qc.md``.
         qc_flags: the reasons behind ``qc_score``, strongest first.
+        qc_predicted_dice: label value → the Dice the model's calibration predicts (empty without one).
     """
 
     case_id: str
@@ -43,6 +44,7 @@ class CaseResult:
     fingerprint: str = ""
     qc_score: float | None = None
     qc_flags: tuple[str, ...] = ()
+    qc_predicted_dice: dict[str, float] = field(default_factory=dict)
 
 
 #: Default ``qc_score`` from which a case is counted as needing review (``--qc-threshold``).
@@ -179,13 +181,25 @@ class BatchReport:
     def _csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["case_id", "status", "error", "seconds", "outputs", "warnings", "qc_score", "qc_flags"])
+        w.writerow(
+            [
+                "case_id",
+                "status",
+                "error",
+                "seconds",
+                "outputs",
+                "warnings",
+                "qc_score",
+                "qc_flags",
+                "qc_predicted_dice",
+            ]
+        )
         for r in self.rows:
             outputs = ";".join(f"{k}={v}" for k, v in sorted(r.outputs.items()))
             score = "" if r.qc_score is None else f"{r.qc_score:.4f}"
             w.writerow(
                 [r.case_id, r.status, r.error, f"{r.seconds:.3f}", outputs, " | ".join(r.warnings), score,
-                 " | ".join(r.qc_flags)]
+                 " | ".join(r.qc_flags), ";".join(f"{k}={v:.3f}" for k, v in sorted(r.qc_predicted_dice.items()))]
             )  # fmt: skip
         return buf.getvalue()
 

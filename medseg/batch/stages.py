@@ -188,9 +188,9 @@ def prepare(ctx: BatchContext, case: Case) -> CaseState | CaseResult:
                 record = is_done(ctx.out_dir, case.case_id, fp)
                 if record is not None:
                     outputs = {k: v["path"] for k, v in record["outputs"].items()}
-                    score, flags = qc_fields(record.get("qc"))
+                    score, flags, dice = qc_fields(record.get("qc"))
                     return CaseResult(
-                        case.case_id, "skipped", "", time.perf_counter() - t0, outputs, (), fp, score, flags
+                        case.case_id, "skipped", "", time.perf_counter() - t0, outputs, (), fp, score, flags, dice
                     )
             provenance_path(ctx.out_dir, case.case_id).unlink(missing_ok=True)
             state = CaseState(case, fp, inputs, now_iso(), warnings=sink)
@@ -280,7 +280,7 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
                     "outputs": {name: output_record(ctx.out_dir, rel) for name, rel in outputs.items()},
                 },
             )
-        score, flags = qc_fields(qc)
+        score, flags, dice = qc_fields(qc)
         return CaseResult(
             case.case_id,
             "succeeded",
@@ -291,6 +291,7 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
             state.fingerprint,
             score,
             flags,
+            dice,
         )
     except Exception as exc:
         state.payload = None
@@ -306,11 +307,14 @@ def case_quality(processor: CaseProcessor, payload: Any) -> dict[str, Any] | Non
     return dict(record) if isinstance(record, dict) else None
 
 
-def qc_fields(record: Any) -> tuple[float | None, tuple[str, ...]]:
-    """``(qc_score, qc_flags)`` of a QC record (as :func:`case_quality` returns or a sidecar stores)."""
+def qc_fields(record: Any) -> tuple[float | None, tuple[str, ...], dict[str, float]]:
+    """``(qc_score, qc_flags, qc_predicted_dice)`` of a QC record (as :func:`case_quality` returns or a sidecar
+    stores)."""
     if not isinstance(record, dict) or not isinstance(record.get("qc_score"), (int, float)):
-        return None, ()
-    return float(record["qc_score"]), tuple(str(f) for f in record.get("qc_flags") or ())
+        return None, (), {}
+    dice = record.get("qc_predicted_dice") or {}
+    predicted = {str(k): float(v) for k, v in dice.items()} if isinstance(dice, dict) else {}
+    return float(record["qc_score"]), tuple(str(f) for f in record.get("qc_flags") or ()), predicted
 
 
 def _total(state: CaseState) -> float:

@@ -12,7 +12,7 @@ from medseg.batch.report import BatchReport, CaseResult
 def _report(threshold: float = 0.5) -> BatchReport:
     rows = [
         CaseResult("a", "succeeded", qc_score=0.2, qc_flags=("mild",)),
-        CaseResult("b", "skipped", qc_score=0.9, qc_flags=("strong", "second")),
+        CaseResult("b", "skipped", qc_score=0.9, qc_flags=("strong", "second"), qc_predicted_dice={"1": 0.42}),
         CaseResult("c", "failed", error="InputError: bad"),
         CaseResult("d", "succeeded", qc_score=0.5),
     ]
@@ -33,6 +33,7 @@ def test_csv_json_and_html_carry_the_scores(tmp_path: Path) -> None:
     assert (
         rows["b"]["qc_score"] == "0.9000" and rows["b"]["qc_flags"] == "strong | second" and rows["c"]["qc_score"] == ""
     )
+    assert rows["b"]["qc_predicted_dice"] == "1=0.420" and rows["a"]["qc_predicted_dice"] == ""
     data = json.loads(files["json"].read_text())
     assert data["summary"]["need_review"] == 1 and data["summary"]["qc_threshold"] == 0.8
     assert {c["case_id"]: c["qc_flags"] for c in data["cases"]}["b"] == ["strong", "second"]

@@ -70,7 +70,9 @@ def test_sign_error_and_truncation_are_flagged_the_t1_copy_is_not(predicted) -> 
     sidecar = json.loads((out / "truncated.provenance.json").read_text())
     assert sidecar["qc"]["qc_score"] == rows["truncated"]["qc_score"] and sidecar["qc"]["signals"]
     csv_text = (out / "report.csv").read_text()
-    assert csv_text.splitlines()[0].endswith(",qc_score,qc_flags") and "field-of-view border" in csv_text
+    assert (
+        csv_text.splitlines()[0].endswith(",qc_score,qc_flags,qc_predicted_dice") and "field-of-view border" in csv_text
+    )
 
 
 def test_report_html_opens_with_the_cases_ranked_by_qc_score(predicted) -> None:
