@@ -49,6 +49,7 @@ class DemoResult:
     dice: dict[str, float] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    qc: dict[str, tuple[float | None, tuple[str, ...]]] = field(default_factory=dict)
 
 
 def heldout_copy(t1: Volume, mask: Volume) -> tuple[Volume, Volume]:
@@ -150,6 +151,7 @@ def run_demo(
         if row.status == "failed":
             raise InputError(f"demo case {row.case_id} failed: {row.error}")
         res.outputs[row.case_id] = {k: out / "predictions" / v for k, v in row.outputs.items()}
+        res.qc[row.case_id] = (row.qc_score, row.qc_flags)
     for case_id, outputs in res.outputs.items():
         mask_path = next(p for p in outputs.values() if p.name.endswith(".nii.gz"))
         pred = medseg.read(mask_path)
@@ -222,6 +224,14 @@ def _report(res: DemoResult, paths: dict[str, Any], echo: Callable[[str], None])
         f"  real MR DICOM series (PD-weighted, no reference): predicted brain volume {res.volumes_ml['mr_dicom_pd']:.0f} mL "
         "(the model saw only a T1; treat this as a format/geometry check)"
     )
+    echo("quality control (qc_score: 0 = like the training case, 1 = needs review; docs/qc.md)")
+    for case_id, (score, flags) in res.qc.items():
+        if score is None:
+            continue
+        verdict = "needs review" if score >= 0.5 else "looks like the training case"
+        echo(f"  {case_id}: qc_score {score:.2f}, {verdict}")
+        for flag in flags[:3]:
+            echo(f"    - {flag}")
     echo("outputs")
     for case_id, outputs in res.outputs.items():
         for name, path in sorted(outputs.items()):

@@ -23,6 +23,10 @@ def test_demo_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     dice = float(re.search(r"brain Dice = ([0-9.]+)", r.stdout).group(1))
     assert dice >= 0.90, r.stdout  # the shipped model on a re-gridded copy of its training subject
+    # the PD-weighted DICOM through the T1 model is not reported without a word
+    qc = dict(re.findall(r"  (colin27_lps|mr_dicom_pd): qc_score ([0-9.]+)", r.stdout))
+    assert float(qc["colin27_lps"]) < 0.5 <= float(qc["mr_dicom_pd"]), r.stdout
+    assert "T1 foreground intensity" in r.stdout.split("mr_dicom_pd: qc_score")[1], r.stdout
     pred_dir = out / "predictions"
     for case, source in [("colin27_lps", out / "heldout" / "colin27_lps.nii.gz"), ("mr_dicom_pd", SAMPLE / "mr_dicom")]:
         image = medseg.read(source)

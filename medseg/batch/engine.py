@@ -15,7 +15,7 @@ from medseg.batch.cases import Case, check_case_id
 from medseg.batch.executors import run_dask, run_inprocess, run_overlap
 from medseg.batch.processor import CaseProcessor
 from medseg.batch.provenance import now_iso
-from medseg.batch.report import BatchReport, CaseResult
+from medseg.batch.report import QC_THRESHOLD, BatchReport, CaseResult
 from medseg.batch.signals import stop_on_signals
 from medseg.batch.stages import BatchContext, warning_router
 from medseg.errors import ConfigError, InputError, OutputError, did_you_mean
@@ -59,6 +59,7 @@ def run_batch(
     retries: int = 2,
     progress: bool = True,
     verbose: bool = False,
+    qc_threshold: float = QC_THRESHOLD,
 ) -> BatchReport:
     """Process every case with ``processor``, skipping those already done, isolating failures.
 
@@ -86,6 +87,7 @@ def run_batch(
         retries: Dask retries of a case whose worker was lost.
         progress: show a progress bar (cases done/failed, ETA) on stderr.
         verbose: print one line per finished case on stderr.
+        qc_threshold: ``qc_score`` from which the report counts a case as needing review (in [0, 1]).
 
     Returns:
         The :class:`BatchReport`, also written as ``report.csv``/``report.json``/``report.html``
@@ -103,6 +105,8 @@ def run_batch(
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(prefetch, int) or prefetch < 1:
         raise ConfigError(f"prefetch must be a positive integer, got {prefetch!r}")
+    if not 0.0 <= qc_threshold <= 1.0:
+        raise ConfigError(f"qc_threshold must be in [0, 1], got {qc_threshold!r}")
     if scheduler is not None and executor != "dask":
         raise ConfigError(f"a scheduler is only used with executor='dask', not '{executor}'")
     _check_unique(cases)
@@ -118,7 +122,7 @@ def run_batch(
             remove_stale_temps(out)
         return _run_locked(
             cases, selected, processor, out, executor, workers, scheduler, force, num_parts, part_id, prefetch,
-            retries, progress, verbose,
+            retries, progress, verbose, qc_threshold,
         )  # fmt: skip
 
 
@@ -137,6 +141,7 @@ def _run_locked(
     retries: int,
     progress: bool,
     verbose: bool,
+    qc_threshold: float = QC_THRESHOLD,
 ) -> BatchReport:
     """:func:`run_batch` once the output folder is held: run the cases until done or stopped by a signal."""
     ctx = BatchContext(processor, out, str(processor.fingerprint()), force)
@@ -188,6 +193,7 @@ def _run_locked(
         skipped_inputs=[(str(p), why) for p, why in getattr(cases, "skipped", [])],
         interrupted=stop.signal,
         planned=len(selected) + len(unavailable),
+        qc_threshold=qc_threshold,
     )
     report.write(out, "report" if num_parts == 1 else f"report.part{part_id}of{num_parts}")
     logger.debug("%s", report.summary())  # the CLI prints its own summary

@@ -46,6 +46,10 @@ class CaseProcessor(Protocol):
         ...
 
 
+    # Optional: ``quality(result) -> dict`` gives the case's quality-control record (``qc_score`` in [0, 1],
+    # ``qc_flags``, ...; see medseg.qc); the engine stores it in the provenance and the report.
+
+
 def describe_processor(processor: CaseProcessor) -> dict[str, Any]:
     """The processor's own description for provenance (pipeline, model, device), or its class name."""
     describe = getattr(processor, "describe", None)

@@ -29,6 +29,10 @@ class CaseResult:
         outputs: output name → path relative to the output folder.
         warnings: warnings raised while processing the case.
         fingerprint: the case fingerprint (empty when the inputs could not be hashed).
+        qc_score: quality control, 0 = looks like the training cases, 1 = certainly needs review
+            (None when the processor gives none, or the case failed); see ``docs/qc.md``.
+        qc_flags: the reasons behind ``qc_score``, strongest first.
+        qc_predicted_dice: label value → the Dice the model's calibration predicts (empty without one).
     """
 
     case_id: str
@@ -38,6 +42,13 @@ class CaseResult:
     outputs: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     fingerprint: str = ""
+    qc_score: float | None = None
+    qc_flags: tuple[str, ...] = ()
+    qc_predicted_dice: dict[str, float] = field(default_factory=dict)
+
+
+#: Default ``qc_score`` from which a case is counted as needing review (``--qc-threshold``).
+QC_THRESHOLD = 0.5
 
 
 @dataclass
@@ -53,6 +64,7 @@ class BatchReport:
         skipped_inputs: ``(path, reason)`` of every input file that is not part of a case.
         interrupted: ``"SIGINT"``/``"SIGTERM"`` when a signal stopped the run before every case ran.
         planned: how many cases the run had to do (``rows`` holds fewer when interrupted).
+        qc_threshold: ``qc_score`` from which a case needs review (the report's review list marks them).
     """
 
     rows: list[CaseResult]
@@ -64,6 +76,7 @@ class BatchReport:
     files: dict[str, Path] = field(default_factory=dict)
     interrupted: str | None = None
     planned: int = 0
+    qc_threshold: float = QC_THRESHOLD
 
     def count(self, status: Status) -> int:
         """How many cases ended with ``status``."""
@@ -99,6 +112,16 @@ class BatchReport:
         """The cases that raised warnings (empty or full masks, constant inputs, ...)."""
         return [r for r in self.rows if r.warnings]
 
+    def ranked(self) -> list[CaseResult]:
+        """The cases with a ``qc_score``, highest first (ties by case id)."""
+        scored = [r for r in self.rows if r.qc_score is not None]
+        return sorted(scored, key=lambda r: (-(r.qc_score or 0.0), r.case_id))
+
+    def needs_review(self, threshold: float | None = None) -> list[CaseResult]:
+        """The cases whose ``qc_score`` is at least ``threshold`` (default :attr:`qc_threshold`), highest first."""
+        t = self.qc_threshold if threshold is None else threshold
+        return [r for r in self.ranked() if (r.qc_score or 0.0) >= t]
+
     def summary(self) -> str:
         """One line, e.g. ``10 cases: 7 succeeded, 2 skipped, 1 failed (InputError: 1), 2 with warnings in 12.3 s``."""
         line = f"{len(self.rows)} cases: {self.succeeded} succeeded, {self.skipped} skipped, {self.failed} failed"
@@ -129,9 +152,20 @@ class BatchReport:
                 "with_warnings": len(self.warned),
                 "interrupted": self.interrupted,
                 "planned": self.planned or len(self.rows),
+                "qc_threshold": self.qc_threshold,
+                "need_review": len(self.needs_review()),
+                "qc_scored": len(self.ranked()),
             },
             "skipped_inputs": [{"path": p, "reason": why} for p, why in self.skipped_inputs],
-            "cases": [{**asdict(r), "warnings": list(r.warnings), "seconds": round(r.seconds, 3)} for r in self.rows],
+            "cases": [
+                {
+                    **asdict(r),
+                    "warnings": list(r.warnings),
+                    "qc_flags": list(r.qc_flags),
+                    "seconds": round(r.seconds, 3),
+                }
+                for r in self.rows
+            ],
         }
 
     def write(self, out_dir: Path, stem: str = "report") -> dict[str, Path]:
@@ -147,10 +181,26 @@ class BatchReport:
     def _csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["case_id", "status", "error", "seconds", "outputs", "warnings"])
+        w.writerow(
+            [
+                "case_id",
+                "status",
+                "error",
+                "seconds",
+                "outputs",
+                "warnings",
+                "qc_score",
+                "qc_flags",
+                "qc_predicted_dice",
+            ]
+        )
         for r in self.rows:
             outputs = ";".join(f"{k}={v}" for k, v in sorted(r.outputs.items()))
-            w.writerow([r.case_id, r.status, r.error, f"{r.seconds:.3f}", outputs, " | ".join(r.warnings)])
+            score = "" if r.qc_score is None else f"{r.qc_score:.4f}"
+            w.writerow(
+                [r.case_id, r.status, r.error, f"{r.seconds:.3f}", outputs, " | ".join(r.warnings), score,
+                 " | ".join(r.qc_flags), ";".join(f"{k}={v:.3f}" for k, v in sorted(r.qc_predicted_dice.items()))]
+            )  # fmt: skip
         return buf.getvalue()
 
     def _html(self) -> str:
@@ -182,11 +232,35 @@ class BatchReport:
         return (
             "<!doctype html><html><head><meta charset='utf-8'><title>medseg batch report</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
-            f"<h1>medseg batch report</h1><p>{e(self.summary())}</p>"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}tr.review{background:#fde8e8}</style></head><body>"
+            f"<h1>medseg batch report</h1><p>{e(self.summary())}</p>{self._review_table()}"
             f"<p>Executor: {e(self.executor)}; part {self.part[0] + 1} of {self.part[1]}; started {e(self.started)}; "
             f"{len(warned)} case(s) with warnings. Details per case in report.csv and report.json.</p>"
             f"<table>{counts}</table>{fail_table}{warn_table}{skip_table}{self._case_table()}</body></html>\n"
+        )
+
+    def _review_table(self) -> str:
+        """The review list: the cases ranked by ``qc_score``, highest first, with their flags and preview."""
+        ranked = self.ranked()
+        if not ranked:
+            return ""
+        e = html.escape
+        rows = []
+        for r in ranked:
+            review = (r.qc_score or 0.0) >= self.qc_threshold
+            previews = [v for v in sorted(r.outputs.values()) if v.lower().endswith(".png")]
+            thumb = f"<a href='{e(previews[0])}'><img src='{e(previews[0])}' height='96'></a>" if previews else ""
+            flags = "<br>".join(e(f) for f in r.qc_flags)
+            rows.append(
+                f"<tr class='{'review' if review else 'ok'}'><td>{e(r.case_id)}</td><td>{r.qc_score:.2f}</td>"
+                f"<td>{'review' if review else ''}</td><td>{thumb}</td><td>{flags}</td></tr>"
+            )
+        return (
+            f"<h2>Review list</h2><p>{len(self.needs_review())} of {len(ranked)} cases need review "
+            f"(qc_score ≥ {self.qc_threshold:g}); ranked by qc_score (0: like the training cases, 1: certainly "
+            "needs review; see docs/qc.md). Nothing is hidden: every case is also in the table below.</p>"
+            "<table id='review'><tr><th>case</th><th>qc_score</th><th></th><th>preview</th><th>flags</th></tr>"
+            f"{''.join(rows)}</table>"
         )
 
     def _case_table(self) -> str:

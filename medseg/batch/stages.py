@@ -191,7 +191,10 @@ def prepare(ctx: BatchContext, case: Case) -> CaseState | CaseResult:
                 record = is_done(ctx.out_dir, case.case_id, fp)
                 if record is not None:
                     outputs = {k: v["path"] for k, v in record["outputs"].items()}
-                    return CaseResult(case.case_id, "skipped", "", time.perf_counter() - t0, outputs, (), fp)
+                    score, flags, dice = qc_fields(record.get("qc"))
+                    return CaseResult(
+                        case.case_id, "skipped", "", time.perf_counter() - t0, outputs, (), fp, score, flags, dice
+                    )
             provenance_path(ctx.out_dir, case.case_id).unlink(missing_ok=True)
             state = CaseState(case, fp, inputs, now_iso(), warnings=sink)
             state.timings["hash"] = time.perf_counter() - t0
@@ -252,6 +255,7 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
     case = state.case
     try:
         with _collect(state.warnings):
+            qc = case_quality(ctx.processor, state.payload)
             written = ctx.processor.save(case, state.payload, ctx.out_dir)
             state.payload = None
             outputs = _check_outputs(ctx.out_dir, case, written)
@@ -275,9 +279,11 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
                     "finished": now_iso(),
                     "timings_s": {k: round(v, 4) for k, v in state.timings.items()},
                     "warnings": list(state.warnings),
+                    "qc": qc,
                     "outputs": {name: output_record(ctx.out_dir, rel) for name, rel in outputs.items()},
                 },
             )
+        score, flags, dice = qc_fields(qc)
         return CaseResult(
             case.case_id,
             "succeeded",
@@ -286,10 +292,32 @@ def finish(ctx: BatchContext, state: CaseState) -> CaseResult:
             outputs,
             tuple(state.warnings),
             state.fingerprint,
+            score,
+            flags,
+            dice,
         )
     except Exception as exc:
         state.payload = None
         return _failed(case, exc, _total(state) + time.perf_counter() - t0, state.fingerprint, state.warnings)
+
+
+def case_quality(processor: CaseProcessor, payload: Any) -> dict[str, Any] | None:
+    """The processor's QC record of a run result (its optional ``quality(result)``), or None without one."""
+    quality = getattr(processor, "quality", None)
+    if not callable(quality):
+        return None
+    record = quality(payload)
+    return dict(record) if isinstance(record, dict) else None
+
+
+def qc_fields(record: Any) -> tuple[float | None, tuple[str, ...], dict[str, float]]:
+    """``(qc_score, qc_flags, qc_predicted_dice)`` of a QC record (as :func:`case_quality` returns or a sidecar
+    stores)."""
+    if not isinstance(record, dict) or not isinstance(record.get("qc_score"), (int, float)):
+        return None, (), {}
+    dice = record.get("qc_predicted_dice") or {}
+    predicted = {str(k): float(v) for k, v in dice.items()} if isinstance(dice, dict) else {}
+    return float(record["qc_score"]), tuple(str(f) for f in record.get("qc_flags") or ()), predicted
 
 
 def _total(state: CaseState) -> float:

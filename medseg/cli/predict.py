@@ -134,6 +134,12 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="One line per finished case."),
+    qc_threshold: float = typer.Option(
+        0.5,
+        "--qc-threshold",
+        help="Cases whose qc_score (0: like the training cases, 1: certainly needs review) is at least this are "
+        "counted as needing review and marked in report.html; nothing is hidden or deleted.",
+    ),
 ) -> None:
     """Segment every case of INPUT with the pipeline; write masks and exports to OUTPUT."""
     from medseg.batch import EXECUTORS, discover_cases, run_batch, select_part
@@ -156,6 +162,8 @@ def predict(
 
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision: unknown '{precision}'{did_you_mean(precision, PRECISIONS)}")
+    if not 0.0 <= qc_threshold <= 1.0:
+        raise ConfigError(f"--qc-threshold must be between 0 and 1, got {qc_threshold}")
     if spacing_tolerance is not None and not spacing_tolerance > 0:
         raise ConfigError(f"--spacing-tolerance must be a positive fraction such as 0.1, got {spacing_tolerance}")
     from medseg.cli.archive import ArchiveOptions
@@ -206,6 +214,7 @@ def predict(
             part_id=part_id,
             progress=not quiet,
             verbose=verbose,
+            qc_threshold=qc_threshold,
         )
     finally:
         if fetcher is not None:
@@ -305,5 +314,18 @@ def print_summary(report: BatchReport, output: Path) -> None:
             typer.secho(f"  warning: {text}", fg=typer.colors.YELLOW, err=True)
     for path, why in report.skipped_inputs:
         typer.secho(f"  not read: {path}: {why}", fg=typer.colors.YELLOW, err=True)
-    if report.warned or report.skipped_inputs or report.failed:
+    scored, review = report.ranked(), report.needs_review()
+    if scored:
+        typer.echo(
+            f"{len(review)} of {len(scored)} cases need review (qc_score ≥ {report.qc_threshold:g}); ranked in "
+            f"{report.files.get('html', output / 'report.html')}"
+        )
+        for row in review[:10]:
+            first = row.qc_flags[0] if row.qc_flags else ""
+            typer.secho(
+                f"  review {row.case_id} (qc_score {row.qc_score:.2f}): {first}", fg=typer.colors.YELLOW, err=True
+            )
+        if len(review) > 10:
+            typer.secho(f"  ... and {len(review) - 10} more", fg=typer.colors.YELLOW, err=True)
+    if report.warned or report.skipped_inputs or report.failed or review:
         typer.echo(f"  details: {report.files.get('html', output / 'report.html')}", err=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -303,16 +304,27 @@ class Predictor:
         return self.predict_preprocessed(volume, self.run_preprocess(volume))
 
     @reuse_freed_memory()
-    def predict_preprocessed(self, volume: Volume, pre: Volume) -> Volume:
+    def predict_preprocessed(
+        self, volume: Volume, pre: Volume, *, measurements: dict[str, Any] | None = None
+    ) -> Volume:
         """The part of :meth:`predict` after pre-processing (the batch engine overlaps the two).
 
         Args:
             volume: the input as read (its grid is where the result lands).
             pre: ``volume`` after :meth:`run_preprocess` (history included).
+            measurements: when given, filled with the case's quality-control measurements, taken from the
+                probabilities on the network grid before inversion
+                (:func:`medseg.qc.measure.prediction_measurements`), and ``seconds`` (their cost, s).
         """
         if not isinstance(pre, Volume):
             raise InputError(f"preprocess returned {type(pre).__name__}, expected a Volume")
         probs = Volume(self.probabilities(pre), pre.affine, kind="probability", meta=pre.meta, history=pre.history)
+        if measurements is not None:
+            from medseg.qc.measure import prediction_measurements
+
+            t0 = time.perf_counter()
+            measurements.update(prediction_measurements(pre.tensor(), probs.tensor(), pre.voxel_volume_mm3))
+            measurements["seconds"] = time.perf_counter() - t0
         meta = {**volume.meta}
         if self.output == "labels" and self.stream_labels:
             streamed = invert_to_labels(probs)

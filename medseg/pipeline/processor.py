@@ -2,8 +2,9 @@
 
 :class:`PipelineProcessor` is the :class:`medseg.batch.CaseProcessor` of a pipeline: ``load``
 reads and pre-processes a case (CPU, may run in a loader thread), ``run`` does the sliding
-window, inversion to the input grid, argmax and post-processing, ``save`` runs the exporters
-atomically.
+window, the quality-control measurements on the network grid, inversion to the input grid, argmax
+and post-processing, ``save`` runs the exporters atomically; ``quality`` gives the case's QC record
+(:mod:`medseg.qc`), which the batch engine puts in the report and the provenance.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class PipelineProcessor:
         from medseg.export import build_exporters
 
         self._predictor: Predictor | None = None
+        self._summary: dict[str, Any] | None = None
         for p in self.checkpoints:
             if not Path(p).is_file():
                 raise CheckpointError(f"{p}: no such checkpoint file")
@@ -78,6 +80,16 @@ class PipelineProcessor:
                 self.pipeline, self.checkpoints, device=self.device, tta=self.tta, precision=self.precision
             )
         return self._predictor
+
+    @property
+    def training_summary(self) -> dict[str, Any]:
+        """The training summary the (first) checkpoint carries, ``{}`` when none (older checkpoints, networks
+        that carry their own weights). With a fold ensemble the first fold's stands for all."""
+        if self._summary is None:
+            from medseg.training import load_checkpoint
+
+            self._summary = dict(load_checkpoint(self.checkpoints[0]).training_summary) if self.checkpoints else {}
+        return self._summary
 
     def export_specs(self) -> list[Exporter]:
         """The exporters every case runs, built and validated."""
@@ -140,14 +152,37 @@ class PipelineProcessor:
             )
         return image, self.predictor.run_preprocess(image)
 
-    def run(self, loaded: tuple[Volume, Volume]) -> tuple[Volume, Volume]:
-        image, pre = loaded
-        return image, self.predictor.predict_preprocessed(image, pre)
+    def run(self, loaded: tuple[Volume, Volume]) -> tuple[Volume, Volume, dict[str, Any]]:
+        """Predict a loaded case; returns the image, the label map and the case's QC record."""
+        from medseg.qc import assess, input_description
 
-    def save(self, case: Case, result: tuple[Volume, Volume], out_dir: Path) -> dict[str, Path]:
+        image, pre = loaded
+        measured: dict[str, Any] = {}
+        label = self.predictor.predict_preprocessed(image, pre, measurements=measured)
+        source = input_description(image.meta, image.spacing, image.spatial_shape, image.orientation)
+        assessment = assess(
+            measured,
+            source,
+            self.training_summary,
+            labels=self.pipeline.labels,
+            channels=list(self.pipeline.spec.input.channels),
+        )
+        record = {
+            **assessment.to_dict(),
+            "uncertainty": measured.get("uncertainty", {}),  # per label: entropy, margin, max_softmax (means)
+            "seconds": round(float(measured.get("seconds", 0.0)), 4),
+        }
+        return image, label, record
+
+    def quality(self, result: tuple[Volume, Volume, dict[str, Any]]) -> dict[str, Any]:
+        """The QC record of a :meth:`run` result (``qc_score``, ``qc_flags``, ``notes``, ``signals``, ``uncertainty``,
+        ``seconds``)."""
+        return result[2]
+
+    def save(self, case: Case, result: tuple[Volume, Volume, dict[str, Any]], out_dir: Path) -> dict[str, Path]:
         from medseg.export import export_all
 
-        image, label = result
+        image, label = result[0], result[1]
         paths = export_all(label, out_dir, case.case_id, self._exporters, image=image, labels=self.pipeline.labels)
         return {p.name.removeprefix(case.case_id).lstrip("._-") or p.name: p for p in paths}
 

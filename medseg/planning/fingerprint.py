@@ -141,12 +141,16 @@ def _nonzero_box(image: np.ndarray) -> list[tuple[int, int]]:
     return box
 
 
-def _channel_stats(values: np.ndarray) -> dict[str, Any]:
+def channel_stats(values: np.ndarray, *, quantiles: bool = True) -> dict[str, Any]:
+    """Statistics of intensities ``values`` (any shape): count, mean, std, median, min, max, the 0.5 and 99.5
+    percentiles and (``quantiles=True``) the 1,001 quantiles that pooling needs. ``{"n": 0}`` when empty.
+
+    Also the intensity statistics of per-case quality control (:mod:`medseg.qc`), without quantiles."""
     if values.size == 0:
         return {"n": 0}
     v = values.astype(np.float64, copy=False)
     p = np.percentile(v, [0.5, 50.0, 99.5])
-    return {
+    out: dict[str, Any] = {
         "n": int(v.size),
         "mean": float(v.mean()),
         "std": float(v.std()),
@@ -155,11 +159,17 @@ def _channel_stats(values: np.ndarray) -> dict[str, Any]:
         "max": float(v.max()),
         "percentile_00_5": float(p[0]),
         "percentile_99_5": float(p[2]),
-        "quantiles": [float(f"{q:.7g}") for q in np.quantile(v, QUANTILE_LEVELS)],
     }
+    if quantiles:
+        out["quantiles"] = [float(f"{q:.7g}") for q in np.quantile(v, QUANTILE_LEVELS)]
+    return out
 
 
-def _label_stats(labels: np.ndarray, voxel_mm3: float) -> dict[str, dict[str, Any]]:
+def label_stats(labels: np.ndarray, voxel_mm3: float, *, holes: bool = True) -> dict[str, dict[str, Any]]:
+    """Per label value present in ``labels`` ``(X, Y, Z)``: voxels, fraction, volume (mL), connected components
+    (26-connectivity), smallest/largest component (mm³) and (``holes=True``) the voxels hole filling would add.
+
+    Also the label statistics of per-case quality control (:mod:`medseg.qc`), without the hole count."""
     from medseg.postprocess.holes import fill_holes
 
     total = labels.size
@@ -167,8 +177,10 @@ def _label_stats(labels: np.ndarray, voxel_mm3: float) -> dict[str, dict[str, An
     counts = np.bincount(cc.ravel())
     owner = np.zeros(counts.size, dtype=np.int64)
     owner[cc.ravel()] = labels.ravel()
-    filled = fill_holes(labels, mode="3d")
-    added = filled[filled != labels]
+    added = None
+    if holes:
+        filled = fill_holes(labels, mode="3d")
+        added = filled[filled != labels]
     out: dict[str, dict[str, Any]] = {}
     for value in np.unique(labels):
         if value == 0:
@@ -182,8 +194,9 @@ def _label_stats(labels: np.ndarray, voxel_mm3: float) -> dict[str, dict[str, An
             "components": int(sizes.size),
             "smallest_component_mm3": float(sizes.min()) * voxel_mm3,
             "largest_component_mm3": float(sizes.max()) * voxel_mm3,
-            "hole_voxels": int(np.count_nonzero(added == value)),
         }
+        if added is not None:
+            out[str(int(value))]["hole_voxels"] = int(np.count_nonzero(added == value))
     return out
 
 
@@ -224,9 +237,9 @@ def analyse_case(
         "dicom_modality": str(image.meta.get("modality") or "") if case.images[0].is_dir() else "",
         "shape_after_crop": [int(cropped[i]) for i in order],
         "crop_fraction": float(np.prod(cropped) / np.prod(image.spatial_shape)),
-        "channels": [_channel_stats(img[c][foreground]) for c in range(img.shape[0])],
+        "channels": [channel_stats(img[c][foreground]) for c in range(img.shape[0])],
         "image_min": [float(img[c].min()) for c in range(img.shape[0])],
-        "labels": _label_stats(lab, image.voxel_volume_mm3),
+        "labels": label_stats(lab, image.voxel_volume_mm3),
         "read_s": read_s,
         "analyse_s": time.perf_counter() - t0,
     }

@@ -118,6 +118,8 @@ def out_of_fold_predictions(
         (``CASE.nii.gz``, ``CASE_reference.nii.gz``) on each case's original grid.
     """
     from medseg.pipeline import Pipeline
+    from medseg.qc import assess, input_description
+    from medseg.training import load_checkpoint
     from medseg.training.cache import read_case
 
     splits_file = run_dir / "splits.json"
@@ -134,14 +136,24 @@ def out_of_fold_predictions(
         if not checkpoint.is_file():
             raise ConfigError(f"{checkpoint}: fold {k} is not trained; run medseg train ... --fold {k}")
         predictor = raw.predictor([checkpoint], device=device)
+        summary = load_checkpoint(checkpoint).training_summary
         for case_id in split["val"]:
             case = dataset.case(case_id)
             image, label = read_case(case, spacing_tolerance=pipeline.spec.input.spacing_tolerance)
             if label is None:
                 raise InputError(f"case '{case_id}': no label; the post-processing choice needs a reference per case")
             path, reference = out_dir / f"{case_id}.nii.gz", out_dir / f"{case_id}_reference.nii.gz"
-            write(predictor.predict(image), path)
+            measured: dict[str, Any] = {}
+            write(predictor.predict_preprocessed(image, predictor.run_preprocess(image), measurements=measured), path)
             write(label, reference)
+            qc = assess(
+                measured,
+                input_description(image.meta, image.spacing, image.spatial_shape, image.orientation),
+                summary,
+                labels=pipeline.labels,
+                channels=list(pipeline.spec.input.channels),
+            )
+            write_text_atomic(out_dir / f"{case_id}.qc.json", json.dumps({"qc_score": qc.score}))
             out[case_id] = (path, reference)
     return out
 
@@ -200,11 +212,15 @@ def _merge(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _update_checkpoint(path: Path, postprocess: list[dict[str, Any]]) -> None:
-    """Rewrite the ``postprocess`` section of a checkpoint's pipeline config (atomically, weights untouched)."""
-    from medseg.training.checkpoint import update_config
+def _update_checkpoint(path: Path, postprocess: list[dict[str, Any]], calibration: dict[str, Any]) -> None:
+    """Rewrite the ``postprocess`` section of a checkpoint's pipeline config and add the QC calibration to its
+    training summary (atomically, weights untouched)."""
+    from medseg.training import load_checkpoint
+    from medseg.training.checkpoint import set_training_summary, update_config
 
     update_config(path, postprocess=postprocess)
+    summary = load_checkpoint(path).training_summary
+    set_training_summary(path, {**summary, "calibration": calibration})
 
 
 def _write_final(
@@ -285,7 +301,25 @@ def determine_postprocessing(
             for t in trials
         ],
     }
+    calibration = _calibrate(cases, steps, labels)
+    record["qc_calibration"] = calibration
     write_text_atomic(root / "postprocessing.json", json.dumps(record, indent=1))
     for k in range(n_folds):
-        _update_checkpoint(root / f"fold_{k}" / "best.pt", steps)
+        _update_checkpoint(root / f"fold_{k}" / "best.pt", steps, calibration)
     return choice
+
+
+def _calibrate(
+    cases: dict[str, tuple[Path, Path]], steps: list[dict[str, Any]], labels: Sequence[int]
+) -> dict[str, Any]:
+    """The QC calibration (:func:`medseg.qc.calibration.fit_calibration`) on the out-of-fold predictions: their
+    ``qc_score`` and their Dice per label after the chosen post-processing."""
+    from medseg.qc.calibration import fit_calibration
+
+    scores, dice = [], []
+    for case_id, (pred_path, ref_path) in cases.items():
+        scores.append(float(json.loads((pred_path.parent / f"{case_id}.qc.json").read_text())["qc_score"]))
+        pred = np.asarray(_apply(steps, read(pred_path).replace(kind="label")).numpy())[0]
+        found = _dice(pred, np.asarray(read(ref_path).numpy())[0], labels)
+        dice.append({str(k): v for k, v in found.items()})
+    return fit_calibration(scores, dice)

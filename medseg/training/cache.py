@@ -35,8 +35,8 @@ from medseg.transforms.functional.resample import resample_to_grid
 log = logging.getLogger(__name__)
 
 Preprocess = Callable[[Volume], Volume]
-#: 2: ``meta.json`` records the size and SHA-256 of every file of the entry.
-CACHE_VERSION = 2
+#: 2: ``meta.json`` records the size and SHA-256 of every file of the entry; 3: and the case's QC summary.
+CACHE_VERSION = 3
 #: at most this many foreground voxel locations are kept per class (nnU-Net keeps 10,000).
 MAX_LOCATIONS = 10_000
 
@@ -53,6 +53,10 @@ class CachedCase:
         affine: 4×4 voxel→RAS mm of the pre-processed grid.
         shape: ``(X, Y, Z)`` of the pre-processed grid.
         class_label: case-level class or None.
+        has_label: the case has a label map.
+        summary: the case's quality-control entry (:func:`medseg.qc.summary.case_summary`: input
+            geometry, foreground intensities after pre-processing, label volumes/components on the
+            pre-processed grid); None without a label.
     """
 
     case_id: str
@@ -61,6 +65,7 @@ class CachedCase:
     shape: tuple[int, int, int]
     class_label: int | None = None
     has_label: bool = True
+    summary: dict[str, Any] | None = field(default=None, compare=False)
 
     def image(self, mmap: bool = True) -> np.ndarray:
         """``(C, X, Y, Z)`` float32, memory-mapped (copy-on-write) by default."""
@@ -188,6 +193,7 @@ def prepare_case(
     image, label = read_case(case, spacing_tolerance)
     if label is not None:
         check_label_values(case, label, allowed)
+    raw = image
     if preprocess is not None:
         image = preprocess(image)
     img = np.ascontiguousarray(image.numpy(), dtype=np.float32)
@@ -214,6 +220,7 @@ def prepare_case(
         "has_label": label is not None,
         "images": [str(p) for p in case.images],
         "label": str(case.label) if case.label else None,
+        "summary": _qc_summary(raw, img, lab, image.voxel_volume_mm3),
         "files": {
             f.name: {"size": f.stat().st_size, "sha256": hash_file(f)}
             for f in (folder / n for n in ENTRY_FILES)
@@ -222,6 +229,15 @@ def prepare_case(
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))  # written last: marks completion
     return _from_meta(folder, meta)
+
+
+def _qc_summary(raw: Volume, img: np.ndarray, lab: np.ndarray | None, voxel_mm3: float) -> dict[str, Any] | None:
+    """The case's QC entry (None without a label, or for a case-level class label)."""
+    from medseg.qc.summary import case_summary
+
+    if lab is None or img.ndim != 4:
+        return None
+    return case_summary(raw, img, lab, voxel_mm3)
 
 
 #: The data files of a cache entry (``label.npy`` and ``locations.npz`` only for cases with a label).
@@ -260,6 +276,7 @@ def _from_meta(folder: Path, meta: dict[str, Any]) -> CachedCase:
         tuple(meta["shape"]),  # type: ignore[arg-type]
         meta["class_label"],
         bool(meta["has_label"]),
+        meta.get("summary"),
     )
 
 

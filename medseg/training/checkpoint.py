@@ -87,6 +87,8 @@ class Checkpoint:
             the global RNG states of torch, numpy and Python, the training time so far
             (``elapsed_s``, seconds: a time budget and its schedule continue from it), the
             iterations and validations done (empty in best.pt).
+        training_summary: what the training cases looked like, for per-case quality control
+            (:func:`medseg.qc.summary.training_summary`; empty in checkpoints saved before it was recorded).
         path: where it was loaded from.
     """
 
@@ -100,6 +102,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     training_state: dict[str, Any] = field(default_factory=dict)
+    training_summary: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     def build_network(self, device: str | torch.device = "cpu") -> nn.Module:
@@ -134,8 +137,12 @@ def save_checkpoint(
     epoch: int = 0,
     metrics: Mapping[str, Any] | None = None,
     training_state: Mapping[str, Any] | None = None,
+    training_summary: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save ``network`` and its description atomically (temp file, then rename). Returns the path."""
+    """Save ``network`` and its description atomically (temp file, then rename). Returns the path.
+
+    ``training_summary`` is the QC record of the training cases (:func:`medseg.qc.summary.training_summary`).
+    """
     module: nn.Module = network.module if hasattr(network, "module") else network  # type: ignore[assignment]  # unwrap DDP
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     payload = {
@@ -151,6 +158,7 @@ def save_checkpoint(
         "metrics": plain(dict(metrics or {})),
         "versions": versions(),
         "training_state": plain(dict(training_state or {})),
+        "training_summary": plain(dict(training_summary or {})),
     }
     write_checkpoint(path, payload)
     return Path(path)
@@ -237,6 +245,20 @@ def update_config(path: str | os.PathLike[str], **sections: Any) -> Path:
     return Path(path)
 
 
+def set_training_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
+    """Replace the training summary a checkpoint carries (:func:`medseg.qc.summary.training_summary`), atomically;
+    weights and everything else stay as they are (for checkpoints saved before summaries were recorded).
+
+    Raises:
+        CheckpointError: not a readable medseg checkpoint (see :func:`load_checkpoint`).
+    """
+    load_checkpoint(path)  # the same checks and errors
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    data["training_summary"] = plain(dict(summary))
+    write_checkpoint(path, data)
+    return Path(path)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -295,6 +317,7 @@ def load_checkpoint(
         metrics=dict(data.get("metrics") or {}),
         versions=dict(data.get("versions") or {}),
         training_state=dict(data.get("training_state") or {}),
+        training_summary=dict(data.get("training_summary") or {}),
         path=p,
     )
     if labels is not None:

@@ -38,6 +38,7 @@ from medseg.core.volume import Volume
 from medseg.errors import ConfigError, InputError
 from medseg.io import SPACING_TOLERANCE, write_text_atomic
 from medseg.networks import build_network, check_patch_size, network_info
+from medseg.qc.summary import training_summary
 from medseg.training import distributed as ddp
 from medseg.training import session
 from medseg.training.cache import CachedCase, CacheStats, callable_key, prepare_dataset
@@ -265,6 +266,8 @@ class Trainer:
             "config": {**self.config, "training": s.to_dict()},
             "labels": labels,
             "channels": channels,
+            # what the training cases looked like, for per-case QC at prediction (medseg.qc)
+            "training_summary": training_summary([by_id[i].summary for i in train_ids]),
         }
         run = RunState(
             device=device,

@@ -81,6 +81,9 @@ def test_good_and_corrupt_cases(tmp_path: Path) -> None:
         "with_warnings": 0,
         "interrupted": None,
         "planned": 6,
+        "qc_threshold": 0.5,
+        "need_review": 0,  # this processor gives no QC record
+        "qc_scored": 0,
     }
     html = (out / "report.html").read_text()
     assert "3 succeeded, 0 skipped, 3 failed" in html and "twochannel" in html

@@ -77,9 +77,13 @@ def test_train_without_pipeline_plans_then_chooses_postprocessing(tmp_path: Path
     record = json.loads((run / "postprocessing.json").read_text())
     assert record["cases"] == 4 and record["trials"] and "postprocess" in out
     assert final.to_dict()["postprocess"] == Pipeline(postprocess=record["steps"]).to_dict()["postprocess"]
+    calibration = record["qc_calibration"]  # out-of-fold qc_score → Dice per label (medseg.qc.calibration)
+    assert set(calibration["labels"]) == {"1", "2"} and all(f["slope"] <= 0 for f in calibration["labels"].values())
+    assert all(f["n"] == 4 for f in calibration["labels"].values())
     for k in range(2):
         ckpt = torch.load(run / f"fold_{k}" / "best.pt", weights_only=True)
         assert ckpt["config"]["postprocess"] == record["steps"]
+        assert ckpt["training_summary"]["calibration"] == calibration and ckpt["training_summary"]["n_cases"] == 2
     text = (run / "final_pipeline.yaml").read_text()
     assert "# mean Dice per label before → after" in text
     # the planned pipeline is reused when training resumes in the same run folder

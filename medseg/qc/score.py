@@ -1,0 +1,290 @@
+"""One QC score per case from its signals, with the reasons (see ``docs/qc.md``).
+
+Each signal becomes a score ``s`` in [0, 1] (0: like the training cases; 1: certainly off);
+the case's ``qc_score = 1 − Π(1 − s_i)``, so one certain signal is enough and several weak ones
+add up. Signals compared with the training summary use ``s = clip((|z| − 2) / 4, 0, 1)``: up to
+two standard deviations is normal, six or more is certain. Every signal with ``s > 0`` gives a
+human-readable flag; nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: |z| below this scores 0 ...
+Z_NORMAL = 2.0
+#: ... and this many more standard deviations score 1.
+Z_SPAN = 4.0
+#: Floor of the intensity spread, as a fraction of the training cases' foreground std: with few training
+#: cases the spread between cases is not known (one case: 0), and a shift of the foreground's percentiles
+#: by a quarter of its own spread counts as one standard deviation.
+INTENSITY_SPREAD_FLOOR = 0.25
+#: Floor of the volume spread, as a fraction of the training mean volume (10 %).
+VOLUME_SPREAD_FLOOR = 0.10
+#: Floor of the component-count spread: at least one component, and at least half the training mean (the raw
+#: argmax on the network grid has specks that post-processing removes; their number varies between cases).
+COMPONENT_SPREAD_FLOOR = 1.0
+COMPONENT_SPREAD_FRACTION = 0.5
+#: Border: the share of a label's voxels on the outermost layer above the training maximum that scores 1.
+BORDER_SPAN = 0.02
+#: Spacing: outside the training range by this factor scores 0 ... (1.5×) and by twice that scores 1 (3×).
+SPACING_FACTOR = 1.5
+#: Uncertainty: mean normalised entropy inside a label that scores 0, and the span up to a score of 1.
+ENTROPY_NORMAL = 0.15
+ENTROPY_SPAN = 0.35
+#: A prediction covering at least this share of the grid is "full".
+FULL_FRACTION = 0.98
+
+
+@dataclass
+class Signal:
+    """One QC signal of a case: what was measured, against what, and its score in [0, 1]."""
+
+    name: str
+    score: float
+    flag: str = ""
+    value: float | None = None
+    reference: str = ""
+    z: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "score": round(self.score, 4)}
+        for key in ("value", "z"):
+            val = getattr(self, key)
+            if val is not None and math.isfinite(val):
+                out[key] = round(float(val), 4)
+        if self.reference:
+            out["reference"] = self.reference
+        if self.flag:
+            out["flag"] = self.flag
+        return out
+
+
+@dataclass
+class Assessment:
+    """The QC record of a case.
+
+    Attributes:
+        score: ``1 − Π(1 − s_i)`` over the signals, in [0, 1].
+        signals: every signal computed, flagged or not.
+        notes: what could not be checked (e.g. a model without a training summary).
+        calibration: the model's out-of-fold calibration (:mod:`medseg.qc.calibration`), when it has one.
+    """
+
+    signals: list[Signal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        keep = 1.0
+        for s in self.signals:
+            keep *= 1.0 - min(max(s.score, 0.0), 1.0)
+        return 1.0 - keep
+
+    @property
+    def flags(self) -> list[str]:
+        """The flags of the signals that scored, the strongest first."""
+        return [s.flag for s in sorted(self.signals, key=lambda s: -s.score) if s.score > 0 and s.flag]
+
+    @property
+    def predicted_dice(self) -> dict[str, float]:
+        """Per label value, the Dice the calibration predicts (empty without a calibration)."""
+        from medseg.qc.calibration import predicted_dice
+
+        return predicted_dice(self.calibration, self.score) if self.calibration else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "qc_score": round(self.score, 4),
+            "qc_predicted_dice": {k: round(v, 4) for k, v in self.predicted_dice.items()},
+            "qc_flags": self.flags,
+            "notes": list(self.notes),
+            "signals": [s.to_dict() for s in self.signals],
+        }
+
+
+def z_score_signal(z: float) -> float:
+    """``clip((|z| − 2) / 4, 0, 1)``."""
+    return min(max((abs(z) - Z_NORMAL) / Z_SPAN, 0.0), 1.0)
+
+
+def _z(value: float, mean: float, spread: float) -> float:
+    return (value - mean) / spread if spread > 0 else (0.0 if value == mean else math.inf)
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def assess(
+    measured: Mapping[str, Any],
+    source: Mapping[str, Any],
+    summary: Mapping[str, Any] | None,
+    *,
+    labels: Mapping[int, str],
+    channels: list[str],
+) -> Assessment:
+    """Score a prediction against the model's training summary.
+
+    Args:
+        measured: :func:`medseg.qc.measure.prediction_measurements` of the case.
+        source: :func:`medseg.qc.measure.input_description` of the input as read.
+        summary: the model's :func:`medseg.qc.summary.training_summary` (None or ``{}``: the training
+            comparisons are skipped and a note says so).
+        labels: label value → name (background excluded), for the flags.
+        channels: channel names, for the flags.
+    """
+    summary = summary or {}
+    out = Assessment(calibration=dict(summary.get("calibration") or {}))
+    if not summary.get("n_cases"):
+        out.notes.append(
+            "the model carries no training summary (trained before medseg recorded one): input intensity, spacing "
+            "and label volumes are not compared with the training cases"
+        )
+    else:
+        _input_signals(out, measured, source, summary, channels)
+    _label_signals(out, measured, summary, labels)
+    _uncertainty_signals(out, measured, labels)
+    return out
+
+
+def _input_signals(
+    out: Assessment,
+    measured: Mapping[str, Any],
+    source: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    channels: list[str],
+) -> None:
+    lo, hi = summary["spacing"]["min"], summary["spacing"]["max"]
+    spacing = source["spacing"]
+    factor = (
+        max(max(got / high, low / got) for got, low, high in zip(spacing, lo, hi)) if len(spacing) == len(lo) else 1.0
+    )
+    s = min(max((factor - SPACING_FACTOR) / SPACING_FACTOR, 0.0), 1.0)
+    rng = " × ".join(f"{a:g}–{b:g}" if a != b else f"{a:g}" for a, b in zip(lo, hi))
+    out.signals.append(
+        Signal(
+            "spacing",
+            s,
+            f"spacing {' × '.join(f'{x:.3g}' for x in spacing)} mm vs training {rng} mm ({factor:.1f}× outside)",
+            factor,
+            f"{rng} mm",
+        )
+    )
+    modalities = summary.get("modalities") or []
+    if source.get("modality") and modalities and source["modality"] not in modalities:
+        out.signals.append(
+            Signal("modality", 1.0, f"modality {source['modality']} vs training {', '.join(modalities)}")
+        )
+    for ch, (got, ref) in enumerate(zip(measured["channels"], summary.get("intensity") or [])):
+        if not ref or got.get("n", 0) == 0:
+            continue
+        floor = INTENSITY_SPREAD_FLOOR * ref["std"]["mean"]
+        compared = [
+            (_z(got[key], ref[key]["mean"], max(ref[key]["std"], floor)), short, got[key], ref[key]["mean"],
+             max(ref[key]["std"], floor))
+            for key, short in (("percentile_00_5", "p0.5"), ("median", "p50"), ("percentile_99_5", "p99.5"))
+        ]  # fmt: skip
+        z, short, value, mean, spread = max(compared, key=lambda c: abs(c[0]))
+        name = channels[ch] if ch < len(channels) else f"channel {ch}"
+        out.signals.append(
+            Signal(
+                f"intensity.{name}",
+                z_score_signal(z),
+                f"{name} foreground intensity {short} {_g(value)} vs training {_g(mean)}±{_g(spread)} (z {z:.1f}; "
+                "after pre-processing: another contrast, modality or a rescale error?)",
+                value,
+                f"{_g(mean)}±{_g(spread)}",
+                z,
+            )
+        )
+
+
+def _label_signals(
+    out: Assessment, measured: Mapping[str, Any], summary: Mapping[str, Any], labels: Mapping[int, str]
+) -> None:
+    got_labels = measured["labels"]
+    ref_labels = summary.get("labels") or {}
+    n_cases = int(summary.get("n_cases") or 0)
+    if measured["foreground_fraction"] >= FULL_FRACTION:
+        out.signals.append(
+            Signal("full", 1.0, f"the prediction covers {100 * measured['foreground_fraction']:.0f} % of the image")
+        )
+    if not got_labels and not ref_labels:
+        out.signals.append(Signal("empty", 1.0, "no label was predicted anywhere"))
+    for value, name in sorted(labels.items()):
+        got, ref = got_labels.get(str(value)), ref_labels.get(str(value))
+        if got is None:
+            if ref is not None and ref["present"] >= 0.9 * n_cases:
+                out.signals.append(
+                    Signal(
+                        f"empty.{name}",
+                        1.0,
+                        f"{name} is empty (present in {ref['present']} of {n_cases} training cases)",
+                    )
+                )
+            continue
+        border_ref = ref["border_fraction"]["max"] if ref else 0.0
+        b = got["border_fraction"]
+        out.signals.append(
+            Signal(
+                f"border.{name}",
+                min(max((b - border_ref) / BORDER_SPAN, 0.0), 1.0),
+                f"{name} touches the field-of-view border: {100 * b:.1f} % of its voxels in the outermost layer "
+                f"(training at most {100 * border_ref:.1f} %; truncated field of view?)",
+                b,
+                f"≤ {border_ref:.4f}",
+            )
+        )
+        if ref is None:
+            continue
+        vol = ref["volume_ml"]
+        spread = max(vol["std"], VOLUME_SPREAD_FLOOR * vol["mean"])
+        z = _z(got["volume_ml"], vol["mean"], spread)
+        out.signals.append(
+            Signal(
+                f"volume.{name}",
+                z_score_signal(z),
+                f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL (z {z:.1f}; "
+                "raw prediction on the network grid)",
+                got["volume_ml"],
+                f"{vol['mean']:.4g}±{spread:.4g} mL",
+                z,
+            )
+        )
+        comp = ref["components"]
+        spread = max(comp["std"], COMPONENT_SPREAD_FLOOR, COMPONENT_SPREAD_FRACTION * comp["mean"])
+        z = _z(got["components"], comp["mean"], spread)
+        out.signals.append(
+            Signal(
+                f"components.{name}",
+                z_score_signal(z),
+                f"{name} has {got['components']} connected components vs training {comp['mean']:.3g}±{spread:.3g} "
+                f"(z {z:.1f})",
+                got["components"],
+                f"{comp['mean']:.3g}±{spread:.3g}",
+                z,
+            )
+        )
+
+
+def _uncertainty_signals(out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str]) -> None:
+    for value, name in sorted(labels.items()):
+        u = (measured.get("uncertainty") or {}).get(str(value))
+        if u is None:
+            continue
+        h = u["entropy"]
+        out.signals.append(
+            Signal(
+                f"entropy.{name}",
+                min(max((h - ENTROPY_NORMAL) / ENTROPY_SPAN, 0.0), 1.0),
+                f"{name} mean softmax entropy {h:.2f} (normalised; a confident prediction stays below "
+                f"{ENTROPY_NORMAL:g}), mean margin {u['margin']:.2f}",
+                h,
+                f"≤ {ENTROPY_NORMAL:g}",
+            )
+        )
