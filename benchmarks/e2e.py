@@ -62,9 +62,13 @@ def nnunet_like(features: list[int], n_classes: int = len(LABELS)) -> torch.nn.M
 
 def matmul_gflops(n: int = 2048, repeat: int = 10) -> dict:
     """This CPU's matrix-multiply speed (GFLOP/s) in float32 and bfloat16, best of ``repeat`` (the roofline
-    the network stage is compared with)."""
-    out = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    the network stage is compared with). bfloat16 only where the CPU computes it natively (else None: an
+    emulated bfloat16 matmul of this size takes minutes and medseg does not use it there)."""
+    from medseg.core.precision import cpu_bf16_flags
+
+    out: dict[str, float | None] = {"bfloat16": None}
+    dtypes = [("float32", torch.float32)] + ([("bfloat16", torch.bfloat16)] if cpu_bf16_flags() else [])
+    for name, dtype in dtypes:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
         best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeat))

@@ -226,8 +226,8 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
                 "",
                 f"Network stage: {m['windows']} windows, {per_window * 1000:.0f} ms per window, "
                 f"{m['gflop_per_window']:.1f} GFLOP per window (convolutions) → {achieved:.0f} GFLOP/s; this CPU's "
-                f"2048² matmul: {g['bfloat16']:.0f} GFLOP/s bfloat16, {g['float32']:.0f} GFLOP/s float32 "
-                f"({achieved / g['bfloat16' if m.get('precision') == 'bfloat16' else 'float32']:.0%} of the "
+                f"2048² matmul: {_gflops(g['bfloat16'])} bfloat16, {_gflops(g['float32'])} float32 "
+                f"({achieved / (g['bfloat16' if m.get('precision') == 'bfloat16' else 'float32'] or float('nan')):.0%} of the "
                 f"{m.get('precision', 'float32')} figure).",
             ]
         lines.append("")
@@ -278,6 +278,10 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
 
         lines += nnunet.table(n)
     return "\n".join(lines)
+
+
+def _gflops(value: float | None) -> str:
+    return "not native here" if value is None else f"{value:.0f} GFLOP/s"
 
 
 def main() -> None:
