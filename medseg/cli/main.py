@@ -29,13 +29,28 @@ app = typer.Typer(
 )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when logging was set up (a
+    replaced stderr, e.g. a caller capturing it, is followed instead of written to after it closed)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        """The stream is always the current stderr."""
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show progress details and debug logs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[_StderrHandler()], force=True
+    )
     for chatty in ("highdicom", "pydicom"):  # libraries that log every module they copy; -v shows them
         logging.getLogger(chatty).setLevel(level if verbose else max(level, logging.WARNING))
 

@@ -101,7 +101,7 @@ def test_cli_with_broken_plugin_validates_and_lists_it(tmp_path: Path) -> None:
     res = _medseg(tmp_path, "validate", str(root / "pipelines" / "ct_organs.yaml"))
     assert res.returncode == 0, res.stderr
     assert "internal error" not in res.stderr
-    assert "PluginWarning: plugin medseg.steps: x = missing:Step (from broken-plugin) was not loaded" in res.stderr
+    assert "warning: plugin medseg.steps: x = missing:Step (from broken-plugin) was not loaded" in res.stderr
 
     listed = _medseg(tmp_path, "info", "--plugins")
     assert listed.returncode == 0, listed.stderr
