@@ -244,32 +244,28 @@ def _label_signals(
             continue
         vol = ref["volume_ml"]
         spread = max(vol["std"], VOLUME_SPREAD_FLOOR * vol["mean"])
-        z = _z(got["volume_ml"], vol["mean"], spread)
         out.signals.append(
-            Signal(
-                f"volume.{name}",
-                z_score_signal(z),
-                f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL (z {z:.1f}; "
-                "raw prediction on the network grid)",
-                got["volume_ml"],
-                f"{vol['mean']:.4g}±{spread:.4g} mL",
-                z,
+            _z_signal(
+                f"volume.{name}", got["volume_ml"], vol["mean"], spread,
+                f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL",
+                "; raw prediction on the network grid", f"{vol['mean']:.4g}±{spread:.4g} mL",
             )
-        )
+        )  # fmt: skip
         comp = ref["components"]
         spread = max(comp["std"], COMPONENT_SPREAD_FLOOR, COMPONENT_SPREAD_FRACTION * comp["mean"])
-        z = _z(got["components"], comp["mean"], spread)
         out.signals.append(
-            Signal(
-                f"components.{name}",
-                z_score_signal(z),
-                f"{name} has {got['components']} connected components vs training {comp['mean']:.3g}±{spread:.3g} "
-                f"(z {z:.1f})",
-                got["components"],
-                f"{comp['mean']:.3g}±{spread:.3g}",
-                z,
+            _z_signal(
+                f"components.{name}", got["components"], comp["mean"], spread,
+                f"{name} has {got['components']} connected components vs training {comp['mean']:.3g}±{spread:.3g}",
+                "", f"{comp['mean']:.3g}±{spread:.3g}",
             )
-        )
+        )  # fmt: skip
+
+
+def _z_signal(key: str, value: float, mean: float, spread: float, text: str, note: str, expected: str) -> Signal:
+    """A signal scored from ``value``'s z-score against the training ``mean`` ± ``spread``."""
+    z = _z(value, mean, spread)
+    return Signal(key, z_score_signal(z), f"{text} (z {z:.1f}{note})", value, expected, z)
 
 
 def _uncertainty_signals(out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str]) -> None:
