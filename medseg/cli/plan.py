@@ -72,8 +72,8 @@ def plan(
     files = plan_dataset(data, output, options, probe=probe, labels=names)  # type: ignore[arg-type]
     result = files.plan
     suspicious = result.fingerprint.flags.get("not_like_declared_modality")
-    if suspicious:
-        typer.secho(f"warning: {suspicious}", fg=typer.colors.YELLOW, err=True)
+    for line in ([suspicious] if suspicious else []) + result.warnings:
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
     if as_json:
         typer.echo(json.dumps(plan_record(result), indent=2, default=str))
         return
@@ -89,4 +89,6 @@ def plan(
         f"plan         {result.chosen}, patch {conf.patch}, batch {conf.batch}, {conf.network.topology.n_stages} stages "
         f"{list(conf.network.features)}, {conf.schedule.max_epochs} × {conf.schedule.iterations_per_epoch} iterations"
     )
+    if conf.case_text:
+        typer.echo(f"predict      {conf.case_text}")
     typer.echo(f"next         medseg train {files.pipeline} --data {data}")

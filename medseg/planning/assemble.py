@@ -216,7 +216,9 @@ def assemble(
             conf.patch,
             "the training patch, half-window overlap, Gaussian blending, mirroring along every axis "
             "(nnU-Net predict_sliding_window_return_logits defaults)",
-            f"mirroring costs {2**dims}× the windows",
+            f"mirroring costs {2**dims}× the windows; {conf.case_text}"
+            if conf.case_text
+            else f"mirroring costs {2**dims}× the windows",
         )
     )
     postprocess, pp_decisions = propose_postprocess(fp)

@@ -18,6 +18,7 @@ The rules are nnU-Net v2's default planner (``ExperimentPlanner`` in
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from medseg.planning.sizing import (
     Network,
     Schedule,
     Sizer,
+    budget_for,
     budget_schedule,
     default_schedule,
     fit_batch,
@@ -88,6 +90,11 @@ class Configuration:
     measured: Measurement | None
     decisions: list[Decision] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what the user must know before training (printed as ``warning:`` lines, kept in plan.json)
+    warnings: list[str] = field(default_factory=list)
+    #: expected seconds to predict one median case with the planned inference (NaN: not measured)
+    case_seconds: float = math.nan
+    case_text: str = ""
 
     @property
     def patch(self) -> list[int]:
@@ -105,6 +112,11 @@ class Plan:
     fingerprint: Fingerprint
     options: PlanOptions
     probes: list[tuple[Network, int, Measurement]] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user must know before training the chosen configuration (one line each)."""
+        return list(self.configurations[self.chosen].warnings)
 
 
 # ---- spacing and normalisation ----------------------------------------------------------------
@@ -344,7 +356,7 @@ def _size(
                 f"; the time budget caps it at nnU-Net's reference batch {rules.REFERENCE_BATCH[len(spacing)]}"
             )
             batch = rules.REFERENCE_BATCH[len(spacing)]
-        net, batch, schedule, measured, ladder_text = _fit_time(ctx, sequence, net, batch, cap, median, name)
+        net, batch, schedule, measured, ladder_text, short = _fit_time(ctx, sequence, net, batch, cap, median, name)
         seconds = measured.seconds_per_iteration if measured is not None else seconds
         if net.topology.patch != memory_fit:
             mem_rule = "smaller than the memory allows, for the time budget (see network.options.channels_per_stage)"
@@ -364,6 +376,8 @@ def _size(
         name, axcodes, [float(target[a]) for a in order], [float(median_ras[a]) for a in order],
         final, batch, schedule, measured, notes=notes,
     )  # fmt: skip
+    if ctx.options.time_budget_s is not None and short:
+        conf.warnings.append(short)
     top = final.topology
     conf.decisions += [
         Decision("training.patch_size", list(top.patch), mem_rule, f"{mem_text}; start {fmt(_initial(spacing, median, plan_axes, order))} "
@@ -382,12 +396,54 @@ def _size(
         Decision("training.batch_size", batch, "largest batch the memory allows, ≤ 5 % of the dataset's voxels, ≥ 2", batch_text,
                  "nnU-Net" if ctx.sizer is None else "medseg"),
     ]  # fmt: skip
+    timed = measured
+    untimed = timed is None or not math.isfinite(timed.seconds_per_window)
+    if ctx.sizer is not None and untimed and (not math.isfinite(seconds) or seconds <= PROBE_MAX_S):
+        timed = ctx.sizer.measure(net, batch, window_batch=VALIDATION_BATCH)  # for the per-case estimate
+    conf.case_seconds, conf.case_text = _case_seconds(timed, conf.median_shape, conf.patch, ctx)
     if math.isfinite(seconds):
         how = "measured" if measured is not None else "estimated, not run"
         conf.notes.append(f"{fmt(seconds)} s per training iteration on {ctx.options.device} ({how})")
     if ctx.sizer is not None:  # reported in the pipeline's axis order, like everything else
         ctx.probes += [(_reorder_network(n, plan_axes, order), b, m) for n, b, m in ctx.sizer.probes]
+        busy = _busy_machine([m for _, _, m in ctx.sizer.probes], ctx.options.device)
+        if busy:
+            conf.notes.append(busy)
+            conf.warnings.append(busy)
     return conf
+
+
+def _case_seconds(
+    measured: Measurement | None, median: list[float], patch: list[int], ctx: _Context
+) -> tuple[float, str]:
+    """Expected seconds to predict a median case: sliding windows at half overlap × mirrored passes × measured
+    seconds per window (batch of :data:`VALIDATION_BATCH`), plus its share of the measured pre-processing."""
+    if measured is None or not measured.ok or not math.isfinite(measured.seconds_per_window):
+        return math.nan, ""
+    windows = validation_windows(median, patch)
+    passes = 2 ** len(patch)  # mirroring along every axis, as the plan writes it
+    network_s = windows * passes * measured.seconds_per_window
+    setup_s = ctx.setup_s / max(ctx.fp.n_cases, 1)
+    text = (
+        f"≈ {fmt_seconds(network_s + setup_s)} per median case on {ctx.options.device}: {windows} windows × "
+        f"{passes} mirrored passes × {fmt(measured.seconds_per_window)} s (measured) + {fmt_seconds(setup_s)} "
+        f"reading and pre-processing; without mirroring (inference.mirror_axes: []) ≈ "
+        f"{fmt_seconds(network_s / passes + setup_s)}"
+    )
+    return network_s + setup_s, text
+
+
+def _busy_machine(measurements: list[Measurement], device: str) -> str:
+    """A line when CPU probes ran beside other work (load average above the cores), else ""."""
+    loads = [m.load for m in measurements if math.isfinite(m.load)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not device.startswith("cpu") or not loads or max(loads) <= cores + 0.5:
+        return ""
+    return (
+        f"the machine was busy while the probes ran (load average up to {max(loads):.1f} on {cores} cores): "
+        "each time is the fastest of repeated blocks of steps; training beside the same work runs slower, and its "
+        "time budget (training.max_time_s) then ends it with fewer iterations — plan and train on a quiet machine"
+    )
 
 
 def _initial(spacing: list[float], median: list[float], plan_axes: list[int], order: list[int]) -> list[int]:
@@ -396,18 +452,25 @@ def _initial(spacing: list[float], median: list[float], plan_axes: list[int], or
 
 def _fit_time(
     ctx: _Context, sequence: list[Network], fitted: Network, batch: int, cap: int, median: list[float], name: str
-) -> tuple[Network, int, Schedule, Measurement | None, str]:
-    """Walk the ladder until a network gets ≥ MIN_ITERATIONS in the budget (the last rung otherwise)."""
+) -> tuple[Network, int, Schedule, Measurement | None, str, str]:
+    """Walk the ladder until a network gets ≥ MIN_ITERATIONS in the budget (the last rung otherwise).
+
+    Returns the network, batch, schedule, its measurement, the ladder's text for ``--explain`` and a
+    warning ("" when none) when no rung reaches MIN_ITERATIONS, naming the budget that would.
+
+    Raises:
+        ConfigError: no rung fits even one iteration, epoch and validation; names the budget needed.
+    """
     assert ctx.sizer is not None and ctx.options.time_budget_s is not None
     budget = ctx.options.time_budget_s
     n_val = math.ceil(ctx.fp.n_cases / ctx.options.n_folds) if ctx.options.n_folds >= 2 else 0
     tried: list[str] = []
-    too_short: ConfigError | None = None
     best: tuple[int, Network, Schedule, Measurement] | None = None
+    needed = math.inf  # the shortest budget giving some measured rung MIN_ITERATIONS
     rungs = _rungs(sequence, fitted)
     for i, (net, why) in enumerate(rungs):
         _, predicted_s = ctx.sizer.predict(net, batch)
-        guess = (budget - ctx.setup_s) / max(predicted_s, 1e-9)
+        guess = max(budget - ctx.setup_s, 0.0) / max(predicted_s, 1e-9)
         if i < len(rungs) - 1 and (predicted_s > PROBE_MAX_S or guess < 0.5 * MIN_ITERATIONS):
             tried.append(f"{why}: ≥ {fmt(predicted_s)} s/it at the best rate seen → ≤ {guess:.0f} iterations, not run")
             continue
@@ -415,12 +478,12 @@ def _fit_time(
         if not m.ok:
             tried.append(f"{why}: probe failed ({m.error})")
             continue
-        windows = validation_windows(median, net.topology.patch)
-        val_s = windows * n_val * m.seconds_per_window
+        val_s = validation_windows(median, net.topology.patch) * n_val * m.seconds_per_window
+        costs = (ctx.setup_s, m.seconds_per_iteration, m.epoch_overhead_s, val_s)
+        needed = min(needed, budget_for(MIN_ITERATIONS, *costs))
         try:
-            schedule = budget_schedule(budget, ctx.setup_s, m.seconds_per_iteration, m.epoch_overhead_s, val_s)
-        except ConfigError as exc:
-            too_short = exc  # a smaller rung may still fit the budget
+            schedule = budget_schedule(budget, *costs)
+        except ConfigError:  # a smaller rung may still fit the budget
             tried.append(f"{why}: {fmt(m.seconds_per_iteration)} s/it measured, too slow for the budget")
             continue
         tried.append(f"{why}: {fmt(m.seconds_per_iteration)} s/it measured → {schedule.iterations} iterations")
@@ -428,19 +491,31 @@ def _fit_time(
             best = (schedule.iterations, net, schedule, m)
         if schedule.iterations >= MIN_ITERATIONS:
             break
+    minutes = f"{math.ceil(needed / 60)}m" if math.isfinite(needed) else ""
+    need = (
+        f"needs ≥ {math.ceil(needed / 60)} min on {ctx.options.device}: give --time-budget {minutes}"
+        if minutes
+        else f"found no budget that gives {MIN_ITERATIONS} iterations on {ctx.options.device}"
+    )
     if best is None:
-        if too_short is not None:
-            raise too_short
-        raise ConfigError(f"{ctx.options.device}: no candidate network could be probed for the time budget")
+        raise ConfigError(
+            f"--time-budget {fmt_seconds(budget)} is too short for one iteration, epoch and validation of even the "
+            f"smallest {name} network on {ctx.options.device} ({tried[-1]}); {MIN_ITERATIONS} iterations {need}"
+        )
     _, net, schedule, m = best
     verdict = (
         f"the first with ≥ {MIN_ITERATIONS} iterations is kept (1 % of nnU-Net's 250,000; in the 10-minute CPU "
         "accuracy study of benchmarks/RESULTS.md nnU-Net's network got 660 and found only the liver)"
     )
+    warning = ""
     if schedule.iterations < MIN_ITERATIONS:
         verdict = f"none reaches {MIN_ITERATIONS} iterations, so the one with the most is kept"
+        warning = (
+            f"--time-budget {fmt_seconds(budget)} gives the {name} network only {schedule.iterations} training "
+            f"iterations (a network needs ≥ {MIN_ITERATIONS} to learn here); {MIN_ITERATIONS} iterations {need}"
+        )
     text = f"{name} time budget {fmt_seconds(budget)}: " + "; ".join(tried) + f" → {verdict}"
-    return net, batch, schedule, m, text
+    return net, batch, schedule, m, text, warning
 
 
 # ---- the plan ----------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ autocast on CUDA, as the trainer does) and reports:
   on the CPU the peak resident memory (``VmHWM``) of a process forked from the server for
   that probe alone, so one probe's heap never inflates the next one's peak; the baseline
   (interpreter, torch, medseg) is measured in the same process before the network is built;
-- seconds per training iteration (mean of the timed steps, at the same thread count as
-  the planning process), seconds per eval window, and one epoch's bookkeeping (checkpoint
-  save, log and curve) when asked.
+- seconds per training iteration (the fastest block of 3 consecutive timed steps, at the same
+  thread count as the planning process), seconds per eval window (the faster of two), and one
+  epoch's bookkeeping (checkpoint save, log and curve) when asked;
+- the load average the probe saw (the machine may be shared: the planner reports it).
 
 A probe that runs out of memory (CUDA OOM, or a CPU probe killed by the kernel) or takes
 too long comes back as ``Measurement(ok=False)``; the planner then shrinks.
@@ -37,10 +38,20 @@ from medseg.errors import ConfigError
 from medseg.planning.decisions import fmt_bytes
 from medseg.planning.sizing import Measurement, ProbeRequest
 
-#: Timed training steps stop after this many seconds (at least 2 steps, at most 20): on a shared
-#: machine single steps vary several-fold, so the mean is taken over seconds, not one step.
+#: Timed training steps stop after this many seconds (at least one block, at most 20 steps): on a
+#: shared machine single steps vary several-fold, so the time is taken over seconds, not one step.
 MIN_TIMING_S = 2.0
 MAX_TIMED_STEPS = 20
+#: Steps per timing block; the fastest block's mean is the measurement (augmentation varies per step,
+#: so one step is not a rate; a neighbour's burst slows some blocks, never makes one faster).
+TIMING_BLOCK = 3
+
+
+def best_block_mean(times: list[float], block: int = TIMING_BLOCK) -> float:
+    """Mean of the fastest run of ``block`` consecutive ``times`` (all of them when fewer), seconds."""
+    if len(times) <= block:
+        return sum(times) / len(times)
+    return min(sum(times[i : i + block]) / block for i in range(len(times) - block + 1))
 
 
 # ---- the parent side ----------------------------------------------------------------------------
@@ -177,6 +188,7 @@ class ProbeDevice:
             seconds_per_window=float(reply.get("seconds_per_window", nan)),
             epoch_overhead_s=float(reply.get("epoch_overhead_s", nan)),
             wall_s=wall,
+            load=float(reply.get("load", nan)),
         )
         return self._memo[key]
 
@@ -292,17 +304,17 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
         xi, yi = augment(xb, yb, generator) if augment is not None else (xb, yb)
         training_step(net, optimizer, loss_fn, scaler, precision, device, settings.grad_clip, xi, yi)
 
-    result: dict[str, Any] = {"ok": True, "baseline_bytes": baseline}
+    result: dict[str, Any] = {"ok": True, "baseline_bytes": baseline, "load": os.getloadavg()[0]}
     with reuse_freed_memory():
         step()  # warm-up: allocator, kernel selection
         sync()
         times: list[float] = []
-        while len(times) < 2 or (sum(times) < MIN_TIMING_S and len(times) < MAX_TIMED_STEPS):
+        while len(times) < TIMING_BLOCK or (sum(times) < MIN_TIMING_S and len(times) < MAX_TIMED_STEPS):
             t0 = time.perf_counter()
             step()
             sync()
             times.append(time.perf_counter() - t0)
-        result["seconds_per_iteration"] = sum(times) / len(times)  # throughput: augmentation varies per step
+        result["seconds_per_iteration"] = best_block_mean(times)
         result["peak_bytes"] = float(torch.cuda.max_memory_allocated(device)) if cuda else _status("VmHWM")
         if req.get("window_batch"):
             result["seconds_per_window"] = _window_seconds(
@@ -310,6 +322,7 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
             )
     if req.get("overhead"):
         result["epoch_overhead_s"] = _overhead_seconds(net, optimizer, opts)
+    result["load"] = max(result["load"], os.getloadavg()[0])
     stack.close()
     return result
 
@@ -342,14 +355,17 @@ def _window_seconds(net: Any, n: int, channels: int, patch: tuple[int, ...], aut
     net.eval()
     device = next(net.parameters()).device
     windows = torch.randn((n, channels, *patch), device=device)
+    times = []
     with torch.no_grad(), autocast():
         net(windows)
         sync()
-        t0 = time.perf_counter()
-        net(windows)
-        sync()
+        for _ in range(2):  # the faster of two: a busy neighbour only ever slows one down
+            t0 = time.perf_counter()
+            net(windows)
+            sync()
+            times.append(time.perf_counter() - t0)
     net.train()
-    return (time.perf_counter() - t0) / n
+    return min(times) / n
 
 
 def _overhead_seconds(net: Any, optimizer: Any, opts: dict[str, Any]) -> float:

@@ -142,6 +142,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
 
     return {
         "chosen": plan.chosen,
+        "warnings": plan.warnings,
         "options": {k: getattr(plan.options, k) for k in plan.options.__dataclass_fields__},
         "decisions": [
             {"key": d.key, "value": d.value, "rule": d.rule, "numbers": d.numbers, "origin": d.origin}
@@ -160,6 +161,8 @@ def plan_record(plan: Plan) -> dict[str, Any]:
                 "max_epochs": c.schedule.max_epochs,
                 "iterations_per_epoch": c.schedule.iterations_per_epoch,
                 "notes": c.notes,
+                "warnings": c.warnings,
+                "predicted_seconds_per_case": num(c.case_seconds),
             }
             for name, c in plan.configurations.items()
         },

@@ -161,6 +161,7 @@ class Measurement:
         seconds_per_window: one eval forward of one window.
         epoch_overhead_s: checkpoint + log + curve of one epoch.
         wall_s: the probe's own wall time.
+        load: the highest 1-minute load average seen while it ran (NaN: not measured).
     """
 
     ok: bool
@@ -171,6 +172,7 @@ class Measurement:
     epoch_overhead_s: float = math.nan
     wall_s: float = 0.0
     error: str = ""
+    load: float = math.nan
 
 
 class Device(Protocol):
@@ -426,6 +428,32 @@ def budget_schedule(
         f"{n_val} validation(s) of {fmt(validation_s)} s"
     )
     return Schedule(epochs, iterations, val_every, budget_s - setup_s, numbers)
+
+
+def budget_for(
+    iterations: int, setup_s: float, seconds_per_iteration: float, overhead_s: float, validation_s: float
+) -> float:
+    """The shortest budget, in whole minutes (seconds), whose :func:`budget_schedule` gives ≥ ``iterations``."""
+
+    def enough(minutes: int) -> bool:
+        try:
+            return (
+                budget_schedule(60.0 * minutes, setup_s, seconds_per_iteration, overhead_s, validation_s).iterations
+                >= iterations
+            )
+        except ConfigError:
+            return False
+
+    high = 1
+    while not enough(high):
+        if high > 60 * 24 * 365:  # a year: the rate is not a rate
+            return math.inf
+        high *= 2
+    low = high // 2  # not enough (or 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return 60.0 * high
 
 
 def validation_windows(shape: Sequence[float], patch: Sequence[int], overlap: float = 0.5) -> int:

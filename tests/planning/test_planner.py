@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,15 @@ from medseg.pipeline import Pipeline
 from medseg.planning import rules
 from medseg.planning.fingerprint import fingerprint_dataset
 from medseg.planning.planner import PlanOptions, plan
-from medseg.planning.sizing import MIN_ITERATIONS, Measurement, ProbeRequest, multiply_adds, network_for
+from medseg.planning.render import plan_record
+from medseg.planning.sizing import (
+    MIN_ITERATIONS,
+    Measurement,
+    ProbeRequest,
+    multiply_adds,
+    network_for,
+    validation_windows,
+)
 
 from .conftest import box_case, dataset_json, write_case
 
@@ -25,8 +35,11 @@ class FakeDevice:
     name = "fake"
     kind = "cpu"
 
-    def __init__(self, budget: float = 8e9, seconds_per_mac: float = 1e-10, fixed_s: float = 0.002) -> None:
+    def __init__(
+        self, budget: float = 8e9, seconds_per_mac: float = 1e-10, fixed_s: float = 0.002, load: float = 0.0
+    ) -> None:
         self.budget = budget
+        self.load = load
         self.seconds_per_mac = seconds_per_mac
         self.fixed_s = fixed_s
         self.requests: list[ProbeRequest] = []
@@ -62,6 +75,7 @@ class FakeDevice:
             seconds_per_iteration=self.fixed_s + self.seconds_per_mac * macs * req.batch,
             seconds_per_window=self.seconds_per_mac * macs / 3,
             epoch_overhead_s=0.05,
+            load=self.load,
         )
 
 
@@ -163,9 +177,54 @@ def test_short_budget_picks_a_narrower_network_and_says_why(cube: Path) -> None:
     assert widths.origin == "medseg" and "time budget" in widths.numbers and "iterations" in widths.numbers
 
 
-def test_budget_below_preprocessing_is_an_error(cube: Path) -> None:
-    with pytest.raises(ConfigError, match="--time-budget .* less than one iteration"):
-        plan(fingerprint_dataset(cube), PlanOptions(time_budget_s=10.0), FakeDevice(), lambda s: 12.0)
+def test_budget_below_preprocessing_is_an_error_that_names_the_budget_needed(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    with pytest.raises(ConfigError, match="--time-budget 10 s is too short .* give --time-budget (\\d+)m$") as err:
+        plan(fp, PlanOptions(time_budget_s=10.0), FakeDevice(), lambda s: 12.0)
+    minutes = int(re.search(r"give --time-budget (\d+)m$", str(err.value)).group(1))  # type: ignore[union-attr]
+    enough = plan(fp, PlanOptions(time_budget_s=60.0 * minutes), FakeDevice(), lambda s: 12.0)
+    assert enough.configurations[enough.chosen].schedule.iterations >= MIN_ITERATIONS and not enough.warnings
+
+
+def test_budget_too_short_to_learn_warns_with_the_budget_that_would(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    device = FakeDevice(seconds_per_mac=2e-10)  # slow: even the smallest rung gets < MIN_ITERATIONS in 1 min
+    short = plan(fp, PlanOptions(time_budget_s=60.0, config="3d"), device, lambda s: 1.0)
+    conf = short.configurations["3d"]
+    assert conf.schedule.iterations < MIN_ITERATIONS
+    (warning,) = short.warnings
+    assert f"only {conf.schedule.iterations} training iterations" in warning
+    minutes = int(re.search(r"give --time-budget (\d+)m$", warning).group(1))  # type: ignore[union-attr]
+    longer = plan(fp, PlanOptions(time_budget_s=60.0 * minutes, config="3d"), device, lambda s: 1.0)
+    assert longer.configurations["3d"].schedule.iterations >= MIN_ITERATIONS and not longer.warnings
+    assert plan_record(short)["warnings"] == [warning]
+
+
+def test_plan_predicts_the_time_to_predict_a_case(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    p = plan(fp, PlanOptions(time_budget_s=600.0), FakeDevice(), lambda s: 8.0)
+    conf = p.configurations[p.chosen]
+    assert conf.measured is not None
+    windows = validation_windows(conf.median_shape, conf.patch)
+    expected = windows * 8 * conf.measured.seconds_per_window + 8.0 / fp.n_cases
+    assert conf.case_seconds == pytest.approx(expected)
+    assert f"{windows} windows × 8 mirrored passes" in conf.case_text
+    inference = next(d for d in p.decisions if d.key == "inference.patch_size")
+    assert conf.case_text in inference.numbers
+    assert plan_record(p)["configurations"][p.chosen]["predicted_seconds_per_case"] == pytest.approx(expected)
+    unprobed = plan(fp)
+    assert math.isnan(unprobed.configurations[unprobed.chosen].case_seconds)
+
+
+def test_probes_on_a_busy_machine_say_so(cube: Path) -> None:
+    fp = fingerprint_dataset(cube)
+    cores = len(os.sched_getaffinity(0))
+    quiet = plan(fp, PlanOptions(time_budget_s=600.0), FakeDevice(load=cores), lambda s: 1.0)
+    busy = plan(fp, PlanOptions(time_budget_s=600.0), FakeDevice(load=cores + 2.0), lambda s: 1.0)
+    assert not quiet.warnings
+    (line,) = busy.warnings
+    assert f"load average up to {cores + 2.0:.1f} on {cores} cores" in line
+    assert line in busy.configurations[busy.chosen].notes
 
 
 def test_anisotropic_thick_slices_choose_2d_along_the_coarse_axis(tmp_path: Path) -> None:
