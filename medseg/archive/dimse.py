@@ -18,7 +18,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND  # type: ignore[attr-defined]
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
 
-from medseg.archive.client import ArchiveUnreachable, SeriesRecord, with_retries
+from medseg.archive.client import ArchiveUnreachable, SeriesRecord, TransferAborted, with_retries
 from medseg.archive.store import write_encoded
 from medseg.archive.urls import ArchiveURL
 from medseg.errors import ArchiveError
@@ -49,6 +49,10 @@ _TIMEOUT_S = 30.0
 
 class _Transient(Exception):
     """An association that was refused for a transient reason or aborted mid-transfer."""
+
+
+class _Aborted(_Transient):
+    """An association aborted (or its connection closed) while a DIMSE operation was under way."""
 
 
 def _transient(exc: BaseException) -> bool:
@@ -124,6 +128,8 @@ class DimseArchive:
     def _call(self, what: str, call: Callable[[], Any]) -> Any:
         try:
             return with_retries(call, what, transient=_transient, tries=self.tries)
+        except _Aborted as exc:
+            raise TransferAborted(self.url.display(), what, f"{exc}; tried {self.tries} times") from None
         except _Transient as exc:
             raise ArchiveUnreachable(self.url.display(), str(exc)) from None
 
@@ -165,8 +171,8 @@ class DimseArchive:
         found: list[Dataset] = []
         with self._association([(FIND, _TRANSFER)]) as assoc:
             for status, identifier in assoc.send_c_find(query, FIND):
-                if status is None:
-                    raise _Transient("the association was aborted during C-FIND")
+                if not status:  # pynetdicom yields an empty status when the association ended
+                    raise _Aborted("the association was aborted during C-FIND")
                 if status.Status in (0xFF00, 0xFF01) and identifier is not None:
                     found.append(identifier)
                 elif status.Status not in (0x0000, 0xFF00, 0xFF01):
@@ -196,8 +202,8 @@ class DimseArchive:
         with self._association(contexts, roles, [(evt.EVT_C_STORE, on_store)]) as assoc:
             last = None
             for status, _ in assoc.send_c_get(q, GET):
-                if status is None:
-                    raise _Transient("the association was aborted during C-GET")
+                if not status:  # pynetdicom yields an empty status when the association ended
+                    raise _Aborted("the association was aborted during C-GET")
                 last = status.Status
             if last not in (0x0000, 0xB000, None) and not received:
                 raise ArchiveError(f"{self.url.display()}: C-GET failed with status 0x{last:04X}")
@@ -215,7 +221,7 @@ class DimseArchive:
                 for ds in datasets:
                     status = assoc.send_c_store(ds)
                     if not status:
-                        raise _Transient("the association was aborted during C-STORE")
+                        raise _Aborted("the association was aborted during C-STORE")
                     if status.Status not in (0x0000, 0xB000, 0xB007, 0xB006):
                         raise ArchiveError(
                             f"{self.url.display()}: C-STORE of a {ds.get('Modality', 'DICOM')} object failed with "
