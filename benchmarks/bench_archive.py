@@ -2,10 +2,13 @@
 
     python benchmarks/bench_archive.py --cases 6 --shape 64 64 32
 
-Starts a private Orthanc (Debian's package) on free 127.0.0.1 ports, uploads ``--cases`` synthetic
-MR series, then runs the demo brain-mask pipeline (CPU, NIfTI output) over them three ways:
-from the folders on disk, and from the archive over DICOMweb and over DIMSE (fetch included,
-empty cache; series are fetched while earlier cases run). Prints cases/hour and the archive/disk ratio (goal: >= 0.8).
+Needs Orthanc and its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb). Starts a private
+Orthanc on free 127.0.0.1 ports, uploads --cases synthetic MR series, then runs the demo brain-mask
+pipeline (CPU, NIfTI output) over them three ways: from the folders on disk, and from the archive
+over DICOMweb and over DIMSE (fetch included, empty cache; series are fetched while earlier cases
+run). Prints one JSON object: seconds and cases/hour for disk, dicomweb and dimse, the archive/disk
+ratios (goal: >= 0.8), and the seconds to fetch one series alone over each protocol (median of 3).
+Run it on a quiet machine: other work on the CPUs changes every figure.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=6)
-    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 32])
-    parser.add_argument("--executor", default="inprocess", choices=["inprocess", "overlap"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=6, help="series (= cases) per run (default 6)")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=[64, 64, 32], help="voxels per series X Y Z; Z = instances (64 64 32)"
+    )
+    parser.add_argument(
+        "--executor", default="inprocess", choices=["inprocess", "overlap"], help="batch executor (inprocess)"
+    )
     args = parser.parse_args()
 
     from medseg.archive.client import connect
@@ -76,6 +83,10 @@ def main() -> None:
                 fetcher.close()
             results[name] = time.perf_counter() - t0
             assert report.succeeded == args.cases, report.summary()
+        fetch = {
+            name: fetch_seconds(url, tmp / f"fetch-{name}")
+            for name, url in (("dicomweb", server.dicomweb), ("dimse", server.dimse))
+        }
     finally:
         stop_orthanc(server)
     per_hour = {k: round(3600 * args.cases / v, 1) for k, v in results.items()}
@@ -86,8 +97,26 @@ def main() -> None:
         "seconds": {k: round(v, 2) for k, v in results.items()},
         "cases_per_hour": per_hour,
         "ratio_to_disk": {k: round(per_hour[k] / per_hour["disk"], 3) for k in ("dicomweb", "dimse")},
+        "fetch_seconds_per_series": fetch,
     }
     print(json.dumps(summary, indent=2))
+
+
+def fetch_seconds(url: str, cache: Path, repeats: int = 3) -> float:
+    """Median seconds to fetch the first series of the archive at ``url`` on its own (no prediction)."""
+    import statistics
+
+    from medseg.archive.client import connect
+    from medseg.archive.urls import parse_archive_url
+
+    archive = connect(parse_archive_url(url))
+    record = archive.find_series({}, {})[0]
+    seconds = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        archive.fetch_series(record, cache / str(i))
+        seconds.append(time.perf_counter() - t0)
+    return round(statistics.median(seconds), 3)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,14 @@ class ArchiveUnreachable(ArchiveError):
         self.address, self.reason = address, reason
 
 
+class TransferAborted(ArchiveError):
+    """A transfer that had begun was cut off (association aborted, connection closed mid-response), every try."""
+
+    def __init__(self, address: str, what: str, reason: str) -> None:
+        super().__init__(f"{what} from {address} was cut off mid-transfer ({reason})")
+        self.address, self.reason = address, reason
+
+
 @dataclass(frozen=True)
 class SeriesRecord:
     """One series as the archive describes it.

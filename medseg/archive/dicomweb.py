@@ -11,7 +11,7 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from medseg.archive.client import ArchiveUnreachable, SeriesRecord, with_retries
+from medseg.archive.client import ArchiveUnreachable, SeriesRecord, TransferAborted, with_retries
 from medseg.archive.store import write_instance
 from medseg.archive.urls import ArchiveURL, dicomweb_credentials
 from medseg.errors import ArchiveError
@@ -21,8 +21,17 @@ logger = logging.getLogger(__name__)
 _TIMEOUT_S = (10.0, 120.0)  # connect, read
 
 
+class _ShortResponse(Exception):
+    """A WADO-RS response that ended before all the instances the archive counts, or inside an instance."""
+
+
+#: A response cut off after it began: the connection closed before its announced end, or (dicomweb-client
+#: does not notice a multipart body without its closing boundary) fewer or truncated instances arrived.
+_CUT_OFF = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError, _ShortResponse)
+
+
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, *_CUT_OFF)):
         return True
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code >= 500 or exc.response.status_code == 429
@@ -51,6 +60,9 @@ class DicomWebArchive:
     def _call(self, what: str, call: Any) -> Any:
         try:
             return with_retries(call, what, transient=_transient, tries=self.tries)
+        except _CUT_OFF as exc:
+            detail = str(exc) if isinstance(exc, _ShortResponse) else "the connection closed before its end"
+            raise TransferAborted(self.url.display(), what, f"{detail}; tried {self.tries} times") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise ArchiveUnreachable(self.url.display(), _reason(exc)) from None
         except requests.HTTPError as exc:
@@ -103,8 +115,12 @@ class DicomWebArchive:
         def fetch() -> int:
             n = 0
             for ds in self._client.iter_series(record.study_uid, record.series_uid):
+                if _pixels_short(ds):
+                    raise _ShortResponse("the response ended inside an instance's pixel data")
                 write_instance(ds, folder)
                 n += 1
+            if record.instances is not None and n < record.instances:
+                raise _ShortResponse(f"the response held {n} of the {record.instances} instances the archive lists")
             return n
 
         return int(self._call("WADO-RS series retrieval", fetch))
@@ -116,6 +132,20 @@ class DicomWebArchive:
         failed = response.get("FailedSOPSequence") if response is not None else None
         if failed:
             raise ArchiveError(f"{self.url.display()}: STOW-RS refused {len(failed)} of {len(datasets)} instances")
+
+
+def _pixels_short(ds: pydicom.Dataset) -> bool:
+    """True when uncompressed pixel data is shorter than rows × columns × samples × bytes × frames."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in ds or syntax is None or syntax.is_compressed:
+        return False
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames
+        expected = expected * int(ds.BitsAllocated) // 8
+    except (AttributeError, TypeError, ValueError):  # attributes missing: the reader reports the instance
+        return False
+    return len(ds.PixelData) < expected
 
 
 def _value(d: Mapping[str, Any], tag: str) -> Any:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from medseg.archive.client import Archive, ArchiveUnreachable, SeriesRecord
+from medseg.archive.client import Archive, ArchiveUnreachable, SeriesRecord, TransferAborted
 from medseg.archive.store import uid_name
 from medseg.batch.cases import Case, CaseList, dicom_case_ids
 from medseg.batch.processor import CaseProcessor, describe_processor
@@ -192,6 +192,11 @@ def _fetch_one(archive: Archive, record: SeriesRecord, cache: Path) -> Path | st
     shutil.rmtree(partial, ignore_errors=True)
     try:
         n = archive.fetch_series(record, partial)
+    except TransferAborted as exc:  # what had arrived is dropped: a re-run fetches the series from the start
+        got = _count(partial) if partial.is_dir() else 0
+        shutil.rmtree(partial, ignore_errors=True)
+        of = f" of {record.instances}" if record.instances is not None else ""
+        return f"series {name}: {exc}, {got}{of} instances had arrived; not segmented (re-run to fetch it again)"
     except Exception as exc:  # one series that cannot be fetched is one failed case; the others go on
         shutil.rmtree(partial, ignore_errors=True)
         why = str(exc) if isinstance(exc, (ArchiveUnreachable, MedsegError)) else f"{type(exc).__name__}: {exc}"

@@ -7,6 +7,12 @@ seconds; complete series then run one at a time through the batch engine (output
 target is given, and the series folder moves to ``OUT/.processed/`` (or ``OUT/.failed/``).
 The queue is the set of folders under ``.incoming`` (``queue.json`` there lists them for people):
 a listener started again picks up every series it had received and not yet processed.
+
+A series is never complete while an association that delivered instances of it is still open. When
+such an association is aborted (A-ABORT, or the connection dropped), the series is held (a ``.held``
+note in its folder): a later association that delivers instances of it and ends with a normal release
+lifts the hold (the sender re-sent it); otherwise, once settled, it is reported as a failed case and
+moved to ``OUT/.incomplete/``, never segmented. Instances of it that arrive later bring it back.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from medseg.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-INCOMING, PROCESSED, FAILED = ".incoming", ".processed", ".failed"
+INCOMING, PROCESSED, FAILED, INCOMPLETE = ".incoming", ".processed", ".failed", ".incomplete"
+#: The note in a series folder that an association delivering it was aborted (JSON: who, how many, when).
+HELD = ".held"
 
 
 @dataclasses.dataclass
@@ -81,6 +89,7 @@ class Listener:
         self.rows: list[CaseResult] = []
         self.not_images: list[tuple[str, str]] = []
         self._last: dict[str, float] = {}  # series folder name -> monotonic time of its last instance
+        self._delivered: dict[Any, dict[str, int]] = {}  # open association -> series name -> instances
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._handling = False
@@ -116,7 +125,11 @@ class Listener:
             (self.config.host, self.config.port),
             block=False,
             ssl_context=self.config.ssl_context,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            evt_handlers=[
+                (evt.EVT_C_STORE, self._on_store),
+                (evt.EVT_RELEASED, self._on_released),
+                (evt.EVT_ABORTED, self._on_aborted),
+            ],
         )
         logger.info("listening as %s on %s:%d", self.config.ae_title, self.config.host, self.config.port)
 
@@ -127,6 +140,9 @@ class Listener:
             name = uid_name(str(ds.SeriesInstanceUID))
             with self._lock:  # before the folder exists, so the series never looks settled while it arrives
                 self._last[name] = time.monotonic()
+                delivered = self._delivered.setdefault(event.assoc, {})
+                delivered[name] = delivered.get(name, 0) + 1
+                self._bring_back(name)
             write_instance(ds, self.incoming / name)
         except Exception as exc:  # told to the sender (status A700 = out of resources / cannot process)
             logger.warning(
@@ -137,6 +153,37 @@ class Listener:
             self._last[name] = time.monotonic()
         return 0x0000
 
+    def _bring_back(self, name: str) -> None:
+        """Move a series reported incomplete back into the queue when more of it arrives (lock held)."""
+        earlier, folder = self.out / INCOMPLETE / name, self.incoming / name
+        if earlier.is_dir() and not folder.exists():
+            earlier.rename(folder)
+            logger.info("series %s: more instances arrive; its earlier ones are back in the queue", name)
+
+    def _on_released(self, event: Any) -> None:
+        """An association ended normally: the series it delivered are no longer held."""
+        with self._lock:
+            delivered = self._delivered.pop(event.assoc, {})
+        for name in delivered:
+            note = self.incoming / name / HELD
+            if note.exists():
+                note.unlink()
+                logger.info("series %s: received again over a completed association; no longer held", name)
+
+    def _on_aborted(self, event: Any) -> None:
+        """An association was aborted: every series it delivered is held (see the module doc)."""
+        with self._lock:
+            delivered = self._delivered.pop(event.assoc, {})
+        calling = str(event.assoc.requestor.ae_title).strip()
+        for name, count in delivered.items():
+            if not (self.incoming / name).is_dir():  # nothing of it was stored: nothing to hold
+                continue
+            note = {"calling_ae": calling, "instances": count, "at": now_iso()}
+            write_text_atomic(self.incoming / name / HELD, json.dumps(note) + "\n")
+            logger.warning(
+                "series %s: the association from %s was aborted after %d instance(s) of it; held", name, calling, count
+            )
+
     def pending(self) -> list[Path]:
         """The series folders waiting under ``OUT/.incoming``, oldest first."""
         if not self.incoming.is_dir():
@@ -145,10 +192,15 @@ class Listener:
         return sorted(folders, key=lambda p: p.stat().st_mtime)
 
     def complete(self) -> list[Path]:
-        """The pending series that received nothing for ``settle_s`` seconds."""
+        """The pending series that received nothing for ``settle_s`` seconds and no open association delivers."""
         now = time.monotonic()
         with self._lock:
-            return [p for p in self.pending() if now - self._last.get(p.name, 0.0) >= self.config.settle_s]
+            arriving = {name for delivered in self._delivered.values() for name in delivered}
+            return [
+                p
+                for p in self.pending()
+                if p.name not in arriving and now - self._last.get(p.name, 0.0) >= self.config.settle_s
+            ]
 
     def _write_queue(self) -> None:
         now = time.monotonic()
@@ -215,6 +267,8 @@ class Listener:
     def process(self, folder: Path) -> CaseResult | None:
         """Run one complete series through the batch engine, send its DICOM outputs, move the folder away."""
         name = folder.name
+        if (folder / HELD).exists():
+            return self._report_incomplete(folder)
         what = _non_image(folder)
         if what:
             self.not_images.append((name, f"{what}, not an image series; not segmented"))
@@ -235,6 +289,24 @@ class Listener:
         row = report.rows[0]
         self.rows = [r for r in self.rows if r.case_id != row.case_id] + [row]
         self._retire(folder, FAILED if row.status == "failed" and not row.error.startswith("sending") else PROCESSED)
+        self._write_report()
+        if self.on_case is not None:
+            self.on_case(row)
+        return row
+
+    def _report_incomplete(self, folder: Path) -> CaseResult:
+        """A held series that settled without being completed: a failed row, the folder to ``.incomplete``."""
+        note = json.loads((folder / HELD).read_text())
+        count = sum(1 for f in folder.iterdir() if f.suffix == ".dcm")
+        error = (
+            f"ArchiveError: series {folder.name}: the association from {note['calling_ae']} was aborted after "
+            f"{note['instances']} instance(s) of it ({count} received in all) and no later association completed "
+            f"it within --settle {self.config.settle_s:g} s; not segmented (re-send the whole series)"
+        )
+        row = CaseResult(folder.name, "failed", error=error)
+        self.rows = [r for r in self.rows if r.case_id != row.case_id] + [row]
+        logger.warning("%s", error.removeprefix("ArchiveError: "))
+        self._retire(folder, INCOMPLETE)
         self._write_report()
         if self.on_case is not None:
             self.on_case(row)

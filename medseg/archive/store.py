@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -37,10 +38,25 @@ def write_instance(ds: pydicom.Dataset, folder: Path) -> Path:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
         ds.file_meta = meta
     target = folder / f"{uid_name(str(ds.SOPInstanceUID))}.dcm"
+    return _write_atomic(target, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+
+
+def write_encoded(data: bytes, folder: Path, sop_instance_uid: str) -> Path:
+    """Write an instance as received (DICOM file format bytes, e.g. pynetdicom's ``event.encoded_dataset()``)
+    to ``folder/<SOPInstanceUID>.dcm`` atomically, without decoding and encoding it again.
+
+    Returns:
+        The path written; an instance received twice replaces its earlier copy.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write_atomic(folder / f"{uid_name(sop_instance_uid)}.dcm", lambda tmp: tmp.write_bytes(data))
+
+
+def _write_atomic(target: Path, write: Callable[[Path], object]) -> Path:
     # own temp name (not medseg.io.atomic's): a batch starting meanwhile removes stale batch temps, not these
-    tmp = folder / f".{target.name}.{os.getpid()}-{threading.get_ident()}{PARTIAL_SUFFIX}"
+    tmp = target.parent / f".{target.name}.{os.getpid()}-{threading.get_ident()}{PARTIAL_SUFFIX}"
     try:
-        ds.save_as(tmp, enforce_file_format=True)
+        write(tmp)
         os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(f"{target}: could not write a received instance: {exc.strerror or exc}") from exc

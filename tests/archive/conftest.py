@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -211,3 +212,86 @@ def write_sr(folder: Path, reference: Path) -> Path:
     path = folder / "sr.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``target_port`` that can cut transfers half-way, as a failing
+    network or a peer that dies does.
+
+    A connection whose client has sent ``marker`` (e.g. a SeriesInstanceUID in a C-GET identifier or a
+    WADO-RS path) is closed (no A-ABORT, no end of the HTTP response) once ``cut_after`` bytes of the server's answer went through
+    after it; the first ``cuts`` such connections are cut (None: all of them). ``cut_count`` says how many were.
+    """
+
+    def __init__(self, target_port: int, marker: bytes, cut_after: int, cuts: int | None = None) -> None:
+        import threading
+
+        self.target_port, self.marker, self.cut_after, self.cuts = target_port, marker, cut_after, cuts
+        self.cut_count = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # closed: the proxy is done
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            state = {"doomed": False, "sent": 0}
+            threading.Thread(target=self._upstream, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, state), daemon=True).start()
+
+    def _upstream(self, client: socket.socket, server: socket.socket, state: dict[str, Any]) -> None:
+        seen = b""
+        while data := _recv(client):
+            seen = (seen + data)[-4096:]
+            with self._lock:  # decided before the request reaches the server, so its answer is counted whole
+                if not state["doomed"] and self.marker in seen and (self.cuts is None or self.cut_count < self.cuts):
+                    state["doomed"] = True
+                    self.cut_count += 1
+            if not _send(server, data):
+                break
+        _close(server)
+
+    def _downstream(self, server: socket.socket, client: socket.socket, state: dict[str, Any]) -> None:
+        while data := _recv(server):
+            if state["doomed"]:
+                room = self.cut_after - state["sent"]
+                state["sent"] += len(data)
+                if room <= len(data):
+                    _send(client, data[: max(room, 0)])
+                    _close(client)
+                    _close(server)
+                    return
+            if not _send(client, data):
+                break
+        _close(client)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # shut already, by the other side or the other pump
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv on it
+    sock.close()

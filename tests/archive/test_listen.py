@@ -208,3 +208,58 @@ def test_a_received_non_image_series_is_reported_not_segmented(tmp_path: Path, m
         {"path": "1.2.3", "reason": "a Structured Report (SR), not an image series; not segmented"}
     ]
     assert (out / PROCESSED / "1.2.3" / sr.name).is_file() and not list(out.glob("*.provenance.json"))
+
+
+def test_a_series_whose_association_was_aborted_is_held_reported_and_segmented_once_re_sent(
+    tmp_path: Path, mr_series
+) -> None:
+    """The modality aborts after 3 of 8 instances: nothing is segmented, the series is reported incomplete
+    once settled; the whole series re-sent over an association that is released is segmented."""
+    import threading
+
+    from medseg.archive.listen import INCOMPLETE, Listener, ListenerConfig
+    from medseg.pipeline import Pipeline
+    from medseg.pipeline.processor import PipelineProcessor
+
+    series = mr_series("mr")
+    uid = str(pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID)
+    out = tmp_path / "out"
+    pipeline = Pipeline.from_yaml(PIPELINE)
+    processor = PipelineProcessor(pipeline, pipeline.checkpoint_paths(), device="cpu", exporters=["nifti"])
+    node = Listener(ListenerConfig(port=free_port(), settle_s=0.5), processor, out)
+    node.start()
+    serving = threading.Thread(target=node.serve, kwargs={"poll_s": 0.1})
+    serving.start()
+    try:
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(MRImageStorage, [pydicom.uid.ExplicitVRLittleEndian])
+        assoc = ae.associate("127.0.0.1", node.config.port, ae_title="MEDSEG")
+        assert assoc.is_established
+        files = sorted(series.iterdir())
+        assert [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in files[:3]] == [0, 0, 0]
+        assoc.abort()
+        ae.shutdown()
+        rows = wait_for_report(out, uid, "failed")
+        assert "the association from SCANNER was aborted after 3 instance(s)" in rows[uid]["error"]
+        assert "not segmented (re-send the whole series)" in rows[uid]["error"]
+        assert not (out / f"{uid}.nii.gz").exists() and not (out / f"{uid}.provenance.json").exists()
+        assert len(list((out / INCOMPLETE / uid).glob("*.dcm"))) == 3
+        assert c_store(series, node.config.port, "SCANNER") == [0] * 8  # the modality sends it again
+        wait_for_report(out, uid, "succeeded")
+        assert (out / f"{uid}.nii.gz").is_file() and not (out / INCOMPLETE / uid).exists()
+    finally:
+        node.stop()
+        serving.join(timeout=120)
+    assert not serving.is_alive()
+
+
+def wait_for_report(out: Path, uid: str, status: str, timeout_s: float = 120) -> dict[str, dict]:
+    """The report's rows by case id, once the case ``uid`` has ``status`` (polled, bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = out / "report.json"
+        rows = {c["case_id"]: c for c in json.loads(report.read_text())["cases"]} if report.is_file() else {}
+        if rows.get(uid, {}).get("status") == status:
+            return rows
+        assert time.monotonic() < deadline, f"{uid} never {status}: {rows}"
+        time.sleep(0.1)
