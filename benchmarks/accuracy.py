@@ -57,6 +57,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.accuracy_report import report
 from benchmarks.common import (
     INTENSITY_STEPS,
     LABELS,
@@ -234,7 +235,7 @@ def medseg_pipeline(task: Task) -> Any:
 
 
 def train_medseg(
-    task: Task, train: Path, work: Path, budget_s: float, patch: int, amp: bool | None = None
+    task: Task, train: Path, work: Path, budget_s: float, patch: int, amp: bool | None = None, seed: int = 0
 ) -> tuple[Any, Path, dict]:
     """Calibrate seconds per iteration, then train the task's pipeline for about ``budget_s``.
 
@@ -250,6 +251,7 @@ def train_medseg(
         "cache_dir": work / "cache",
         "iterations_per_epoch": 10,
         "amp": amp,
+        "seed": seed,
     }
     # Two epochs: the first one carries one-off start-up costs; the second gives the steady rate.
     calib = pipeline.train(train, work / "calibration", fold=None, resume=False, max_epochs=2, **common)
@@ -270,7 +272,7 @@ def train_medseg(
     return pipeline, result.best_checkpoint, {"train_s": seconds, "iterations": result.epochs * 10}
 
 
-def train_medseg_plan(train: Path, work: Path, budget_s: float) -> tuple[Any, Path, dict]:
+def train_medseg_plan(train: Path, work: Path, budget_s: float, seed: int = 0) -> tuple[Any, Path, dict]:
     """``medseg plan --time-budget`` on the training set (probed on this CPU), then train that pipeline as planned.
 
     Planned for training on all cases without validation (``n_folds=0``), as the other methods
@@ -286,7 +288,9 @@ def train_medseg_plan(train: Path, work: Path, budget_s: float) -> tuple[Any, Pa
     plan_s = time.perf_counter() - t0
     pipeline = Pipeline.from_yaml(files.pipeline)
     t0 = time.perf_counter()
-    result = pipeline.train(train, work / "run", fold=None, resume=False, progress=False, cache_dir=work / "cache")
+    result = pipeline.train(
+        train, work / "run", fold=None, resume=False, progress=False, cache_dir=work / "cache", seed=seed
+    )
     seconds = time.perf_counter() - t0
     s = pipeline.training_config
     conf = files.plan.configurations[files.plan.chosen]
@@ -298,6 +302,7 @@ def train_medseg_plan(train: Path, work: Path, budget_s: float) -> tuple[Any, Pa
     stats = {
         "train_s": seconds,
         "iterations": result.epochs * s.iterations_per_epoch,
+        "planned_iterations": conf.schedule.iterations,
         "plan_s": plan_s,
         "plan": chose,
         "pipeline": str(files.pipeline),
@@ -317,21 +322,27 @@ def predict_medseg(pipeline: Any, checkpoint: Path, tests: list, out: Path) -> d
 
 
 # ---- MONAI ----------------------------------------------------------------------------------------
-def monai_network(n_classes: int) -> torch.nn.Module:
+def monai_network(n_classes: int, seed: int = 0) -> torch.nn.Module:
     from monai.networks.nets import UNet
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return UNet(3, 1, n_classes, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
 
 
-def train_monai(task: Task, train: Path, budget_s: float, patch: int) -> tuple[torch.nn.Module, dict]:
+def train_monai(task: Task, train: Path, budget_s: float, patch: int, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     from benchmarks.monai_recipe import train as monai_train
 
     cases = [(p, train / "labelsTr" / p.name.replace("_0000", "")) for p in sorted((train / "imagesTr").glob("*"))]
-    net = monai_network(len(task.labels))
+    net = monai_network(len(task.labels), seed)
     t0 = time.perf_counter()
     stats = monai_train(
-        net, cases, patch_size=(patch,) * 3, budget_s=budget_s, spacing=task.spacing, intensity=task.intensity
+        net,
+        cases,
+        patch_size=(patch,) * 3,
+        budget_s=budget_s,
+        spacing=task.spacing,
+        intensity=task.intensity,
+        seed=seed,
     )
     return net, {"train_s": time.perf_counter() - t0, "iterations": stats["iterations"]}
 
@@ -447,59 +458,6 @@ def agreement(task: Task, pipeline: Any, checkpoint: Path, tests: list, out: Pat
     return res
 
 
-def report(task: Task, res: dict[str, Any], command: str) -> str:
-    mach = res["machine"]
-    fg = task.foreground
-    lines = [
-        f"Command: `{command}` — commit {mach['commit']}, {mach['date']}, run took {res['wall_s']:.0f} s.",
-        f"Machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, MONAI {mach['monai']}; load average "
-        f"before/after {res['load_before']} / {res['load_after']}.",
-        f"Data: {res['n_train']} training and {res['n_test']} held-out cases, {task.data}; training budget "
-        f"{res['budget_s']:.0f} s per method on the CPU, patch {res['patch']}³.",
-        "",
-        "| method | train [s] | iterations | "
-        + " | ".join(f"{task.labels[k]} Dice / HD95" for k in fg)
-        + " | mean Dice |",
-        "|---|---:|---:|" + "---:|" * (len(fg) + 1),
-    ]
-    for name, r in res["methods"].items():
-        cells = [
-            f"{r['metrics'][task.labels[k]]['dice']:.3f} / {r['metrics'][task.labels[k]]['hd95_mm']:.1f}" for k in fg
-        ]
-        it = r["train"].get("iterations")
-        lines.append(
-            f"| {name} | {r['train']['train_s']:.0f} | {it if it is not None else '-'} | "
-            + " | ".join(cells)
-            + f" | {r['metrics']['mean']['dice']:.3f} |"
-        )
-    for name, r in res["methods"].items():
-        if r["train"].get("plan"):
-            lines += ["", f"{name} chose: {r['train']['plan']} (planned in {r['train']['plan_s']:.0f} s, not counted)."]
-    agree = res.get("agreement")
-    if agree:
-        lines += [
-            "",
-            "medseg vs MONAI inference, same medseg-trained weights, mean Dice per label over the test cases:",
-        ]
-        for variant, what in (
-            ("first_voxel", "medseg on its `first_voxel` grid"),
-            ("monai_grid", "medseg `resample_to` MONAI's grid"),
-        ):
-            if variant in agree:
-                dices = ", ".join(f"{k} {v:.4f}" for k, v in agree[variant].items())
-                diff = agree.get("differing_voxels", {}).get(variant)
-                counts = f"; differing voxels per case {diff} of {agree.get('voxels')} foreground" if diff else ""
-                lines.append(f"- {what}: {dices}{counts}.")
-    earlier = {name: r.get("command") for name, r in res["methods"].items() if r.get("command") != command}
-    if earlier:
-        runs = "; ".join(f"`{cmd}`" for cmd in res.get("previous_runs", []))
-        lines += ["", "Rows not re-run by this command (same data, same budget):"]
-        lines += [f"- {name}: `{cmd}`" if cmd else f"- {name}: one of {runs}" for name, cmd in earlier.items()]
-    for name, err in res.get("failed", {}).items():
-        lines += ["", f"{name}: did not complete — {err}"]
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(TASKS), default="phantom", help="what to segment (see above)")
@@ -515,8 +473,12 @@ def main() -> None:
     ap.add_argument("--nnunet-tta", action=argparse.BooleanOptionalAction, default=True, help="nnU-Net mirroring")
     ap.add_argument("--keep-previous", action="store_true", help="keep other methods' results from OUT/accuracy.json")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default benchmarks/out/accuracy[_TASK])")
+    ap.add_argument(
+        "--seeds", default="0", help="training seeds, comma list (each method trains once per seed; nnU-Net: repeats)"
+    )
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = ap.parse_args()
+    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
     task = TASKS[args.task]
     methods = [m for m in args.methods.split(",") if m] + (["nnunet"] if args.nnunet else [])
     unknown = sorted(set(methods) - {"medseg", "medseg-bf16", "medseg-plan", "monai", "nnunet"})
@@ -527,6 +489,7 @@ def main() -> None:
     out = (args.out or OUT / ("accuracy" if task.name == "phantom" else f"accuracy_{task.name}")).resolve()
     train, tests = make_data(out / "data", task, args.n_train, args.n_test, args.scale)
     res: dict[str, Any] = {
+        "seeds": seeds,
         "machine": machine(),
         "load_before": load_average(),
         "task": task.name,
@@ -546,15 +509,20 @@ def main() -> None:
         if "agreement" in old and "medseg" not in methods:
             res["agreement"] = old["agreement"]
     for name in methods:
-        pred_dir = out / f"pred_{name}"
-        pred_dir.mkdir(parents=True, exist_ok=True)
-        print(f"[{time.perf_counter() - t0:7.1f} s] {name} ...", file=sys.stderr, flush=True)
-        try:
-            stats, paths = run_method(name, task, res, out, train, tests, pred_dir, args)
-        except (ConfigError, RuntimeError, OSError) as exc:  # e.g. training diverged: a result, not a crash
-            res["failed"][name] = str(exc)
-            continue
-        res["methods"][name] = {"train": stats, "metrics": evaluate(task, paths, tests), "command": command}
+        runs = []
+        for seed in seeds:
+            tag = name if len(seeds) == 1 else f"{name}_seed{seed}"
+            pred_dir = out / f"pred_{tag}"
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            print(f"[{time.perf_counter() - t0:7.1f} s] {name}, seed {seed} ...", file=sys.stderr, flush=True)
+            try:
+                stats, paths = run_method(name, task, res, out / tag, train, tests, pred_dir, args, seed)
+            except (ConfigError, RuntimeError, OSError) as exc:  # e.g. training diverged: a result, not a crash
+                res["failed"][f"{name} (seed {seed})"] = str(exc)
+                continue
+            runs.append({"seed": seed, "train": stats, "metrics": evaluate(task, paths, tests)})
+        if runs:
+            res["methods"][name] = {"runs": runs, "command": command}
     res["load_after"] = load_average()
     res["wall_s"] = time.perf_counter() - t0
     res["command"] = command
@@ -565,23 +533,33 @@ def main() -> None:
 
 
 def run_method(
-    name: str, task: Task, res: dict[str, Any], out: Path, train: Path, tests: list, pred_dir: Path, args: Any
+    name: str,
+    task: Task,
+    res: dict[str, Any],
+    out: Path,
+    train: Path,
+    tests: list,
+    pred_dir: Path,
+    args: Any,
+    seed: int = 0,
 ) -> tuple[dict, dict[str, Path]]:
-    """Train method ``name`` under the budget and predict the test cases; medseg also runs the agreement."""
-    if name == "medseg":
-        pipeline, ckpt, stats = train_medseg(task, train, out / "medseg", args.budget_s, args.patch)
+    """Train method ``name`` under the budget with ``seed`` and predict the test cases (``out``: its work folder).
+
+    The first medseg run also checks medseg's and MONAI's inference agree on the same weights.
+    """
+    if name in ("medseg", "medseg-bf16"):
+        amp = True if name == "medseg-bf16" else None  # bfloat16 autocast on the CPU
+        pipeline, ckpt, stats = train_medseg(task, train, out, args.budget_s, args.patch, amp=amp, seed=seed)
         paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
-        agree_dir = out / "agreement"
-        agree_dir.mkdir(exist_ok=True)
-        res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
-    elif name == "medseg-bf16":  # the same, trained with bfloat16 autocast on the CPU
-        pipeline, ckpt, stats = train_medseg(task, train, out / "medseg_bf16", args.budget_s, args.patch, amp=True)
-        paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
+        if name == "medseg" and "agreement" not in res:
+            agree_dir = out.parent / "agreement"
+            agree_dir.mkdir(parents=True, exist_ok=True)
+            res["agreement"] = agreement(task, pipeline, ckpt, tests, agree_dir, args.patch)
     elif name == "medseg-plan":
-        pipeline, ckpt, stats = train_medseg_plan(train, out / "medseg_plan", args.budget_s)
+        pipeline, ckpt, stats = train_medseg_plan(train, out, args.budget_s, seed)
         paths = predict_medseg(pipeline, ckpt, tests, pred_dir)
     elif name == "monai":
-        net, stats = train_monai(task, train, args.budget_s, args.patch)
+        net, stats = train_monai(task, train, args.budget_s, args.patch, seed)
         paths = predict_monai(task, net, tests, pred_dir, args.patch)
     else:
         stats, paths = run_nnunet(task, out, train, tests, args.budget_s, pred_dir, args.nnunet_tta)
@@ -604,7 +582,7 @@ def run_nnunet(
     if not raw.exists():
         shutil.copytree(train, raw)
     stats = nnunet.plan_and_train(base, dataset_id, budget_s, logs / "nnunet_train.log")
-    inputs = out / "data" / "test" / "images"
+    inputs = train.parent / "test" / "images"
     nnunet.predict(base, dataset_id, inputs, pred_dir, logs / "nnunet_predict.log", mirror=tta)
     return stats, {cid: pred_dir / f"{cid}.nii.gz" for cid, _, _ in tests}
 

@@ -133,7 +133,7 @@ def test_nnunet_dataset_names_the_channel(tmp_path: Path) -> None:
 
 def test_a_failed_method_is_reported_and_the_others_kept() -> None:
     """A method whose training fails (e.g. diverges) is a result under the table, not the end of the run."""
-    from benchmarks.accuracy import report
+    from benchmarks.accuracy_report import report
 
     task = TASKS["colin27"]
     metrics = {task.labels[k]: {"dice": 0.9, "hd95_mm": 2.0} for k in task.foreground} | {"mean": {"dice": 0.9}}
@@ -145,5 +145,27 @@ def test_a_failed_method_is_reported_and_the_others_kept() -> None:
         "failed": {"medseg-bf16": "training diverged at epoch 6 (loss nan); lower training.lr"},
     }  # fmt: skip
     text = report(task, res, cmd)
-    assert "| medseg | 600 | 10 |" in text
+    assert "| medseg | 0 | 600 | 10 | 0.900 |" in text  # a result from before seeds: one run, seed 0
     assert "medseg-bf16: did not complete — training diverged at epoch 6" in text
+
+
+def test_seeds_are_reported_as_mean_and_standard_deviation_with_planned_iterations() -> None:
+    from benchmarks.accuracy_report import report
+
+    task = TASKS["phantom"]
+
+    def run(seed: int, dice: float, iterations: int) -> dict:
+        metrics = {task.labels[k]: {"dice": dice, "hd95_mm": 2.0} for k in task.foreground} | {"mean": {"dice": dice}}
+        train = {"train_s": 600, "iterations": iterations, "planned_iterations": 1000, "plan": "3d, patch [48]"}
+        return {"seed": seed, "train": train, "metrics": metrics}
+
+    res = {
+        "machine": {"commit": "abc", "date": "today", "cpu": "cpu", "cores": 2, "torch": "t", "monai": "m"},
+        "load_before": "0", "load_after": "0", "wall_s": 1.0, "n_train": 8, "n_test": 4, "budget_s": 600, "patch": 32,
+        "methods": {"medseg-plan": {"runs": [run(0, 0.6, 900), run(1, 0.7, 1000), run(2, 0.8, 1100)], "command": "c"}},
+    }  # fmt: skip
+    text = report(task, res, "c")
+    row = next(line for line in text.splitlines() if line.startswith("| medseg-plan |"))
+    assert row.startswith("| medseg-plan | 0,1,2 | 600 ± 0 | 1000 ± 100 (planned 1000 ± 0; delivered 1.00 ± 0.10×) |")
+    assert row.endswith("| 0.700 ± 0.100 |")
+    assert text.count("medseg-plan chose: 3d, patch [48].") == 1
