@@ -9,7 +9,9 @@ The rules are nnU-Net v2's default planner (``ExperimentPlanner`` in
   narrower or shallower network when the nnU-Net-size one would get too few iterations;
 - label statistics used: keep-largest-component only for labels that are one component in
   every training case, a minimum component size from the smallest labelled component;
-- reorientation to RAS first (nnU-Net plans on the files' voxel order).
+- reorientation to RAS first (nnU-Net plans on the files' voxel order);
+- a finer target spacing when the smallest label's typical object would span fewer than 3 voxels
+  along an axis (:mod:`medseg.planning.spacing`).
 
 :func:`plan` is a function of the fingerprint, the options, a :class:`~medseg.planning.sizing.Device`
 (None: nnU-Net's estimate, no probe) and a pre-processing timer; it does no file I/O.
@@ -45,6 +47,7 @@ from medseg.planning.sizing import (
     network_for,
     validation_windows,
 )
+from medseg.planning.spacing import plan_spacing
 
 ConfigName = Literal["3d", "2d"]
 _AXES = "RAS"
@@ -120,26 +123,6 @@ class Plan:
 
 
 # ---- spacing and normalisation ----------------------------------------------------------------
-def plan_spacing(fp: Fingerprint) -> tuple[np.ndarray, Decision]:
-    """Target spacing (RAS order) with nnU-Net's anisotropy rule."""
-    target, n = rules.target_spacing(fp.spacings, fp.shapes_after_crop)
-    median = fmt(list(n["median_spacing"]))  # type: ignore[arg-type]
-    if n["anisotropic"]:
-        axis = _AXES[int(n["coarsest_axis"])]  # type: ignore[call-overload]
-        rule = "per-axis median; the coarsest axis uses its 10th-percentile spacing (never finer than the others)"
-        numbers = (
-            f"median {median} mm over {fp.n_cases} cases; axis {axis} is {fmt(n['spacing_ratio'])}× coarser and has "
-            f"{fmt(n['voxel_ratio'])}× fewer voxels (> {rules.ANISO_THRESHOLD:g} both): p10 {fmt(n['p10'])} mm"
-        )
-    else:
-        rule = "per-axis median spacing (nnU-Net determine_fullres_target_spacing)"
-        numbers = (
-            f"median {median} mm over {fp.n_cases} cases; coarsest/finest {fmt(n['spacing_ratio'])}, "
-            f"voxel ratio {fmt(n['voxel_ratio'])} (anisotropy rule needs both > {rules.ANISO_THRESHOLD:g})"
-        )
-    return target, Decision("preprocess.resample", [round(float(t), 5) for t in target], rule, numbers)
-
-
 def channel_modalities(fp: Fingerprint, override: Sequence[str]) -> list[tuple[str, str]]:
     """``(modality, where it came from)`` per channel: --modality, dataset.json, DICOM Modality, else z-score."""
     n = len(fp.channels)

@@ -291,3 +291,70 @@ def resample_step(spacing: Sequence[float]) -> dict[str, Any]:
             "anisotropic_mode": "nearest",
         }
     }
+
+
+#: A label's typical object should span at least this many voxels along every axis at the target
+#: spacing: one 3-voxel convolution kernel, so the first stage sees it as a shape and the first
+#: pooling keeps it (medseg's departure from nnU-Net, which has no such rule).
+MIN_OBJECT_VOXELS_ACROSS = 3.0
+#: The finer spacing may multiply a case's voxels at most this much (memory, time per iteration).
+MAX_VOXEL_GROWTH = 8.0
+
+
+def small_structure_spacing(
+    target: np.ndarray, spacings: np.ndarray, objects_mm3: dict[str, float]
+) -> tuple[np.ndarray, dict[str, object]]:
+    """A target spacing fine enough for the smallest label's typical object, never finer than the data.
+
+    The object's size is the diameter of a sphere of its volume, ``d = (6 V / π)^(1/3)`` mm; each
+    axis coarser than ``d / MIN_OBJECT_VOXELS_ACROSS`` is refined to that, but to no less than the
+    finest spacing any case has along that axis (no detail the scanners did not record: thick
+    slices stay thick), and by no more than :data:`MAX_VOXEL_GROWTH` in voxels per case.
+
+    Args:
+        target: ``(3,)`` mm, nnU-Net's target spacing.
+        spacings: ``(cases, 3)`` mm.
+        objects_mm3: label name → typical object volume (median volume over its cases / median
+            component count), mm³.
+
+    Returns:
+        ``(spacing, numbers)``; ``numbers["changed"]`` says whether the rule refined the spacing,
+        ``label``, ``diameter_mm``, ``across`` (voxels across per axis, before and after), ``floor``
+        and ``limited_by`` explain it.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    if not objects_mm3:
+        return target, {"changed": False}
+    label = min(objects_mm3, key=lambda k: objects_mm3[k])
+    diameter = float((6.0 * max(objects_mm3[label], 0.0) / np.pi) ** (1 / 3))
+    floor = np.min(np.asarray(spacings, dtype=np.float64), axis=0) if np.size(spacings) else target
+    floor = np.minimum(floor, target)
+    wanted = diameter / MIN_OBJECT_VOXELS_ACROSS
+    limit, capped = wanted, False
+
+    def refine(w: float) -> np.ndarray:
+        return np.minimum(target, np.maximum(w, floor))
+
+    def growth(w: float) -> float:
+        return float(np.prod(target / refine(w)))
+
+    if growth(limit) > MAX_VOXEL_GROWTH:  # the coarsest spacing keeping the growth within the cap
+        low, high = float(limit), float(target.max())
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if growth(mid) > MAX_VOXEL_GROWTH else (low, mid)
+        limit, capped = high, True
+    refined = refine(limit)
+    short = bool(np.any(diameter / refined < MIN_OBJECT_VOXELS_ACROSS - 1e-6))
+    limited_by = "growth" if capped else ("floor" if short else "")
+    numbers: dict[str, object] = {
+        "changed": bool(np.any(refined < target - 1e-9)),
+        "label": label,
+        "object_mm3": float(objects_mm3[label]),
+        "diameter_mm": diameter,
+        "across_before": (diameter / target).tolist(),
+        "across_after": (diameter / refined).tolist(),
+        "floor": floor.tolist(),
+        "limited_by": limited_by,
+    }
+    return refined, numbers

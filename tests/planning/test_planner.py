@@ -216,6 +216,38 @@ def test_plan_predicts_the_time_to_predict_a_case(cube: Path) -> None:
     assert math.isnan(unprobed.configurations[unprobed.chosen].case_seconds)
 
 
+def _lesion_dataset(root: Path, lesion: bool) -> Path:
+    """3 CT cases at (1 to 1.5) × same × 3 mm: an organ, and with ``lesion`` a 2 × 2 × 1-voxel lesion (label 2)."""
+    for i in range(3):
+        image = np.zeros((40, 40, 12), np.float32)
+        image[4:-4, 4:-4, 1:-1] = -50.0
+        label = np.zeros(image.shape, np.uint8)
+        label[8:30, 8:30, 3:9] = 1
+        if lesion:
+            label[32:34, 32:34, 5] = 2
+        image[label == 1], image[label == 2] = 60.0 + i, 120.0
+        write_case(root, f"c{i}", image, label, make_affine((1.0 + 0.25 * i, 1.0 + 0.25 * i, 3.0)))
+    names = {"background": 0, "organ": 1} | ({"lesion": 2} if lesion else {})
+    dataset_json(root, names, channels=("CT",))
+    return root
+
+
+def test_a_small_label_refines_the_spacing_and_says_why(tmp_path: Path) -> None:
+    """The lesion (2 × 2 × 1 voxels, median 19 mm³, 3.3 mm across) spans < 3 voxels at 1.25 × 1.25 × 3 mm: finer in-plane,
+    never finer than the data's finest 1 mm, the 3 mm slices kept (no case has thinner)."""
+    p = plan(fingerprint_dataset(_lesion_dataset(tmp_path / "lesion", lesion=True)))
+    spacing = next(d for d in p.decisions if d.key == "preprocess.resample")
+    assert spacing.origin == "medseg" and "smallest label lesion" in spacing.numbers
+    resample = p.pipeline["preprocess"][-1]["resample"]["spacing"]
+    assert 1.0 <= resample[0] < 1.25 and resample[2] == pytest.approx(3.0)
+    kept = next(
+        d for d in plan(fingerprint_dataset(_lesion_dataset(tmp_path / "organ", lesion=False))).decisions
+        if d.key == "preprocess.resample"
+    )  # fmt: skip
+    assert kept.origin == "nnU-Net" and kept.value == pytest.approx([1.25, 1.25, 3.0])
+    assert "nnU-Net's spacing kept" in kept.numbers
+
+
 def test_probes_on_a_busy_machine_say_so(cube: Path) -> None:
     fp = fingerprint_dataset(cube)
     cores = len(os.sched_getaffinity(0))

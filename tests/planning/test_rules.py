@@ -117,3 +117,23 @@ def test_nnunet_axes_coarsest_first_ties_to_z() -> None:
     assert rules.nnunet_axes([1.0, 1.0, 1.0]) == [2, 1, 0]
     assert rules.nnunet_axes([0.7, 0.7, 5.0]) == [2, 1, 0]
     assert rules.nnunet_axes([4.0, 1.0, 1.0]) == [0, 2, 1]
+
+
+def test_small_structure_spacing_refines_until_the_object_spans_three_voxels() -> None:
+    spacings = np.array([[1.2, 1.2, 2.0], [2.0, 2.0, 3.0]])
+    target = np.array([1.51, 1.51, 2.39])
+    refined, n = rules.small_structure_spacing(target, spacings, {"liver": 4e5, "lesion": 34.0})
+    diameter = (6 * 34.0 / np.pi) ** (1 / 3)
+    assert n["label"] == "lesion" and n["changed"]
+    assert refined[:2] == pytest.approx([diameter / 3] * 2)  # 3 voxels across in-plane
+    assert refined[2] == pytest.approx(2.0) and n["limited_by"] == "floor"  # no slice finer than the data's finest
+
+
+def test_small_structure_spacing_keeps_nnunet_where_nothing_is_lost_and_caps_the_growth() -> None:
+    target = np.array([1.0, 1.0, 1.0])
+    kept, n = rules.small_structure_spacing(target, np.array([[0.5, 0.5, 0.5]]), {"organ": 1000.0})
+    assert np.array_equal(kept, target) and not n["changed"]
+    capped, n = rules.small_structure_spacing(target, np.array([[0.1, 0.1, 0.1]]), {"speck": 0.01})
+    assert np.prod(target / capped) == pytest.approx(rules.MAX_VOXEL_GROWTH, rel=1e-6)
+    assert n["limited_by"] == "growth"
+    assert rules.small_structure_spacing(target, np.array([[0.5] * 3]), {})[1] == {"changed": False}
