@@ -45,7 +45,6 @@ class CaseProcessor(Protocol):
         """
         ...
 
-
     # Optional: ``quality(result) -> dict`` gives the case's quality-control record (``qc_score`` in [0, 1],
     # ``qc_flags``, ...; see medseg.qc); the engine stores it in the provenance and the report.
 
