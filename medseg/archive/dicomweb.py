@@ -113,14 +113,23 @@ class DicomWebArchive:
         """WADO-RS: every instance of the series into ``folder``; returns how many were written."""
 
         def fetch() -> int:
-            n = 0
+            n, short, last_short = 0, [], False
             for ds in self._client.iter_series(record.study_uid, record.series_uid):
-                if _pixels_short(ds):
-                    raise _ShortResponse("the response ended inside an instance's pixel data")
+                last_short = _pixels_short(ds)
+                if last_short:  # cut off, if nothing follows; else an instance stored that way
+                    short.append(str(ds.get("SOPInstanceUID", "?")))
+                    continue
                 write_instance(ds, folder)
                 n += 1
-            if record.instances is not None and n < record.instances:
+            if last_short:  # the response ended inside it (a stored one that short is only told apart when not last)
+                raise _ShortResponse("the response ended inside an instance's pixel data")
+            if record.instances is not None and n + len(short) < record.instances:
                 raise _ShortResponse(f"the response held {n} of the {record.instances} instances the archive lists")
+            if short:
+                raise ArchiveError(
+                    f"instance {short[0]} has pixel data shorter than its rows × "
+                    f"columns × bits ({len(short)} such instance(s)): malformed in the archive; fix or re-send it there"
+                )
             return n
 
         return int(self._call("WADO-RS series retrieval", fetch))

@@ -184,3 +184,33 @@ def test_a_failed_send_keeps_the_files_and_the_next_run_sends_only(tmp_path: Pat
     assert "0 succeeded, 1 skipped" in res.stdout  # not segmented again, only sent
     assert provenance(out)[0]["sent"][target]["status"] == "sent"
     assert dest.series_by_modality() == {"SEG": 1}
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+@pytest.mark.parametrize("damage", ["short_pixel_data", "no_position"])
+def test_a_malformed_series_in_the_archive_fails_in_one_line_and_the_others_run(
+    tmp_path: Path, orthanc, mr_series, protocol: str, damage: str
+) -> None:
+    """One instance of series A is malformed as stored in the archive (pixel data shorter than its rows × columns,
+    or no ImagePositionPatient): A fails in one line naming it, B is segmented."""
+    series_a, series_b = mr_series("a", series_number=1), mr_series("b", series_number=2)
+    victim = sorted(series_a.iterdir())[3]
+    ds = pydicom.dcmread(victim)
+    if damage == "short_pixel_data":
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    else:
+        del ds.ImagePositionPatient
+    ds.save_as(victim, enforce_file_format=True)
+    orthanc.upload(series_a)
+    orthanc.upload(series_b)
+    uid_a = str(ds.SeriesInstanceUID)
+    out = tmp_path / "out"
+    url = orthanc.dicomweb if protocol == "dicomweb" else orthanc.dimse
+    res = medseg("predict", str(PIPELINE), "-i", url, "-o", str(out), "-e", "nifti", "-q")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "1 succeeded, 0 skipped, 1 failed" in res.stdout, res.stdout
+    lines = [line for line in res.stderr.splitlines() if line.strip().startswith(f"{uid_a}:")]
+    assert len(lines) == 1, res.stderr
+    assert "cut off" not in lines[0], lines[0]  # the archive sent what it holds: the data are bad, not the network
+    assert ("pixel data" in lines[0]) if damage == "short_pixel_data" else ("ImagePositionPatient" in lines[0])
+    assert not (out / f"{uid_a}.nii.gz").exists()
