@@ -153,7 +153,9 @@ def out_of_fold_predictions(
                 labels=pipeline.labels,
                 channels=list(pipeline.spec.input.channels),
             )
-            write_text_atomic(out_dir / f"{case_id}.qc.json", json.dumps({"qc_score": qc.score}))
+            write_text_atomic(
+                out_dir / f"{case_id}.qc.json", json.dumps({"qc_score": qc.score, "features": qc.features()})
+            )
             out[case_id] = (path, reference)
     return out
 
@@ -313,13 +315,15 @@ def _calibrate(
     cases: dict[str, tuple[Path, Path]], steps: list[dict[str, Any]], labels: Sequence[int]
 ) -> dict[str, Any]:
     """The QC calibration (:func:`medseg.qc.calibration.fit_calibration`) on the out-of-fold predictions: their
-    ``qc_score`` and their Dice per label after the chosen post-processing."""
+    QC features per label and their Dice per label after the chosen post-processing."""
     from medseg.qc.calibration import fit_calibration
 
-    scores, dice = [], []
+    features, dice = [], []
     for case_id, (pred_path, ref_path) in cases.items():
-        scores.append(float(json.loads((pred_path.parent / f"{case_id}.qc.json").read_text())["qc_score"]))
+        features.append(json.loads((pred_path.parent / f"{case_id}.qc.json").read_text()).get("features") or {})
         pred = np.asarray(_apply(steps, read(pred_path).replace(kind="label")).numpy())[0]
-        found = _dice(pred, np.asarray(read(ref_path).numpy())[0], labels)
-        dice.append({str(k): v for k, v in found.items()})
-    return fit_calibration(scores, dice)
+        ref = np.asarray(read(ref_path).numpy())[0]
+        found = _dice(pred, ref, labels)
+        absent = {k for k in labels if not (pred == k).any() and not (ref == k).any()}
+        dice.append({str(k): (float("nan") if k in absent else v) for k, v in found.items()})
+    return fit_calibration(features, dice)
