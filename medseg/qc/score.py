@@ -55,8 +55,8 @@ INPUT_WEIGHT = 0.5
 SOFT_DICE_NORMAL = 0.9
 SOFT_DICE_SPAN = 0.3
 #: Mean normalised entropy at the predicted border that scores 0, and the span up to a score of 1.
-BORDER_ENTROPY_NORMAL = 0.5
-BORDER_ENTROPY_SPAN = 0.3
+BORDER_ENTROPY_NORMAL = 0.7
+BORDER_ENTROPY_SPAN = 0.25
 #: Dice between mirrored passes or folds that scores 0, and the span down to a score of 1.
 AGREEMENT_NORMAL = 0.95
 AGREEMENT_SPAN = 0.25
