@@ -126,15 +126,16 @@ def write_training(folder: Path, n_cases: int) -> Path:
     return folder
 
 
-def write_tests(folder: Path, n_clean: int, quick: bool) -> dict[str, tuple[Path, Path]]:
-    """Write the held-out cases: ``n_clean`` clean ones and one per corruption; name → (image, reference)."""
+def write_tests(folder: Path, n_clean: int, quick: bool, seed: int = 2000) -> dict[str, tuple[Path, Path]]:
+    """Write the held-out cases: ``n_clean`` clean ones and one per corruption, phantom seeds ``seed + i``;
+    name → (image, reference)."""
     names = [f"clean_{i}" for i in range(n_clean)] + list(corruptions())
     if quick:
         names = [*names[:1], "negated", "cut_z_50"]
     out: dict[str, tuple[Path, Path]] = {}
     fns = corruptions()
     for i, name in enumerate(names):
-        image, label = ct_phantom(SHAPE, SPACING, organs=ORGANS_USED, seed=2000 + i, noise_hu=10.0 + 20.0 * (i % 3) / 2)
+        image, label = ct_phantom(SHAPE, SPACING, organs=ORGANS_USED, seed=seed + i, noise_hu=10.0 + 20.0 * (i % 3) / 2)
         a, r, m = image.numpy()[0].astype(np.float32), label.numpy()[0], image.affine
         if name in fns:
             a, r, m = fns[name](a, r, m)
@@ -167,9 +168,10 @@ def auroc(scores: list[float], positive: list[bool]) -> float | None:
     return wins / (len(pos) * len(neg))
 
 
-def train(folder: Path, quick: bool) -> Path:
+def train(folder: Path, quick: bool, reuse: bool = False) -> Path:
     """Train both folds, choose the post-processing and fit the calibration (``medseg train --fold all``);
-    returns the run folder's ``final_pipeline.yaml``."""
+    returns the run folder's ``final_pipeline.yaml``. ``reuse``: folds already trained in ``folder`` are kept
+    (the out-of-fold predictions, post-processing and calibration are redone)."""
     from medseg.pipeline import Pipeline
     from medseg.planning.postprocessing import determine_postprocessing
 
@@ -177,13 +179,17 @@ def train(folder: Path, quick: bool) -> Path:
     pipeline = Pipeline.from_dict(pipeline_config(quick))
     run = folder / "run"
     for k in range(2):
-        pipeline.train(data, run, fold=k, n_folds=2, resume=False)
+        if not (reuse and (run / f"fold_{k}" / "best.pt").is_file()):
+            pipeline.train(data, run, fold=k, n_folds=2, resume=False)
     determine_postprocessing(run, data, pipeline, n_folds=2, device="cpu")
     return run / "final_pipeline.yaml"
 
 
-def run_task(folder: Path, *, quick: bool, repeats: int, bad_dice: float) -> list[str]:
-    """Train, predict the held-out phantoms, score; the RESULTS lines."""
+def run_task(
+    folder: Path, *, quick: bool, repeats: int, bad_dice: float, reuse: bool = False, test_seed: int = 2000
+) -> list[str]:
+    """Train (``reuse``: keep trained folds), predict the held-out phantoms (seeds from ``test_seed``), score;
+    the RESULTS lines."""
     import time
 
     from medseg.batch import Case, run_batch
@@ -191,26 +197,43 @@ def run_task(folder: Path, *, quick: bool, repeats: int, bad_dice: float) -> lis
     from medseg.pipeline.processor import PipelineProcessor
 
     t0 = time.perf_counter()
-    final = Pipeline.from_yaml(train(folder, quick))
+    final = Pipeline.from_yaml(train(folder, quick, reuse))
     t_train = time.perf_counter() - t0
-    cases = write_tests(folder / "test", 10, quick)
+    cases = write_tests(folder / "test", 10, quick, test_seed)
     processor = PipelineProcessor(final, final.checkpoint_paths(), device="cpu", exporters=["nifti"])
     out = folder / "out"
     report = run_batch([Case(n, (p,)) for n, (p, _) in cases.items()], processor, out, progress=False)
-    rows, errors = [], []
+    rows, errors, records = [], [], []
     for row in report.rows:
         if row.status != "succeeded":
             raise RuntimeError(f"{row.case_id}: {row.error}")
         pred = medseg.read(out / f"{row.case_id}.nii.gz").numpy()[0]
         d, per = case_dice(pred, medseg.read(cases[row.case_id][1]).numpy()[0])
         qc = json.loads((out / f"{row.case_id}.provenance.json").read_text())["qc"]
+        records.append(qc)
         guess = qc.get("qc_predicted_dice") or {}
         errors += [abs(guess.get(v, 0.0) - t) for v, t in per.items()] if guess else []
         guess_mean = float(np.mean([guess.get(v, 0.0) for v in per])) if guess and per else None
         first = row.qc_flags[0] if row.qc_flags else ""
         rows.append((row.case_id, d, row.qc_score, _baseline(qc), guess_mean, first))
     cost = _cost(final, [p for n, (p, _) in cases.items() if n.startswith("clean")][:3], repeats)
-    return _lines(rows, errors, cost, t_train, bad_dice, final)
+    signals = _signal_lines(records, [r[1] for r in rows], folder / "run" / "cv_predictions", bad_dice)
+    return [*_lines(rows, errors, cost, t_train, bad_dice, final), "", *signals]
+
+
+def _signal_lines(records: list[dict], dice: list[float], cv_dir: Path, bad_dice: float) -> list[str]:
+    """The per-signal table (:mod:`qc_signals`) under its heading."""
+    from qc_signals import out_of_fold, table
+
+    labels = [str(v) for v in LABELS]
+    oof = out_of_fold(cv_dir, labels)
+    return [
+        "Which signals carry information: each alone, pooled over labels (the worst label); AUROC on the held-out "
+        "cases, Pearson r of the (higher = worse) value with the mean Dice on the out-of-fold cases (negative: "
+        "informative).",
+        "",
+        *table(records, dice, oof, labels, bad_dice),
+    ]
 
 
 def _baseline(qc: dict[str, Any]) -> float:

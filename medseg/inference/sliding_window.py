@@ -48,11 +48,16 @@ class PassAgreement:
         self._reference: torch.Tensor | None = None
         self.passes = 0
 
-    def _grow(self, k: int) -> None:
+    def _grow(self, k: int, device: torch.device) -> None:
+        """Counters of at least ``k`` classes on ``device`` (where the labels lie: no copy per window)."""
+        if self.intersection.device != device:
+            self.intersection, self.first, self.other = (
+                t.to(device) for t in (self.intersection, self.first, self.other)
+            )
         if self.intersection.numel() < k:
             pad = k - self.intersection.numel()
             self.intersection, self.first, self.other = (
-                torch.cat([t, torch.zeros(pad, dtype=torch.float64)])
+                torch.cat([t, torch.zeros(pad, dtype=torch.float64, device=device)])
                 for t in (self.intersection, self.first, self.other)
             )
 
@@ -62,8 +67,11 @@ class PassAgreement:
         self.add_labels(torch.argmax(logits, dim=1), int(logits.shape[1]), first=first)
 
     def add_labels(self, labels: torch.Tensor, k: int, *, first: bool) -> None:
-        """Add one pass's argmax ``labels`` (any shape, integer) of ``k`` classes (see :meth:`add`)."""
-        self._grow(k)
+        """Add one pass's argmax ``labels`` (any shape, integer) of ``k`` classes (see :meth:`add`).
+
+        The counts stay on ``labels``' device (three bincounts per pass, no host synchronisation);
+        :meth:`dice` copies them once."""
+        self._grow(k, labels.device)
         if first:
             self._reference = labels
             return
@@ -75,17 +83,18 @@ class PassAgreement:
         step = 1 << 22  # bounded int64 temporaries on a large grid
         for i in range(0, flat_labels.numel(), step):
             a, b = flat_labels[i : i + step].long(), flat_ref[i : i + step].long()
-            self.intersection += torch.bincount(a[a == b], minlength=k)[:k].double().cpu()
-            self.first += torch.bincount(b, minlength=k)[:k].double().cpu()
-            self.other += torch.bincount(a, minlength=k)[:k].double().cpu()
+            same = torch.where(a == b, a, torch.full_like(a, k))  # class k: the passes differ (no boolean gather)
+            self.intersection += torch.bincount(same, minlength=k + 1)[:k].double()
+            self.first += torch.bincount(b, minlength=k)[:k].double()
+            self.other += torch.bincount(a, minlength=k)[:k].double()
 
     def dice(self) -> dict[int, float]:
         """Per class predicted by any pass: Dice between the first pass and the others (empty before a
         compared pass)."""
         if not self.passes:
             return {}
-        denom = self.first + self.other
-        return {c: float(2 * self.intersection[c] / denom[c]) for c in range(int(denom.numel())) if denom[c] > 0}
+        inter, denom = self.intersection.cpu(), (self.first + self.other).cpu()
+        return {c: float(2 * inter[c] / denom[c]) for c in range(int(denom.numel())) if denom[c] > 0}
 
 
 def mirror_combinations(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:

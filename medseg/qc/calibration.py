@@ -76,3 +76,48 @@ def predicted_dice(
             guess = fit["intercept"] + fit["slope"] * qc_score
         out[str(value)] = float(min(max(guess, 0.0), 1.0))
     return out
+
+
+def calibrate_out_of_fold(
+    records: Sequence[Mapping[str, Any]],
+    dice: Sequence[Mapping[str, float]],
+    summaries: Mapping[int, Mapping[str, Any]],
+    *,
+    labels: Mapping[int, str],
+    channels: list[str],
+) -> dict[str, Any]:
+    """Reference and calibration from the out-of-fold predictions, consistent with prediction.
+
+    The measurements of every out-of-fold case build the reference
+    (:func:`medseg.qc.reference.build_reference`); each case is then assessed again against it (and its
+    fold's training summary), as a prediction will be, and its features are fitted to its Dice
+    (:func:`fit_calibration`).
+
+    Args:
+        records: per case its ``CASE.qc.json`` record: ``fold``, ``measured``
+            (:func:`medseg.qc.measure.prediction_measurements` with the predictor's additions) and ``source``
+            (:func:`medseg.qc.measure.input_description`). Records without ``measured`` (written before it
+            was stored) fall back to their stored ``features``.
+        dice: per case, label value → Dice after post-processing (NaN: label absent from both).
+        summaries: fold → that fold's training summary.
+        labels, channels: as :func:`medseg.qc.score.assess`.
+
+    Returns:
+        :func:`fit_calibration`'s record with ``reference`` added.
+    """
+    from medseg.qc.reference import build_reference
+    from medseg.qc.score import assess
+
+    measured = [r["measured"] for r in records if "measured" in r]
+    reference = build_reference(measured, [d for r, d in zip(records, dice) if "measured" in r]) if measured else {}
+    features = []
+    for record in records:
+        if "measured" not in record:
+            features.append(dict(record.get("features") or {}))
+            continue
+        summary = {k: v for k, v in summaries.get(int(record.get("fold", 0)), {}).items() if k != "calibration"}
+        qc = assess(
+            record["measured"], record["source"], summary, labels=labels, channels=channels, reference=reference
+        )
+        features.append(qc.features())
+    return {**fit_calibration(features, dice), "reference": reference}

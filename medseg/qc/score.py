@@ -51,6 +51,9 @@ FULL_FRACTION = 0.98
 #: The weight of input evidence in ``qc_score``: a case with only input evidence scores at most this (the
 #: default ``--qc-threshold``), so it is flagged but ranks below evidence that the mask failed.
 INPUT_WEIGHT = 0.5
+#: With a calibration, a case whose mean predicted Dice is this has mask evidence 0.5 (the default review
+#: threshold); the bound the benchmark calls failed (Dice < 0.7).
+REVIEW_DICE = 0.7
 #: Expected Dice of the probabilities (``soft_dice``) that scores 0, and the span down to a score of 1.
 SOFT_DICE_NORMAL = 0.9
 SOFT_DICE_SPAN = 0.3
@@ -114,9 +117,29 @@ class Assessment:
                 keep *= 1.0 - min(max(s.score, 0.0), 1.0)
         return 1.0 - keep
 
+    def calibrated_labels(self) -> list[str]:
+        """Label values the calibration predicts a Dice for from the features (empty without one)."""
+        return sorted((v for v, f in (self.calibration.get("labels") or {}).items() if "ratio" in f), key=int)
+
+    def mask_evidence(self) -> float:
+        """``M``: without a calibration ``1 − Π(1 − s_i)`` over the mask evidence; with one, it follows the
+        predicted Dice: ``M = 1 − (1 − clip((1 − D̂) / (2 (1 − REVIEW_DICE)), 0, 1)) · Π(1 − s_j)``, ``D̂`` the
+        mean predicted Dice over the calibrated labels (0.5 at ``REVIEW_DICE``, 1 at half of it), ``j`` the
+        mask evidence of labels the calibration does not cover (their signals are not in ``D̂``)."""
+        fits = self.calibrated_labels()
+        if not fits:
+            return self.evidence("mask")
+        predicted = self.predicted_dice
+        d = sum(predicted.get(v, 0.0) for v in fits) / len(fits)
+        keep = 1.0 - min(max((1.0 - d) / (2.0 * (1.0 - REVIEW_DICE)), 0.0), 1.0)
+        for s in self.signals:
+            if s.evidence == "mask" and s.label is not None and s.label not in fits:
+                keep *= 1.0 - min(max(s.score, 0.0), 1.0)
+        return 1.0 - keep
+
     @property
     def score(self) -> float:
-        m = self.evidence("mask")
+        m = self.mask_evidence()
         return m + (1.0 - m) * INPUT_WEIGHT * self.evidence("input")
 
     @property
@@ -136,12 +159,15 @@ class Assessment:
         """Per label value, the Dice the calibration predicts (empty without a calibration)."""
         from medseg.qc.calibration import predicted_dice
 
-        return predicted_dice(self.calibration, self.score, self.features()) if self.calibration else {}
+        if not self.calibration:
+            return {}
+        m = self.evidence("mask")  # only calibrations of the older kind (``qc_score``) read the score
+        return predicted_dice(self.calibration, m + (1.0 - m) * INPUT_WEIGHT * self.evidence("input"), self.features())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "qc_score": round(self.score, 4),
-            "qc_mask_evidence": round(self.evidence("mask"), 4),
+            "qc_mask_evidence": round(self.mask_evidence(), 4),
             "qc_input_evidence": round(self.evidence("input"), 4),
             "qc_predicted_dice": {k: round(v, 4) for k, v in self.predicted_dice.items()},
             "qc_flags": self.flags,
@@ -170,6 +196,7 @@ def assess(
     *,
     labels: Mapping[int, str],
     channels: list[str],
+    reference: Mapping[str, Any] | None = None,
 ) -> Assessment:
     """Score a prediction against the model's training summary.
 
@@ -180,9 +207,13 @@ def assess(
             comparisons are skipped and a note says so).
         labels: label value → name (background excluded), for the flags.
         channels: channel names, for the flags.
+        reference: the model's out-of-fold reference (:func:`medseg.qc.reference.build_reference`); default:
+            the one the summary's calibration carries (none: fixed thresholds).
     """
     summary = summary or {}
     out = Assessment(calibration=dict(summary.get("calibration") or {}))
+    if reference is None:
+        reference = out.calibration.get("reference") or {}
     if not summary.get("n_cases"):
         out.notes.append(
             "the model carries no training summary (trained before medseg recorded one): input intensity, spacing "
@@ -191,7 +222,7 @@ def assess(
     else:
         _input_signals(out, measured, source, summary, channels)
     _label_signals(out, measured, summary, labels)
-    _uncertainty_signals(out, measured, labels)
+    _uncertainty_signals(out, measured, labels, reference)
     return out
 
 
@@ -327,66 +358,80 @@ def _ramp(value: float, normal: float, span: float) -> float:
     return min(max((value - normal) / span, 0.0), 1.0)
 
 
-def _uncertainty_signals(out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str]) -> None:
+def _uncertainty_signals(
+    out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str], reference: Mapping[str, Any]
+) -> None:
+    """Entropy, border entropy, expected Dice and pass/fold agreement per label: against the model's out-of-fold
+    ``reference`` (:mod:`medseg.qc.reference`) where it has the label, else against fixed thresholds."""
+    from medseg.qc.reference import label_values
+
+    values = label_values(measured)
     for value, name in sorted(labels.items()):
-        u = (measured.get("uncertainty") or {}).get(str(value))
-        if u is None:
-            continue
         key = str(value)
-        h = u["entropy"]
-        out.signals.append(
-            Signal(
-                f"entropy.{name}",
-                _ramp(h, ENTROPY_NORMAL, ENTROPY_SPAN),
-                f"{name} mean softmax entropy {h:.2f} (normalised; a confident prediction stays below "
-                f"{ENTROPY_NORMAL:g}), mean margin {u['margin']:.2f}",
-                h,
-                f"≤ {ENTROPY_NORMAL:g}",
-                label=key,
-            )
-        )
-        if "soft_dice" in u:
-            out.expected_dice[key] = u["soft_dice"]
-            hb, sd = u["border_entropy"], u["soft_dice"]
-            out.signals.append(
-                Signal(
-                    f"border_entropy.{name}",
-                    _ramp(hb, BORDER_ENTROPY_NORMAL, BORDER_ENTROPY_SPAN),
-                    f"{name} mean softmax entropy at its predicted border {hb:.2f} (normalised; a sharp border "
-                    f"stays below {BORDER_ENTROPY_NORMAL:g})",
-                    hb,
-                    f"≤ {BORDER_ENTROPY_NORMAL:g}",
-                    label=key,
-                )
-            )
-            out.signals.append(
-                Signal(
-                    f"uncertainty.{name}",
-                    _ramp(sd, SOFT_DICE_NORMAL, -SOFT_DICE_SPAN),
-                    f"{name}: the probabilities expect a Dice of {sd:.2f} of their own mask (a confident "
-                    f"prediction: ≥ {SOFT_DICE_NORMAL:g})",
-                    sd,
-                    f"≥ {SOFT_DICE_NORMAL:g}",
-                    label=key,
-                )
-            )
-        _agreement_signals(out, measured, key, name)
-
-
-def _agreement_signals(out: Assessment, measured: Mapping[str, Any], key: str, name: str) -> None:
-    """Disagreement between mirrored passes (TTA) and between the folds of an ensemble, for label ``key``."""
-    agreement = measured.get("agreement") or {}
-    for source, what in (("mirrors", "mirrored passes"), ("folds", "folds")):
-        d = (agreement.get(source) or {}).get(key)
-        if d is None:
+        row = values.get(key)
+        if row is None:
             continue
-        out.signals.append(
-            Signal(
-                f"agreement.{source}.{name}",
-                _ramp(d, AGREEMENT_NORMAL, -AGREEMENT_SPAN),
-                f"{name}: the {what} agree with a Dice of {d:.2f} (usually ≥ {AGREEMENT_NORMAL:g})",
-                d,
-                f"≥ {AGREEMENT_NORMAL:g}",
-                label=key,
-            )
+        ref = (reference.get("labels") or {}).get(key) or {}
+        if "soft_dice" in row:
+            out.expected_dice[key] = row["soft_dice"]
+        for measure, (what, normal, span) in FIXED.items():
+            if measure in row:
+                out.signals.append(_uncertainty_signal(measure, row[measure], ref.get(measure), normal, span,
+                                                       f"{name}: {what}", name, key))  # fmt: skip
+        _fold_signal(out, measured, key, name, ref.get("dice"))
+
+
+#: Fixed fallbacks (no out-of-fold reference): measure → (what, value scoring 0, span to a score of 1; a
+#: negative span: lower is worse). Set for a confident model (the demo model's held-out Colin27 copy: entropy
+#: 0.10); a less confident model crosses them on every case, hence the reference.
+FIXED: dict[str, tuple[str, float, float]] = {
+    "entropy": ("mean softmax entropy (normalised)", ENTROPY_NORMAL, ENTROPY_SPAN),
+    "border_entropy": ("mean softmax entropy at its predicted border (normalised)", BORDER_ENTROPY_NORMAL,
+                       BORDER_ENTROPY_SPAN),
+    "soft_dice": ("the probabilities expect a Dice of their own mask of", SOFT_DICE_NORMAL, -SOFT_DICE_SPAN),
+    "agreement.mirrors": ("the mirrored passes agree with a Dice of", AGREEMENT_NORMAL, -AGREEMENT_SPAN),
+}  # fmt: skip
+#: Signal names of the measures (``uncertainty``: the expected Dice, for the records' continuity).
+SIGNAL_NAMES = {"soft_dice": "uncertainty", "entropy": "entropy", "border_entropy": "border_entropy",
+                "agreement.mirrors": "agreement.mirrors"}  # fmt: skip
+
+
+def _uncertainty_signal(
+    measure: str, value: float, stats: Mapping[str, float] | None, normal: float, span: float, text: str,
+    name: str, key: str,
+) -> Signal:  # fmt: skip
+    """One uncertainty signal of label ``key``: against the out-of-fold ``stats`` when given, else the fixed ramp."""
+    from medseg.qc.reference import MEASURES, referenced_score, spread
+
+    if stats:
+        s, z = referenced_score(value, stats, MEASURES[measure])
+        ref = f"{stats['mean']:.3g}±{spread(stats):.2g}"
+        flag = f"{text} {value:.2f} vs {ref} on the out-of-fold cases (z {z:+.1f})"
+        return Signal(f"{SIGNAL_NAMES[measure]}.{name}", s, flag, value, ref, z, label=key)
+    bound = f"{'≥' if span < 0 else '≤'} {normal:g}"
+    flag = f"{text} {value:.2f} (a confident model: {bound}; no out-of-fold reference)"
+    return Signal(f"{SIGNAL_NAMES[measure]}.{name}", _ramp(value, normal, span), flag, value, bound, label=key)
+
+
+def _fold_signal(
+    out: Assessment, measured: Mapping[str, Any], key: str, name: str, dice: Mapping[str, float] | None
+) -> None:
+    """Disagreement between the folds of an ensemble for label ``key``: below the Dice the out-of-fold Dice
+    implies (:func:`medseg.qc.reference.fold_floor`) when known, else below ``AGREEMENT_NORMAL``."""
+    from medseg.qc.reference import fold_floor
+
+    d = ((measured.get("agreement") or {}).get("folds") or {}).get(key)
+    if d is None:
+        return
+    normal = fold_floor(dice["mean"]) if dice else AGREEMENT_NORMAL
+    why = f"implied by the out-of-fold Dice {dice['mean']:.2f}" if dice else "fixed; no out-of-fold reference"
+    out.signals.append(
+        Signal(
+            f"agreement.folds.{name}",
+            _ramp(d, normal, -AGREEMENT_SPAN),
+            f"{name}: the folds agree with a Dice of {d:.2f} (usually ≥ {normal:.2f}, {why})",
+            d,
+            f"≥ {normal:.3g}",
+            label=key,
         )
+    )
