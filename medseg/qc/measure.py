@@ -91,6 +91,20 @@ def inner_rim(labels: np.ndarray) -> np.ndarray:
     return rim
 
 
+def _top2(p: torch.Tensor) -> torch.Tensor:
+    """The largest and second-largest of ``p`` ``(K, *spatial)`` over classes, ``(min(2, K), *spatial)``: a
+    running pair over the K contiguous slices (a strided ``topk`` over the class axis is several times slower
+    on the CPU for few classes)."""
+    k = int(p.shape[0])
+    if k < 2 or k > 32 or p.device.type != "cpu":
+        return torch.topk(p, k=min(2, k), dim=0).values
+    first, second = torch.maximum(p[0], p[1]), torch.minimum(p[0], p[1])
+    for c in range(2, k):
+        second = torch.maximum(second, torch.minimum(first, p[c]))
+        first = torch.maximum(first, p[c])
+    return torch.stack([first, second])
+
+
 def probability_measurements(probabilities: torch.Tensor) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
     """The argmax and per-label uncertainty of softmax probabilities ``(K, X, Y, Z)``, in Z chunks.
 
@@ -103,6 +117,8 @@ def probability_measurements(probabilities: torch.Tensor) -> tuple[np.ndarray, d
         probabilities expect of their own argmax, ``2 Σ_{argmax=c} p_c / (Σ p_c + |argmax=c|)``: 1 when
         certain, lower the more probability lies off the mask). Extra memory: one float32 grid (entropy).
     """
+    from medseg.inference.sliding_window import class_argmax
+
     k = int(probabilities.shape[0])
     dtype = np.uint8 if k <= 256 else np.uint16
     labels = np.empty(tuple(probabilities.shape[1:]), dtype=dtype)
@@ -113,8 +129,8 @@ def probability_measurements(probabilities: torch.Tensor) -> tuple[np.ndarray, d
     norm = math.log(k) if k > 1 else 1.0
     for z in _z_chunks(tuple(probabilities.shape)):
         p = probabilities[..., z].float()
-        top = torch.topk(p, k=min(2, k), dim=0).values
-        arg = torch.argmax(p, dim=0)
+        arg = class_argmax(p, dim=0).long()
+        top = _top2(p)
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=0) / norm
         margin = top[0] - top[1] if k > 1 else torch.ones_like(top[0])
         flat = arg.flatten()

@@ -88,7 +88,10 @@ def test_disagreement_between_passes_scores_and_flags() -> None:
     a = assess(measured, source, {}, labels={1: "organ"}, channels=["CT"])
     scores = {s.name: s.score for s in a.signals}
     assert scores["agreement.mirrors.organ"] == pytest.approx(1.0) and scores["agreement.folds.organ"] == 0.0
-    assert a.flags[0] == "organ: the mirrored passes agree with a Dice of 0.70 (a confident model: ≥ 0.95; no out-of-fold reference)"
+    assert (
+        a.flags[0]
+        == "organ: the mirrored passes agree with a Dice of 0.70 (a confident model: ≥ 0.95; no out-of-fold reference)"
+    )
     assert a.score == pytest.approx(1.0)
 
 
