@@ -18,8 +18,13 @@ summary); its Dice against the BET reference (transformed with it) is the truth.
 "Dice < 0.7"; the cost of the QC measurements on the clean case (median of ``--repeats``, with and without).
 ``--results`` writes the tables into benchmarks/RESULTS.md (block ``qc``).
 
+The phantom part also gives, per signal and raw measurement, its AUROC alone on the held-out cases and its
+correlation with Dice on the out-of-fold cases (:mod:`qc_signals`): which signals carry information.
+
 Run: ``python benchmarks/qc.py --results benchmarks/RESULTS.md`` (about 10 min on 2 CPU cores); ``--quick``: a
-smoke test of the whole path in about a minute (its figures mean nothing).
+smoke test of the whole path in about a minute (its figures mean nothing). To iterate on the scoring without
+retraining: ``--keep DIR --reuse`` (the folds trained in DIR are kept); ``--test-seed`` draws other held-out
+phantoms (the figures developed on one seed are best checked on another).
 """
 
 from __future__ import annotations
@@ -203,6 +208,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny training, 3 phantom cases")
     ap.add_argument("--tasks", default="phantoms,colin27", help="comma-separated: phantoms, colin27")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="with --keep: keep the phantom folds already trained there (the "
+        "out-of-fold predictions, post-processing and calibration are redone)",
+    )  # fmt: skip
+    ap.add_argument("--test-seed", type=int, default=2000, help="first phantom seed of the held-out cases")
     ap.add_argument("--results", type=Path, help="write the tables into this RESULTS.md")
     args = ap.parse_args()
     tasks = args.tasks.split(",")
@@ -213,7 +223,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medseg-qc-bench-") as tmp:
         folder = args.keep or Path(tmp)
         if "phantoms" in tasks:
-            lines += [*run_task(folder / "phantoms", quick=args.quick, repeats=repeats, bad_dice=BAD_DICE), ""]
+            lines += [
+                *run_task(folder / "phantoms", quick=args.quick, repeats=repeats, bad_dice=BAD_DICE,
+                          reuse=args.reuse and args.keep is not None, test_seed=args.test_seed),
+                "",
+            ]  # fmt: skip
         if "colin27" in tasks:
             lines += [*colin27(folder / "colin27", repeats), ""]
     elapsed = time.perf_counter() - t_start
