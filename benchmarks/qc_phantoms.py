@@ -11,6 +11,7 @@ reference or the prediction (a hallucinated organ counts 0).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,7 @@ def run_task(
     cases = write_tests(folder / "test", 10, quick, test_seed)
     processor = PipelineProcessor(final, final.checkpoint_paths(), device="cpu", exporters=["nifti"])
     out = folder / "out"
+    shutil.rmtree(out, ignore_errors=True)  # a kept folder: predict again (the batch would skip finished cases)
     report = run_batch([Case(n, (p,)) for n, (p, _) in cases.items()], processor, out, progress=False)
     rows, errors, records = [], [], []
     for row in report.rows:
