@@ -232,7 +232,9 @@ def _signal_lines(records: list[dict], dice: list[float], cv_dir: Path, bad_dice
     return [
         "Which signals carry information: each alone, pooled over labels (the worst label); AUROC on the held-out "
         "cases, Pearson r of the (higher = worse) value with the mean Dice on the out-of-fold cases (negative: "
-        "informative).",
+        "informative), pooled and within folds (each fold is another model: pooled, the folds' difference can "
+        "dominate so few cases). A signal that scores 0 on every good case ties with an undetected bad one, "
+        "which earns it half a pair: a continuous score does not get that credit.",
         "",
         *table(records, dice, oof, labels, bad_dice),
     ]
@@ -276,8 +278,26 @@ def _lines(
         f"max-softmax {_f(a_base)}. Mean absolute error of `qc_predicted_dice`: **{_f(mae)}** per case and label "
         f"({len(errors)} pairs), {_f(float(np.mean(case_mae)) if case_mae else None)} per case (mean over labels).",
         "",
+        _absent_line(rows, bad_dice),
+        "",
         _cost_line(cost, "clean phantoms, 2 folds × 2 mirrored passes, median per case"),
     ]
+
+
+def _absent_line(rows: list[tuple], bad_dice: float) -> str:
+    """The AUROC without the ``absent_*`` cases: there the reference lacks an organ, so the benchmark's Dice
+    (labels absent from both left out) counts a missing organ as right, while QC flags an expected organ that
+    is missing (a resection or a failure: a coordinator reviews it) by design."""
+    from qc import _f
+
+    kept = [r for r in rows if not r[0].startswith("absent_")]
+    bad = [r[1] < bad_dice for r in kept]
+    a_qc, a_base = auroc([r[2] for r in kept], bad), auroc([r[3] for r in kept], bad)
+    return (
+        f"Without the {len(rows) - len(kept)} `absent_*` cases (an organ missing from the reference: the Dice "
+        f"counts its absence as right, QC flags a missing expected organ by design; {sum(bad)} bad of {len(kept)}): "
+        f"qc_score {_f(a_qc)}, baseline {_f(a_base)}."
+    )
 
 
 def final_calibration(final: Any) -> dict[str, Any] | None:

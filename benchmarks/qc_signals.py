@@ -65,14 +65,14 @@ def _pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def out_of_fold(cv_dir: Path, labels: Sequence[str]) -> tuple[list[dict[str, float]], list[float]]:
-    """The out-of-fold cases of a run (``cv_predictions``): their raw measurements and mean Dice over the labels
-    present in the reference or the prediction (before post-processing)."""
+def out_of_fold(cv_dir: Path, labels: Sequence[str]) -> tuple[list[dict[str, float]], list[float], list[int]]:
+    """The out-of-fold cases of a run (``cv_predictions``): their raw measurements, mean Dice over the labels
+    present in the reference or the prediction (before post-processing), and the fold that predicted each."""
     from qc_phantoms import case_dice
 
     import medseg
 
-    raws, dice = [], []
+    raws, dice, folds = [], [], []
     for path in sorted(cv_dir.glob("*.qc.json")):
         record = json.loads(path.read_text())
         if "measured" not in record:
@@ -82,11 +82,19 @@ def out_of_fold(cv_dir: Path, labels: Sequence[str]) -> tuple[list[dict[str, flo
         d, _ = case_dice(pred, medseg.read(cv_dir / f"{case}_reference.nii.gz").numpy()[0])
         raws.append(raw_measurements(record["measured"], labels))
         dice.append(d)
-    return raws, dice
+        folds.append(int(record.get("fold", 0)))
+    return raws, dice, folds
+
+
+def _within(values: Sequence[float], folds: Sequence[int]) -> list[float]:
+    """``values`` minus the mean of their fold (what is left once the folds' difference is taken out)."""
+    a, f = np.asarray(values, dtype=np.float64), np.asarray(folds)
+    return list(a - np.array([a[f == k].mean() for k in f]))
 
 
 def table(
-    records: Sequence[Mapping[str, Any]], dice: Sequence[float], oof: tuple[list[dict[str, float]], list[float]],
+    records: Sequence[Mapping[str, Any]], dice: Sequence[float],
+    oof: tuple[list[dict[str, float]], list[float], list[int]],
     labels: Sequence[str], bad_dice: float,
 ) -> list[str]:  # fmt: skip
     """The per-signal markdown table (AUROC on the held-out cases, correlation with Dice out of fold)."""
@@ -97,19 +105,21 @@ def table(
     raws = [raw_measurements(r, labels) for r in records]
     lines = [
         f"| signal or measurement (higher = worse) | AUROC alone, held-out (Dice < {bad_dice}) | "
-        f"r with Dice, out of fold ({len(oof[1])} cases) |",
-        "|---|---:|---:|",
+        f"r with Dice, out of fold ({len(oof[1])} cases) | r within folds |",
+        "|---|---:|---:|---:|",
     ]
     for kind in sorted({k for s in scores for k in s}):
         a = auroc([s.get(kind, 0.0) for s in scores], bad)
-        lines.append(f"| signal `{kind}` (score) | {_g(a)} | – |")
+        lines.append(f"| signal `{kind}` (score) | {_g(a)} | – | – |")
     for name in [*RAW, "volume |z|"]:
         if not any(name in r for r in raws):
             continue
         a = auroc([r.get(name, 0.0) for r in raws], bad)
-        got = [(r[name], d) for r, d in zip(*oof) if name in r]
-        rho = _pearson([g[0] for g in got], [g[1] for g in got]) if got else None
-        lines.append(f"| raw `{name}` (worst label) | {_g(a)} | {_g(rho)} |")
+        got = [(r[name], d, k) for r, d, k in zip(*oof) if name in r]
+        x, y, k = [g[0] for g in got], [g[1] for g in got], [g[2] for g in got]
+        rho = _pearson(x, y) if got else None
+        within = _pearson(_within(x, k), _within(y, k)) if got else None
+        lines.append(f"| raw `{name}` (worst label) | {_g(a)} | {_g(rho)} | {_g(within)} |")
     return lines
 
 
