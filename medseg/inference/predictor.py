@@ -25,7 +25,7 @@ from medseg.core.precision import choose_precision
 from medseg.core.steps import Step, invert, invert_region, regions_invertible
 from medseg.core.volume import Volume
 from medseg.errors import ConfigError, GeometryError, InputError
-from medseg.inference.sliding_window import sliding_window_inference
+from medseg.inference.sliding_window import PassAgreement, sliding_window_inference
 from medseg.inference.windows import Blend
 
 log = logging.getLogger(__name__)
@@ -248,9 +248,13 @@ class Predictor:
             volume = step(volume)
         return volume
 
-    def logits(self, image: torch.Tensor, network: nn.Module) -> torch.Tensor:
-        """Stitched logits ``(K, X, Y, Z)`` of one network on ``(C, X, Y, Z)``."""
+    def logits(
+        self, image: torch.Tensor, network: nn.Module, *, agreement: PassAgreement | None = None
+    ) -> torch.Tensor:
+        """Stitched logits ``(K, X, Y, Z)`` of one network on ``(C, X, Y, Z)`` (``agreement``: collects the
+        agreement between mirrored passes, see :func:`sliding_window_inference`)."""
         kw = dict(
+            agreement=agreement,
             patch_size=self.patch_size,
             overlap=self.overlap,
             blend=self.blend,
@@ -265,12 +269,39 @@ class Predictor:
         out = sliding_window_inference(slices, network, **kw)  # type: ignore[arg-type]
         return out.permute(1, 2, 3, 0).contiguous()
 
-    def probabilities(self, pre: Volume) -> torch.Tensor:
-        """Fold-averaged softmax probabilities ``(K, X, Y, Z)`` on the pre-processed grid."""
+    def probabilities(
+        self,
+        pre: Volume,
+        *,
+        mirrors: PassAgreement | None = None,
+        folds: PassAgreement | None = None,
+        fold_uncertainty: list[dict[str, dict[str, float]]] | None = None,
+    ) -> torch.Tensor:
+        """Fold-averaged softmax probabilities ``(K, X, Y, Z)`` on the pre-processed grid.
+
+        Args:
+            pre: the pre-processed case.
+            mirrors: collects the agreement between mirrored passes (when ``mirror_axes`` is set).
+            folds: collects the agreement of every fold's argmax with the first fold's (with several
+                networks; one uint8 argmax per fold, in Z chunks).
+            fold_uncertainty: with several networks, receives each fold's own uncertainty measurements
+                (:func:`medseg.qc.measure.probability_measurements`, taken from the argmax it computes anyway
+                for ``folds``): the numbers a single model's out-of-fold prediction gives, so QC compares like
+                with like.
+        """
+        from medseg.qc.measure import probability_measurements
+
         image = pre.tensor(self.device, torch.float32)
         total: torch.Tensor | None = None
-        for network in self.networks:
-            p = softmax_(self.logits(image, network))
+        for i, network in enumerate(self.networks):
+            p = softmax_(self.logits(image, network, agreement=mirrors))
+            if folds is not None and len(self.networks) > 1:
+                if fold_uncertainty is not None:
+                    labels, uncertainty = probability_measurements(p)
+                    fold_uncertainty.append(uncertainty)
+                else:
+                    labels = argmax_labels(p)[0]
+                folds.add_labels(torch.from_numpy(labels), int(p.shape[0]), first=i == 0)
             total = p if total is None else total.add_(p.to(total.device))
         assert total is not None  # at least one network (checked in __init__)
         if len(self.networks) > 1:
@@ -318,12 +349,19 @@ class Predictor:
         """
         if not isinstance(pre, Volume):
             raise InputError(f"preprocess returned {type(pre).__name__}, expected a Volume")
-        probs = Volume(self.probabilities(pre), pre.affine, kind="probability", meta=pre.meta, history=pre.history)
-        if measurements is not None:
+        mirrors, folds = (PassAgreement(), PassAgreement()) if measurements is not None else (None, None)
+        per_fold: list[dict[str, dict[str, float]]] = []
+        probs = self.probabilities(pre, mirrors=mirrors, folds=folds, fold_uncertainty=per_fold)
+        probs = Volume(probs, pre.affine, kind="probability", meta=pre.meta, history=pre.history)
+        if measurements is not None and mirrors is not None and folds is not None:
             from medseg.qc.measure import prediction_measurements
 
             t0 = time.perf_counter()
-            measurements.update(prediction_measurements(pre.tensor(), probs.tensor(), pre.voxel_volume_mm3))
+            measured = prediction_measurements(pre.tensor(), probs.tensor(), pre.voxel_volume_mm3)
+            measured["agreement"] = {"mirrors": _str_keys(mirrors.dice()), "folds": _str_keys(folds.dice())}
+            if per_fold:
+                measured["fold_uncertainty"] = fold_mean(per_fold)
+            measurements.update(measured)
             measurements["seconds"] = time.perf_counter() - t0
         meta = {**volume.meta}
         if self.output == "labels" and self.stream_labels:
@@ -349,6 +387,21 @@ class Predictor:
         """Segment cases one after another (lazily), each on its own input grid."""
         for item in items:
             yield self.predict(item)
+
+
+def fold_mean(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per label, the mean over folds of each fold's uncertainty measurement (a fold that did not predict
+    the label counts 0 for ``soft_dice``, ``max_softmax`` and ``margin``, 1 for the entropies)."""
+    absent = {"soft_dice": 0.0, "max_softmax": 0.0, "margin": 0.0, "entropy": 1.0, "border_entropy": 1.0}
+    labels = sorted({v for fold in per_fold for v in fold}, key=int)
+    return {
+        v: {m: float(sum(f.get(v, {}).get(m, a) for f in per_fold) / len(per_fold)) for m, a in absent.items()}
+        for v in labels
+    }
+
+
+def _str_keys(values: dict[int, float]) -> dict[str, float]:
+    return {str(k): v for k, v in values.items()}
 
 
 def _not_back(volume: Volume, shape: Sequence[int]) -> GeometryError:

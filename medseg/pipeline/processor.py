@@ -170,13 +170,15 @@ class PipelineProcessor:
         record = {
             **assessment.to_dict(),
             "uncertainty": measured.get("uncertainty", {}),  # per label: entropy, margin, max_softmax (means)
+            "fold_uncertainty": measured.get("fold_uncertainty", {}),  # the same per fold, averaged (ensembles)
+            "agreement": measured.get("agreement", {}),  # per label: Dice between mirrored passes / folds
             "seconds": round(float(measured.get("seconds", 0.0)), 4),
         }
         return image, label, record
 
     def quality(self, result: tuple[Volume, Volume, dict[str, Any]]) -> dict[str, Any]:
         """The QC record of a :meth:`run` result (``qc_score``, ``qc_flags``, ``notes``, ``signals``, ``uncertainty``,
-        ``seconds``)."""
+        ``fold_uncertainty``, ``agreement``, ``seconds``)."""
         return result[2]
 
     def save(self, case: Case, result: tuple[Volume, Volume, dict[str, Any]], out_dir: Path) -> dict[str, Path]:

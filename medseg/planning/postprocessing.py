@@ -146,14 +146,16 @@ def out_of_fold_predictions(
             measured: dict[str, Any] = {}
             write(predictor.predict_preprocessed(image, predictor.run_preprocess(image), measurements=measured), path)
             write(label, reference)
-            qc = assess(
-                measured,
-                input_description(image.meta, image.spacing, image.spatial_shape, image.orientation),
-                summary,
-                labels=pipeline.labels,
-                channels=list(pipeline.spec.input.channels),
-            )
-            write_text_atomic(out_dir / f"{case_id}.qc.json", json.dumps({"qc_score": qc.score}))
+            source = input_description(image.meta, image.spacing, image.spatial_shape, image.orientation)
+            qc = assess(measured, source, summary, labels=pipeline.labels, channels=list(pipeline.spec.input.channels))
+            record = {
+                "fold": k,
+                "qc_score": qc.score,
+                "features": qc.features(),
+                "measured": measured,
+                "source": source,
+            }
+            write_text_atomic(out_dir / f"{case_id}.qc.json", json.dumps(record, default=float))
             out[case_id] = (path, reference)
     return out
 
@@ -301,7 +303,7 @@ def determine_postprocessing(
             for t in trials
         ],
     }
-    calibration = _calibrate(cases, steps, labels)
+    calibration = _calibrate(cases, steps, pipeline, root)
     record["qc_calibration"] = calibration
     write_text_atomic(root / "postprocessing.json", json.dumps(record, indent=1))
     for k in range(n_folds):
@@ -310,16 +312,24 @@ def determine_postprocessing(
 
 
 def _calibrate(
-    cases: dict[str, tuple[Path, Path]], steps: list[dict[str, Any]], labels: Sequence[int]
+    cases: dict[str, tuple[Path, Path]], steps: list[dict[str, Any]], pipeline: Pipeline, run_dir: Path
 ) -> dict[str, Any]:
-    """The QC calibration (:func:`medseg.qc.calibration.fit_calibration`) on the out-of-fold predictions: their
-    ``qc_score`` and their Dice per label after the chosen post-processing."""
-    from medseg.qc.calibration import fit_calibration
+    """The QC calibration (:func:`medseg.qc.calibration.calibrate_out_of_fold`) on the out-of-fold predictions:
+    their QC measurements (``CASE.qc.json``) and their Dice per label after the chosen post-processing."""
+    from medseg.qc.calibration import calibrate_out_of_fold
+    from medseg.training import load_checkpoint
 
-    scores, dice = [], []
+    labels = sorted(pipeline.labels)
+    records, dice = [], []
     for case_id, (pred_path, ref_path) in cases.items():
-        scores.append(float(json.loads((pred_path.parent / f"{case_id}.qc.json").read_text())["qc_score"]))
+        records.append(json.loads((pred_path.parent / f"{case_id}.qc.json").read_text()))
         pred = np.asarray(_apply(steps, read(pred_path).replace(kind="label")).numpy())[0]
-        found = _dice(pred, np.asarray(read(ref_path).numpy())[0], labels)
-        dice.append({str(k): v for k, v in found.items()})
-    return fit_calibration(scores, dice)
+        ref = np.asarray(read(ref_path).numpy())[0]
+        found = _dice(pred, ref, labels)
+        absent = {k for k in labels if not (pred == k).any() and not (ref == k).any()}
+        dice.append({str(k): (float("nan") if k in absent else v) for k, v in found.items()})
+    folds = sorted({int(r.get("fold", 0)) for r in records})
+    summaries = {k: load_checkpoint(run_dir / f"fold_{k}" / "best.pt").training_summary or {} for k in folds}
+    return calibrate_out_of_fold(
+        records, dice, summaries, labels=pipeline.labels, channels=list(pipeline.spec.input.channels)
+    )

@@ -1,10 +1,19 @@
 """One QC score per case from its signals, with the reasons (see ``docs/qc.md``).
 
-Each signal becomes a score ``s`` in [0, 1] (0: like the training cases; 1: certainly off);
-the case's ``qc_score = 1 − Π(1 − s_i)``, so one certain signal is enough and several weak ones
-add up. Signals compared with the training summary use ``s = clip((|z| − 2) / 4, 0, 1)``: up to
-two standard deviations is normal, six or more is certain. Every signal with ``s > 0`` gives a
-human-readable flag; nothing is hidden.
+Each signal becomes a score ``s`` in [0, 1] (0: like the training cases; 1: certainly off) and is
+evidence of one of two kinds: ``mask`` (the mask itself looks wrong: implausible volume or
+components, empty or full, uncertain, passes or folds disagreeing) or ``input`` (the input is unlike
+the training cases or cut by the field of view: the mask may still be right). Per kind the signals
+combine as ``1 − Π(1 − s_i)`` (one certain signal is enough, weak ones add up) into ``M`` and ``A``;
+the case's
+
+    qc_score = M + (1 − M) · INPUT_WEIGHT · A
+
+so a case with only input evidence reaches at most ``INPUT_WEIGHT`` (0.5, the default review
+threshold: it is still flagged) and ranks below a case whose mask shows it failed. Signals compared
+with the training summary use ``s = clip((|z| − 2) / 4, 0, 1)``: up to two standard deviations is
+normal, six or more is certain. Every signal with ``s > 0`` gives a human-readable flag; nothing is
+hidden.
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Evidence = Literal["mask", "input"]
 
 #: |z| below this scores 0 ...
 Z_NORMAL = 2.0
@@ -37,6 +48,21 @@ ENTROPY_NORMAL = 0.15
 ENTROPY_SPAN = 0.35
 #: A prediction covering at least this share of the grid is "full".
 FULL_FRACTION = 0.98
+#: The weight of input evidence in ``qc_score``: a case with only input evidence scores at most this (the
+#: default ``--qc-threshold``), so it is flagged but ranks below evidence that the mask failed.
+INPUT_WEIGHT = 0.5
+#: With a calibration, a case whose mean predicted Dice is this has mask evidence 0.5 (the default review
+#: threshold); the bound the benchmark calls failed (Dice < 0.7).
+REVIEW_DICE = 0.7
+#: Expected Dice of the probabilities (``soft_dice``) that scores 0, and the span down to a score of 1.
+SOFT_DICE_NORMAL = 0.9
+SOFT_DICE_SPAN = 0.3
+#: Mean normalised entropy at the predicted border that scores 0, and the span up to a score of 1.
+BORDER_ENTROPY_NORMAL = 0.7
+BORDER_ENTROPY_SPAN = 0.25
+#: Dice between mirrored passes or folds that scores 0, and the span down to a score of 1.
+AGREEMENT_NORMAL = 0.95
+AGREEMENT_SPAN = 0.25
 
 
 @dataclass
@@ -49,9 +75,11 @@ class Signal:
     value: float | None = None
     reference: str = ""
     z: float | None = None
+    evidence: Evidence = "mask"
+    label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "score": round(self.score, 4)}
+        out: dict[str, Any] = {"name": self.name, "score": round(self.score, 4), "evidence": self.evidence}
         for key in ("value", "z"):
             val = getattr(self, key)
             if val is not None and math.isfinite(val):
@@ -68,38 +96,79 @@ class Assessment:
     """The QC record of a case.
 
     Attributes:
-        score: ``1 − Π(1 − s_i)`` over the signals, in [0, 1].
+        score: ``M + (1 − M) · INPUT_WEIGHT · A`` (see the module docstring), in [0, 1].
         signals: every signal computed, flagged or not.
         notes: what could not be checked (e.g. a model without a training summary).
         calibration: the model's out-of-fold calibration (:mod:`medseg.qc.calibration`), when it has one.
+        expected_dice: per label value, the probabilities' own expected Dice (``soft_dice``), for the calibration.
     """
 
     signals: list[Signal] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
+    expected_dice: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def score(self) -> float:
+    def evidence(self, kind: Evidence, label: str | None = None) -> float:
+        """``1 − Π(1 − s_i)`` over the signals of ``kind`` (with ``label``: only those of that label value and
+        those of no label)."""
         keep = 1.0
         for s in self.signals:
-            keep *= 1.0 - min(max(s.score, 0.0), 1.0)
+            if s.evidence == kind and (label is None or s.label in (None, label)):
+                keep *= 1.0 - min(max(s.score, 0.0), 1.0)
+        return 1.0 - keep
+
+    def calibrated_labels(self) -> list[str]:
+        """Label values the calibration predicts a Dice for from the features (empty without one)."""
+        return sorted((v for v, f in (self.calibration.get("labels") or {}).items() if "ratio" in f), key=int)
+
+    def mask_evidence(self) -> float:
+        """``M``: without a calibration ``1 − Π(1 − s_i)`` over the mask evidence; with one, it follows the
+        predicted Dice: ``M = 1 − (1 − clip((1 − D̂) / (2 (1 − REVIEW_DICE)), 0, 1)) · Π(1 − s_j)``, ``D̂`` the
+        mean predicted Dice over the calibrated labels (0.5 at ``REVIEW_DICE``, 1 at half of it), ``j`` the
+        mask evidence of labels the calibration does not cover (their signals are not in ``D̂``)."""
+        fits = self.calibrated_labels()
+        if not fits:
+            return self.evidence("mask")
+        predicted = self.predicted_dice
+        d = sum(predicted.get(v, 0.0) for v in fits) / len(fits)
+        keep = 1.0 - min(max((1.0 - d) / (2.0 * (1.0 - REVIEW_DICE)), 0.0), 1.0)
+        for s in self.signals:
+            if s.evidence == "mask" and s.label is not None and s.label not in fits:
+                keep *= 1.0 - min(max(s.score, 0.0), 1.0)
         return 1.0 - keep
 
     @property
+    def score(self) -> float:
+        m = self.mask_evidence()
+        return m + (1.0 - m) * INPUT_WEIGHT * self.evidence("input")
+
+    @property
     def flags(self) -> list[str]:
-        """The flags of the signals that scored, the strongest first."""
-        return [s.flag for s in sorted(self.signals, key=lambda s: -s.score) if s.score > 0 and s.flag]
+        """The flags of the signals that scored, the strongest first (mask evidence before input evidence)."""
+        ranked = sorted(self.signals, key=lambda s: (-s.score, s.evidence != "mask"))
+        return [s.flag for s in ranked if s.score > 0 and s.flag]
+
+    def features(self) -> dict[str, float]:
+        """Per label value, the calibration's feature ``soft_dice · (1 − M_label)`` in [0, 1] (see
+        :mod:`medseg.qc.calibration`): the probabilities' own expected Dice, discounted by the evidence that
+        the label's mask failed."""
+        return {v: d * (1.0 - self.evidence("mask", v)) for v, d in self.expected_dice.items()}
 
     @property
     def predicted_dice(self) -> dict[str, float]:
         """Per label value, the Dice the calibration predicts (empty without a calibration)."""
         from medseg.qc.calibration import predicted_dice
 
-        return predicted_dice(self.calibration, self.score) if self.calibration else {}
+        if not self.calibration:
+            return {}
+        m = self.evidence("mask")  # only calibrations of the older kind (``qc_score``) read the score
+        return predicted_dice(self.calibration, m + (1.0 - m) * INPUT_WEIGHT * self.evidence("input"), self.features())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "qc_score": round(self.score, 4),
+            "qc_mask_evidence": round(self.mask_evidence(), 4),
+            "qc_input_evidence": round(self.evidence("input"), 4),
             "qc_predicted_dice": {k: round(v, 4) for k, v in self.predicted_dice.items()},
             "qc_flags": self.flags,
             "notes": list(self.notes),
@@ -127,6 +196,7 @@ def assess(
     *,
     labels: Mapping[int, str],
     channels: list[str],
+    reference: Mapping[str, Any] | None = None,
 ) -> Assessment:
     """Score a prediction against the model's training summary.
 
@@ -137,9 +207,13 @@ def assess(
             comparisons are skipped and a note says so).
         labels: label value → name (background excluded), for the flags.
         channels: channel names, for the flags.
+        reference: the model's out-of-fold reference (:func:`medseg.qc.reference.build_reference`); default:
+            the one the summary's calibration carries (none: fixed thresholds).
     """
     summary = summary or {}
     out = Assessment(calibration=dict(summary.get("calibration") or {}))
+    if reference is None:
+        reference = out.calibration.get("reference") or {}
     if not summary.get("n_cases"):
         out.notes.append(
             "the model carries no training summary (trained before medseg recorded one): input intensity, spacing "
@@ -148,7 +222,7 @@ def assess(
     else:
         _input_signals(out, measured, source, summary, channels)
     _label_signals(out, measured, summary, labels)
-    _uncertainty_signals(out, measured, labels)
+    _uncertainty_signals(out, measured, labels, reference)
     return out
 
 
@@ -173,12 +247,15 @@ def _input_signals(
             f"spacing {' × '.join(f'{x:.3g}' for x in spacing)} mm vs training {rng} mm ({factor:.1f}× outside)",
             factor,
             f"{rng} mm",
+            evidence="input",
         )
     )
     modalities = summary.get("modalities") or []
     if source.get("modality") and modalities and source["modality"] not in modalities:
         out.signals.append(
-            Signal("modality", 1.0, f"modality {source['modality']} vs training {', '.join(modalities)}")
+            Signal(
+                "modality", 1.0, f"modality {source['modality']} vs training {', '.join(modalities)}", evidence="input"
+            )
         )
     for ch, (got, ref) in enumerate(zip(measured["channels"], summary.get("intensity") or [])):
         if not ref or got.get("n", 0) == 0:
@@ -200,6 +277,7 @@ def _input_signals(
                 value,
                 f"{_g(mean)}±{_g(spread)}",
                 z,
+                evidence="input",
             )
         )
 
@@ -225,62 +303,135 @@ def _label_signals(
                         f"empty.{name}",
                         1.0,
                         f"{name} is empty (present in {ref['present']} of {n_cases} training cases)",
+                        label=str(value),
                     )
                 )
             continue
         border_ref = ref["border_fraction"]["max"] if ref else 0.0
         b = got["border_fraction"]
-        out.signals.append(
-            Signal(
-                f"border.{name}",
-                min(max((b - border_ref) / BORDER_SPAN, 0.0), 1.0),
-                f"{name} touches the field-of-view border: {100 * b:.1f} % of its voxels in the outermost layer "
-                f"(training at most {100 * border_ref:.1f} %; truncated field of view?)",
-                b,
-                f"≤ {border_ref:.4f}",
-            )
+        border = Signal(
+            f"border.{name}",
+            min(max((b - border_ref) / BORDER_SPAN, 0.0), 1.0),
+            f"{name} touches the field-of-view border: {100 * b:.1f} % of its voxels in the outermost layer "
+            f"(training at most {100 * border_ref:.1f} %; truncated field of view?)",
+            b,
+            f"≤ {border_ref:.4f}",
+            evidence="input",
+            label=str(value),
         )
+        out.signals.append(border)
         if ref is None:
             continue
         vol = ref["volume_ml"]
         spread = max(vol["std"], VOLUME_SPREAD_FLOOR * vol["mean"])
-        out.signals.append(
-            _z_signal(
-                f"volume.{name}", got["volume_ml"], vol["mean"], spread,
-                f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL",
-                "; raw prediction on the network grid", f"{vol['mean']:.4g}±{spread:.4g} mL",
-            )
+        volume = _z_signal(
+            f"volume.{name}", got["volume_ml"], vol["mean"], spread,
+            f"{name} volume {_g(got['volume_ml'])} mL vs training {_g(vol['mean'])}±{_g(spread)} mL",
+            "; raw prediction on the network grid", f"{vol['mean']:.4g}±{spread:.4g} mL",
         )  # fmt: skip
+        volume.label = str(value)
+        if border.score > 0 and got["volume_ml"] < vol["mean"]:  # a cut organ is small: the cut explains it
+            volume.evidence = "input"
+            volume.flag += ", cut by the field of view"
+        out.signals.append(volume)
         comp = ref["components"]
         spread = max(comp["std"], COMPONENT_SPREAD_FLOOR, COMPONENT_SPREAD_FRACTION * comp["mean"])
         out.signals.append(
             _z_signal(
                 f"components.{name}", got["components"], comp["mean"], spread,
                 f"{name} has {got['components']} connected components vs training {comp['mean']:.3g}±{spread:.3g}",
-                "", f"{comp['mean']:.3g}±{spread:.3g}",
+                "", f"{comp['mean']:.3g}±{spread:.3g}", label=str(value),
             )
         )  # fmt: skip
 
 
-def _z_signal(key: str, value: float, mean: float, spread: float, text: str, note: str, expected: str) -> Signal:
-    """A signal scored from ``value``'s z-score against the training ``mean`` ± ``spread``."""
+def _z_signal(
+    key: str, value: float, mean: float, spread: float, text: str, note: str, expected: str, label: str | None = None
+) -> Signal:
+    """A signal (mask evidence) scored from ``value``'s z-score against the training ``mean`` ± ``spread``."""
     z = _z(value, mean, spread)
-    return Signal(key, z_score_signal(z), f"{text} (z {z:.1f}{note})", value, expected, z)
+    return Signal(key, z_score_signal(z), f"{text} (z {z:.1f}{note})", value, expected, z, label=label)
 
 
-def _uncertainty_signals(out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str]) -> None:
+def _ramp(value: float, normal: float, span: float) -> float:
+    """0 at ``normal``, 1 at ``normal + span`` (a negative span: values below ``normal`` score), clipped."""
+    return min(max((value - normal) / span, 0.0), 1.0)
+
+
+def _uncertainty_signals(
+    out: Assessment, measured: Mapping[str, Any], labels: Mapping[int, str], reference: Mapping[str, Any]
+) -> None:
+    """Entropy, border entropy, expected Dice and pass/fold agreement per label: against the model's out-of-fold
+    ``reference`` (:mod:`medseg.qc.reference`) where it has the label, else against fixed thresholds."""
+    from medseg.qc.reference import label_values
+
+    values = label_values(measured)
     for value, name in sorted(labels.items()):
-        u = (measured.get("uncertainty") or {}).get(str(value))
-        if u is None:
+        key = str(value)
+        row = values.get(key)
+        if row is None:
             continue
-        h = u["entropy"]
-        out.signals.append(
-            Signal(
-                f"entropy.{name}",
-                min(max((h - ENTROPY_NORMAL) / ENTROPY_SPAN, 0.0), 1.0),
-                f"{name} mean softmax entropy {h:.2f} (normalised; a confident prediction stays below "
-                f"{ENTROPY_NORMAL:g}), mean margin {u['margin']:.2f}",
-                h,
-                f"≤ {ENTROPY_NORMAL:g}",
-            )
+        ref = (reference.get("labels") or {}).get(key) or {}
+        if "soft_dice" in row:
+            out.expected_dice[key] = row["soft_dice"]
+        for measure, (what, normal, span) in FIXED.items():
+            if measure in row:
+                out.signals.append(_uncertainty_signal(measure, row[measure], ref.get(measure), normal, span,
+                                                       f"{name}: {what}", name, key))  # fmt: skip
+        _fold_signal(out, measured, key, name, ref.get("dice"))
+
+
+#: Fixed fallbacks (no out-of-fold reference): measure → (what, value scoring 0, span to a score of 1; a
+#: negative span: lower is worse). Set for a confident model (the demo model's held-out Colin27 copy: entropy
+#: 0.10); a less confident model crosses them on every case, hence the reference.
+FIXED: dict[str, tuple[str, float, float]] = {
+    "entropy": ("mean softmax entropy (normalised)", ENTROPY_NORMAL, ENTROPY_SPAN),
+    "border_entropy": ("mean softmax entropy at its predicted border (normalised)", BORDER_ENTROPY_NORMAL,
+                       BORDER_ENTROPY_SPAN),
+    "soft_dice": ("the probabilities expect a Dice of their own mask of", SOFT_DICE_NORMAL, -SOFT_DICE_SPAN),
+    "agreement.mirrors": ("the mirrored passes agree with a Dice of", AGREEMENT_NORMAL, -AGREEMENT_SPAN),
+}  # fmt: skip
+#: Signal names of the measures (``uncertainty``: the expected Dice, for the records' continuity).
+SIGNAL_NAMES = {"soft_dice": "uncertainty", "entropy": "entropy", "border_entropy": "border_entropy",
+                "agreement.mirrors": "agreement.mirrors"}  # fmt: skip
+
+
+def _uncertainty_signal(
+    measure: str, value: float, stats: Mapping[str, float] | None, normal: float, span: float, text: str,
+    name: str, key: str,
+) -> Signal:  # fmt: skip
+    """One uncertainty signal of label ``key``: against the out-of-fold ``stats`` when given, else the fixed ramp."""
+    from medseg.qc.reference import MEASURES, referenced_score, spread
+
+    if stats:
+        s, z = referenced_score(value, stats, MEASURES[measure])
+        ref = f"{stats['mean']:.3g}±{spread(stats):.2g}"
+        flag = f"{text} {value:.2f} vs {ref} on the out-of-fold cases (z {z:+.1f})"
+        return Signal(f"{SIGNAL_NAMES[measure]}.{name}", s, flag, value, ref, z, label=key)
+    bound = f"{'≥' if span < 0 else '≤'} {normal:g}"
+    flag = f"{text} {value:.2f} (a confident model: {bound}; no out-of-fold reference)"
+    return Signal(f"{SIGNAL_NAMES[measure]}.{name}", _ramp(value, normal, span), flag, value, bound, label=key)
+
+
+def _fold_signal(
+    out: Assessment, measured: Mapping[str, Any], key: str, name: str, dice: Mapping[str, float] | None
+) -> None:
+    """Disagreement between the folds of an ensemble for label ``key``: below the Dice the out-of-fold Dice
+    implies (:func:`medseg.qc.reference.fold_floor`) when known, else below ``AGREEMENT_NORMAL``."""
+    from medseg.qc.reference import fold_floor
+
+    d = ((measured.get("agreement") or {}).get("folds") or {}).get(key)
+    if d is None:
+        return
+    normal = fold_floor(dice["mean"]) if dice else AGREEMENT_NORMAL
+    why = f"implied by the out-of-fold Dice {dice['mean']:.2f}" if dice else "fixed; no out-of-fold reference"
+    out.signals.append(
+        Signal(
+            f"agreement.folds.{name}",
+            _ramp(d, normal, -AGREEMENT_SPAN),
+            f"{name}: the folds agree with a Dice of {d:.2f} (usually ≥ {normal:.2f}, {why})",
+            d,
+            f"≥ {normal:.3g}",
+            label=key,
         )
+    )

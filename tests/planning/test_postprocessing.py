@@ -77,9 +77,11 @@ def test_train_without_pipeline_plans_then_chooses_postprocessing(tmp_path: Path
     record = json.loads((run / "postprocessing.json").read_text())
     assert record["cases"] == 4 and record["trials"] and "postprocess" in out
     assert final.to_dict()["postprocess"] == Pipeline(postprocess=record["steps"]).to_dict()["postprocess"]
-    calibration = record["qc_calibration"]  # out-of-fold qc_score → Dice per label (medseg.qc.calibration)
-    assert set(calibration["labels"]) == {"1", "2"} and all(f["slope"] <= 0 for f in calibration["labels"].values())
-    assert all(f["n"] == 4 for f in calibration["labels"].values())
+    calibration = record["qc_calibration"]  # out-of-fold features → Dice per label (medseg.qc.calibration)
+    assert calibration["feature"] == "expected_dice" and set(calibration["labels"]) <= {"1", "2"}
+    assert all(f["ratio"] >= 0 and f["n"] <= 4 for f in calibration["labels"].values())
+    for case in json.loads((run / "splits.json").read_text())[0]["val"]:  # the features the fit was made on
+        assert set(json.loads((run / "cv_predictions" / f"{case}.qc.json").read_text())["features"]) <= {"1", "2"}
     for k in range(2):
         ckpt = torch.load(run / f"fold_{k}" / "best.pt", weights_only=True)
         assert ckpt["config"]["postprocess"] == record["steps"]

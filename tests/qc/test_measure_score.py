@@ -38,6 +38,63 @@ def test_score_is_one_minus_product_and_z_mapping() -> None:
     assert a.score == pytest.approx(0.75) and a.flags == ["a", "b"]
 
 
+def test_input_evidence_alone_reaches_the_review_threshold_and_ranks_below_mask_evidence() -> None:
+    unlike = Assessment([Signal("intensity.CT", 1.0, "input", evidence="input"), Signal("border.organ", 1.0, "cut",
+                                                                                        evidence="input")])  # fmt: skip
+    assert unlike.score == pytest.approx(0.5)  # INPUT_WEIGHT: flagged at the default --qc-threshold 0.5
+    failed = Assessment([Signal("volume.organ", 0.6, "volume")])
+    both = Assessment([*unlike.signals, Signal("volume.organ", 0.6, "volume")])
+    assert failed.score == pytest.approx(0.6) and both.score == pytest.approx(0.6 + 0.4 * 0.5)
+    assert both.score > failed.score > unlike.score
+    assert both.flags[:3] == ["input", "cut", "volume"]  # strongest first; at equal strength mask evidence first
+    tie = Assessment([Signal("x", 1.0, "input", evidence="input"), Signal("y", 1.0, "mask")])
+    assert tie.flags == ["mask", "input"] and tie.score == 1.0
+
+
+def test_mask_evidence_per_label_and_the_calibration_feature() -> None:
+    a = Assessment(
+        [Signal("volume.liver", 0.5, "v", label="1"), Signal("full", 0.2, "f"), Signal("border.liver", 1.0, "b",
+                                                                                          evidence="input", label="1")],
+        expected_dice={"1": 0.9, "2": 0.8},
+    )  # fmt: skip
+    assert a.evidence("mask", "1") == pytest.approx(1 - 0.5 * 0.8) and a.evidence("mask", "2") == pytest.approx(0.2)
+    assert a.features() == pytest.approx({"1": 0.9 * 0.5 * 0.8, "2": 0.8 * 0.8})  # input evidence does not discount
+
+
+def test_soft_dice_and_border_entropy_of_a_blurred_block() -> None:
+    p = torch.zeros((2, 8, 8, 8))
+    p[0] = 1.0
+    p[1, 2:6, 2:6, 2:6], p[0, 2:6, 2:6, 2:6] = 1.0, 0.0  # a certain 4³ block ...
+    p[1, 1, 2:6, 2:6], p[0, 1, 2:6, 2:6] = 0.4, 0.6  # ... with some probability just outside one face
+    _, u = probability_measurements(p)
+    assert u["1"]["soft_dice"] == pytest.approx(2 * 64 / (64 + 6.4 + 64))
+    assert u["1"]["entropy"] == 0.0 and u["1"]["border_entropy"] == 0.0  # certain inside and on its rim
+    p[1, 2, 2:6, 2:6], p[0, 2, 2:6, 2:6] = 0.7, 0.3  # its first layer uncertain: a rim voxel of the block
+    _, u = probability_measurements(p)
+    h = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3)) / math.log(2)
+    rim = 64 - 8  # every voxel of a 4³ block but the 2³ core touches another label
+    assert u["1"]["border_entropy"] == pytest.approx(16 * h / rim, rel=1e-5)
+    assert u["1"]["entropy"] == pytest.approx(16 * h / 64, rel=1e-5)
+
+
+def test_disagreement_between_passes_scores_and_flags() -> None:
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[3:9, 3:9, 3:9] = 1
+    measured = grid_measurements(np.ones((1, 12, 12, 12), np.float32), labels, 1.0)
+    measured["agreement"] = {"mirrors": {"0": 1.0, "1": 0.7}, "folds": {"1": 0.95}}
+    source = {"spacing": [1.0] * 3, "shape": [12] * 3, "orientation": "RAS", "modality": ""}
+    measured["uncertainty"] = {"1": {"entropy": 0.0, "margin": 1.0, "max_softmax": 1.0, "soft_dice": 1.0,
+                                     "border_entropy": 0.0}}  # fmt: skip
+    a = assess(measured, source, {}, labels={1: "organ"}, channels=["CT"])
+    scores = {s.name: s.score for s in a.signals}
+    assert scores["agreement.mirrors.organ"] == pytest.approx(1.0) and scores["agreement.folds.organ"] == 0.0
+    assert (
+        a.flags[0]
+        == "organ: the mirrored passes agree with a Dice of 0.70 (a confident model: ≥ 0.95; no out-of-fold reference)"
+    )
+    assert a.score == pytest.approx(1.0)
+
+
 def _case(shift: float = 0.0, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     image = rng.normal(0.0, 0.1, (1, 24, 24, 24)).astype(np.float32)
@@ -63,11 +120,11 @@ def test_like_the_training_cases_scores_low_shifted_intensity_and_volume_score_h
     same = assess(grid_measurements(*_case(seed=5), 8.0), source, summary, **kw)
     assert same.score < 0.1, same.to_dict()
     shifted = assess(grid_measurements(*_case(shift=-3.0, seed=5), 8.0), source, summary, **kw)
-    assert shifted.score == 1.0 and "CT foreground intensity" in shifted.flags[0]
+    assert shifted.score == pytest.approx(0.5) and "CT foreground intensity" in shifted.flags[0]  # input evidence
     big = assess(grid_measurements(*_case(size=16, seed=5), 8.0), source, summary, **kw)
     assert "organ volume 8.19 mL vs training 4.1±0.418 mL (z 9.8; raw prediction on the network grid)" in big.flags
     far = assess(grid_measurements(*_case(seed=5), 8.0), {**source, "spacing": [2.0, 2.0, 8.0]}, summary, **kw)
-    assert far.score > 0.5 and far.flags[0].startswith("spacing 2 × 2 × 8 mm vs training 2 × 2 × 2 mm")
+    assert far.score == pytest.approx(0.5) and far.flags[0].startswith("spacing 2 × 2 × 8 mm vs training 2 × 2 × 2 mm")
 
 
 def test_without_a_summary_only_the_prediction_signals_and_a_note() -> None:

@@ -65,7 +65,8 @@ def test_sign_error_and_truncation_are_flagged_the_t1_copy_is_not(predicted) -> 
     assert rows["t1"]["qc_score"] < 0.3, rows["t1"]["qc_flags"]
     assert rows["negated"]["qc_score"] > 0.9
     assert any("foreground intensity" in f for f in rows["negated"]["qc_flags"]), rows["negated"]["qc_flags"]
-    assert rows["truncated"]["qc_score"] > 0.9
+    # the cut mask is still good (Dice ≥ 0.8 in benchmarks/qc.py): flagged, but ranked below the failed sign error
+    assert 0.5 <= rows["truncated"]["qc_score"] < rows["negated"]["qc_score"]
     assert any("touches the field-of-view border" in f for f in rows["truncated"]["qc_flags"])
     sidecar = json.loads((out / "truncated.provenance.json").read_text())
     assert sidecar["qc"]["qc_score"] == rows["truncated"]["qc_score"] and sidecar["qc"]["signals"]
@@ -107,6 +108,6 @@ def test_pd_weighted_dicom_through_the_t1_model_needs_review(tmp_path: Path) -> 
     processor = PipelineProcessor(pipeline, ckpts, device="cpu", exporters=["nifti"])
     report = run_batch(discover_cases(ROOT / "sample_data" / "mr_dicom"), processor, tmp_path / "o", progress=False)
     (row,) = report.rows
-    assert row.status == "succeeded" and row.qc_score is not None and row.qc_score > 0.9
+    assert row.status == "succeeded" and row.qc_score is not None and row.qc_score >= 0.5  # the default threshold
     assert any("T1 foreground intensity" in f for f in row.qc_flags), row.qc_flags
     assert report.needs_review() == [row]
