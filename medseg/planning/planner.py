@@ -11,7 +11,8 @@ The rules are nnU-Net v2's default planner (``ExperimentPlanner`` in
   every training case, a minimum component size from the smallest labelled component;
 - reorientation to RAS first (nnU-Net plans on the files' voxel order);
 - a finer target spacing when the smallest label's typical object would span fewer than 3 voxels
-  along an axis (:mod:`medseg.planning.spacing`).
+  along an axis (:mod:`medseg.planning.spacing`; with the device probes, not with ``--no-probe``, which
+  reproduces nnU-Net's plan).
 
 :func:`plan` is a function of the fingerprint, the options, a :class:`~medseg.planning.sizing.Device`
 (None: nnU-Net's estimate, no probe) and a pre-processing timer; it does no file I/O.
@@ -525,7 +526,7 @@ def plan(
     options = options or PlanOptions()
     if options.time_budget_s is not None and (device is None or setup_seconds is None):
         raise ConfigError("--time-budget needs the device probes (drop --no-probe)")
-    target, spacing_decision = plan_spacing(fp)
+    target, spacing_decision = plan_spacing(fp, protect_small=device is not None)  # --no-probe: nnU-Net's plan
     modalities = channel_modalities(fp, options.modality)
     norm_steps, norm_decision = plan_normalisation(fp, modalities)
     crop_steps, crop_decision = plan_crop(fp)

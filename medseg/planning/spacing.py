@@ -36,8 +36,11 @@ def typical_objects_mm3(fp: Fingerprint) -> dict[str, float]:
     return out
 
 
-def plan_spacing(fp: Fingerprint) -> tuple[np.ndarray, Decision]:
-    """Target spacing (RAS order): nnU-Net's anisotropy rule, then the small-structure rule."""
+def plan_spacing(fp: Fingerprint, protect_small: bool = True) -> tuple[np.ndarray, Decision]:
+    """Target spacing (RAS order): nnU-Net's anisotropy rule, then (``protect_small``) the small-structure rule.
+
+    ``protect_small=False`` is nnU-Net's spacing alone (``medseg plan --no-probe`` reproduces nnU-Net's plan).
+    """
     target, n = rules.target_spacing(fp.spacings, fp.shapes_after_crop)
     median = fmt(list(n["median_spacing"]))  # type: ignore[arg-type]
     if n["anisotropic"]:
@@ -53,7 +56,8 @@ def plan_spacing(fp: Fingerprint) -> tuple[np.ndarray, Decision]:
             f"median {median} mm over {fp.n_cases} cases; coarsest/finest {fmt(n['spacing_ratio'])}, "
             f"voxel ratio {fmt(n['voxel_ratio'])} (anisotropy rule needs both > {rules.ANISO_THRESHOLD:g})"
         )
-    refined, small = rules.small_structure_spacing(target, fp.spacings, typical_objects_mm3(fp))
+    objects = typical_objects_mm3(fp) if protect_small else {}
+    refined, small = rules.small_structure_spacing(target, fp.spacings, objects)
     origin = "nnU-Net"
     if small.get("label") is not None:
         across = fmt([round(float(v), 1) for v in small["across_before"]])  # type: ignore[union-attr]

@@ -235,17 +235,18 @@ def _lesion_dataset(root: Path, lesion: bool) -> Path:
 def test_a_small_label_refines_the_spacing_and_says_why(tmp_path: Path) -> None:
     """The lesion (2 × 2 × 1 voxels, median 19 mm³, 3.3 mm across) spans < 3 voxels at 1.25 × 1.25 × 3 mm: finer in-plane,
     never finer than the data's finest 1 mm, the 3 mm slices kept (no case has thinner)."""
-    p = plan(fingerprint_dataset(_lesion_dataset(tmp_path / "lesion", lesion=True)))
+    fp = fingerprint_dataset(_lesion_dataset(tmp_path / "lesion", lesion=True))
+    p = plan(fp, PlanOptions(), FakeDevice())
     spacing = next(d for d in p.decisions if d.key == "preprocess.resample")
     assert spacing.origin == "medseg" and "smallest label lesion" in spacing.numbers
     resample = p.pipeline["preprocess"][-1]["resample"]["spacing"]
     assert 1.0 <= resample[0] < 1.25 and resample[2] == pytest.approx(3.0)
-    kept = next(
-        d for d in plan(fingerprint_dataset(_lesion_dataset(tmp_path / "organ", lesion=False))).decisions
-        if d.key == "preprocess.resample"
-    )  # fmt: skip
+    organ = plan(fingerprint_dataset(_lesion_dataset(tmp_path / "organ", lesion=False)), PlanOptions(), FakeDevice())
+    kept = next(d for d in organ.decisions if d.key == "preprocess.resample")
     assert kept.origin == "nnU-Net" and kept.value == pytest.approx([1.25, 1.25, 3.0])
     assert "nnU-Net's spacing kept" in kept.numbers
+    unprobed = next(d for d in plan(fp).decisions if d.key == "preprocess.resample")  # --no-probe: nnU-Net's plan
+    assert unprobed.origin == "nnU-Net" and unprobed.value == pytest.approx([1.25, 1.25, 3.0])
 
 
 def test_probes_on_a_busy_machine_say_so(cube: Path) -> None:
