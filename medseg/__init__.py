@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 
 import lazy_loader as _lazy
 
-from medseg.core.threads import configure_openmp as _configure_openmp
-
-_configure_openmp()  # before torch loads its OpenMP runtime (see medseg.core.threads)
-
-from medseg.builtins import register_builtins as _register_builtins  # noqa: E402
+from medseg.builtins import register_builtins as _register_builtins
 from medseg.core.registry import set_populate_hook as _set_populate_hook
+from medseg.core.threads import configure_openmp as _configure_openmp
 from medseg.errors import ConfigError, GeometryError, InputError, MedsegError
+
+_configure_openmp()  # before torch loads its OpenMP runtime (nothing above imports torch; see medseg.core.threads)
 
 __version__ = "0.1.0"
 

@@ -79,6 +79,11 @@ def plan_spacing(fp: Fingerprint, protect_small: bool = True) -> tuple[np.ndarra
             )
             numbers = f"{numbers}; {seen}, {after} at {fmt([float(t) for t in refined])} mm{limit}"
             origin = "medseg"
+        elif small["limited_by"] == "floor":
+            numbers = (
+                f"{numbers}; {seen}: < {rules.MIN_OBJECT_VOXELS_ACROSS:g} along an axis, but no case has a finer "
+                "spacing along it: nnU-Net's spacing kept"
+            )
         else:
             numbers = f"{numbers}; {seen}: ≥ {rules.MIN_OBJECT_VOXELS_ACROSS:g} per axis, nnU-Net's spacing kept"
     return refined, Decision("preprocess.resample", [round(float(t), 5) for t in refined], rule, numbers, origin)

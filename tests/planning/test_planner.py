@@ -216,7 +216,7 @@ def test_plan_predicts_the_time_to_predict_a_case(cube: Path) -> None:
     assert math.isnan(unprobed.configurations[unprobed.chosen].case_seconds)
 
 
-def _lesion_dataset(root: Path, lesion: bool) -> Path:
+def _lesion_dataset(root: Path, lesion: bool, inplane_step: float = 0.25) -> Path:
     """3 CT cases at (1 to 1.5) × same × 3 mm: an organ, and with ``lesion`` a 2 × 2 × 1-voxel lesion (label 2)."""
     for i in range(3):
         image = np.zeros((40, 40, 12), np.float32)
@@ -226,7 +226,8 @@ def _lesion_dataset(root: Path, lesion: bool) -> Path:
         if lesion:
             label[32:34, 32:34, 5] = 2
         image[label == 1], image[label == 2] = 60.0 + i, 120.0
-        write_case(root, f"c{i}", image, label, make_affine((1.0 + 0.25 * i, 1.0 + 0.25 * i, 3.0)))
+        inplane = 1.0 + inplane_step * i
+        write_case(root, f"c{i}", image, label, make_affine((inplane, inplane, 3.0)))
     names = {"background": 0, "organ": 1} | ({"lesion": 2} if lesion else {})
     dataset_json(root, names, channels=("CT",))
     return root
@@ -245,6 +246,9 @@ def test_a_small_label_refines_the_spacing_and_says_why(tmp_path: Path) -> None:
     kept = next(d for d in organ.decisions if d.key == "preprocess.resample")
     assert kept.origin == "nnU-Net" and kept.value == pytest.approx([1.25, 1.25, 3.0])
     assert "nnU-Net's spacing kept" in kept.numbers
+    at_floor = plan(fingerprint_dataset(_lesion_dataset(tmp_path / "1mm", True, 0.0)), PlanOptions(), FakeDevice())
+    limited = next(d for d in at_floor.decisions if d.key == "preprocess.resample")  # 1 × 1 × 3 mm in every case
+    assert limited.origin == "nnU-Net" and "no case has a finer spacing along it" in limited.numbers
     unprobed = next(d for d in plan(fp).decisions if d.key == "preprocess.resample")  # --no-probe: nnU-Net's plan
     assert unprobed.origin == "nnU-Net" and unprobed.value == pytest.approx([1.25, 1.25, 3.0])
 

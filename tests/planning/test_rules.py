@@ -137,3 +137,10 @@ def test_small_structure_spacing_keeps_nnunet_where_nothing_is_lost_and_caps_the
     assert np.prod(target / capped) == pytest.approx(rules.MAX_VOXEL_GROWTH, rel=1e-6)
     assert n["limited_by"] == "growth"
     assert rules.small_structure_spacing(target, np.array([[0.5] * 3]), {})[1] == {"changed": False}
+
+
+def test_small_structure_spacing_on_thick_slices_no_case_undercuts_says_so() -> None:
+    """All cases have 2.5 mm slices: the lesion stays < 3 voxels along z, reported as limited by the data."""
+    target = np.array([1.5, 1.5, 2.5])
+    kept, n = rules.small_structure_spacing(target, np.array([[1.5, 1.5, 2.5]] * 3), {"lesion": 158.0})
+    assert np.array_equal(kept, target) and not n["changed"] and n["limited_by"] == "floor"
