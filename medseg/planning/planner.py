@@ -21,7 +21,6 @@ The rules are nnU-Net v2's default planner (``ExperimentPlanner`` in
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +30,7 @@ import numpy as np
 from medseg.errors import ConfigError
 from medseg.planning import rules
 from medseg.planning.decisions import Decision, fmt, fmt_bytes, fmt_seconds
+from medseg.planning.estimates import busy_machine, case_seconds
 from medseg.planning.fingerprint import Fingerprint
 from medseg.planning.sizing import (
     MIN_ITERATIONS,
@@ -384,50 +384,19 @@ def _size(
     untimed = timed is None or not math.isfinite(timed.seconds_per_window)
     if ctx.sizer is not None and untimed and (not math.isfinite(seconds) or seconds <= PROBE_MAX_S):
         timed = ctx.sizer.measure(net, batch, window_batch=VALIDATION_BATCH)  # for the per-case estimate
-    conf.case_seconds, conf.case_text = _case_seconds(timed, conf.median_shape, conf.patch, ctx)
+    conf.case_seconds, conf.case_text = case_seconds(
+        timed, conf.median_shape, conf.patch, ctx.setup_s / max(ctx.fp.n_cases, 1), ctx.options.device
+    )
     if math.isfinite(seconds):
         how = "measured" if measured is not None else "estimated, not run"
         conf.notes.append(f"{fmt(seconds)} s per training iteration on {ctx.options.device} ({how})")
     if ctx.sizer is not None:  # reported in the pipeline's axis order, like everything else
         ctx.probes += [(_reorder_network(n, plan_axes, order), b, m) for n, b, m in ctx.sizer.probes]
-        busy = _busy_machine([m for _, _, m in ctx.sizer.probes], ctx.options.device)
+        busy = busy_machine([m for _, _, m in ctx.sizer.probes], ctx.options.device)
         if busy:
             conf.notes.append(busy)
             conf.warnings.append(busy)
     return conf
-
-
-def _case_seconds(
-    measured: Measurement | None, median: list[float], patch: list[int], ctx: _Context
-) -> tuple[float, str]:
-    """Expected seconds to predict a median case: sliding windows at half overlap × mirrored passes × measured
-    seconds per window (batch of :data:`VALIDATION_BATCH`), plus its share of the measured pre-processing."""
-    if measured is None or not measured.ok or not math.isfinite(measured.seconds_per_window):
-        return math.nan, ""
-    windows = validation_windows(median, patch)
-    passes = 2 ** len(patch)  # mirroring along every axis, as the plan writes it
-    network_s = windows * passes * measured.seconds_per_window
-    setup_s = ctx.setup_s / max(ctx.fp.n_cases, 1)
-    text = (
-        f"≈ {fmt_seconds(network_s + setup_s)} per median case on {ctx.options.device}: {windows} windows × "
-        f"{passes} mirrored passes × {fmt(measured.seconds_per_window)} s (measured) + {fmt_seconds(setup_s)} "
-        f"reading and pre-processing; without mirroring (inference.mirror_axes: []) ≈ "
-        f"{fmt_seconds(network_s / passes + setup_s)}"
-    )
-    return network_s + setup_s, text
-
-
-def _busy_machine(measurements: list[Measurement], device: str) -> str:
-    """A line when CPU probes ran beside other work (load average above the cores), else ""."""
-    loads = [m.load for m in measurements if math.isfinite(m.load)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not device.startswith("cpu") or not loads or max(loads) <= cores + 0.5:
-        return ""
-    return (
-        f"the machine was busy while the probes ran (load average up to {max(loads):.1f} on {cores} cores): "
-        "each time is the fastest of repeated blocks of steps; training beside the same work runs slower, and its "
-        "time budget (training.max_time_s) then ends it with fewer iterations — plan and train on a quiet machine"
-    )
 
 
 def _initial(spacing: list[float], median: list[float], plan_axes: list[int], order: list[int]) -> list[int]:
