@@ -41,10 +41,21 @@ from medseg.planning.sizing import Measurement, ProbeRequest
 #: Timed training steps stop after this many seconds (at least one block, at most 20 steps): on a
 #: shared machine single steps vary several-fold, so the time is taken over seconds, not one step.
 MIN_TIMING_S = 2.0
+#: ... or after this fraction of a shorter training budget (never under ``FLOOR_TIMING_S``): a plan probes
+#: about ten candidates, and probing a one-minute plan for twenty seconds would cost a third of its training.
+TIMING_FRACTION = 0.01
+FLOOR_TIMING_S = 0.5
 MAX_TIMED_STEPS = 20
 #: Steps per timing block; the fastest block's mean is the measurement (augmentation varies per step,
 #: so one step is not a rate; a neighbour's burst slows some blocks, never makes one faster).
 TIMING_BLOCK = 3
+
+
+def timing_seconds(time_budget_s: float | None) -> float:
+    """Seconds each probe times training steps for a plan with ``time_budget_s`` of training (None: no budget)."""
+    if time_budget_s is None:
+        return MIN_TIMING_S
+    return min(MIN_TIMING_S, max(FLOOR_TIMING_S, TIMING_FRACTION * time_budget_s))
 
 
 def best_block_mean(times: list[float], block: int = TIMING_BLOCK) -> float:
@@ -63,11 +74,19 @@ class ProbeDevice:
         threads: torch intra-op threads of the probes (default: this process's, i.e. what
             training in this process would use).
         timeout_s: a probe running longer is stopped and reported as failed.
+        timing_s: seconds of training steps each probe times (:func:`timing_seconds`).
 
     Use as a context manager (the server is stopped on exit).
     """
 
-    def __init__(self, device: str = "cpu", *, threads: int | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        threads: int | None = None,
+        timeout_s: float = 300.0,
+        timing_s: float = MIN_TIMING_S,
+    ) -> None:
         import torch
 
         self.name = device
@@ -78,6 +97,7 @@ class ProbeDevice:
             raise ConfigError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         self.threads = threads or torch.get_num_threads()
         self.timeout_s = timeout_s
+        self.timing_s = timing_s
         self.info: dict[str, Any] = {}
         self._memo: dict[str, Measurement] = {}  # the same request in one session is measured once
         self._proc: subprocess.Popen[bytes] | None = None
@@ -161,6 +181,7 @@ class ProbeDevice:
             "overhead": request.overhead,
             "image_shape": list(request.image_shape) if request.image_shape else None,
             "training": request.training,
+            "timing_s": self.timing_s,
         }
         key = json.dumps(payload, sort_keys=True)
         if key in self._memo:
@@ -295,7 +316,9 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     generator = torch.Generator().manual_seed(0)
     stack = contextlib.ExitStack()
     sample = (
-        _sampler(stack, req, int(opts["in_channels"]), int(opts["out_channels"])) if req.get("image_shape") else None
+        _sampler(stack, req, int(opts["in_channels"]), int(opts["out_channels"]), settings)
+        if req.get("image_shape")
+        else None
     )
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext  # windows only
 
@@ -304,12 +327,13 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
         xi, yi = augment(xb, yb, generator) if augment is not None else (xb, yb)
         training_step(net, optimizer, loss_fn, scaler, precision, device, settings.grad_clip, xi, yi)
 
+    timing = float(req.get("timing_s", MIN_TIMING_S))
     result: dict[str, Any] = {"ok": True, "baseline_bytes": baseline, "load": os.getloadavg()[0]}
     with reuse_freed_memory():
         step()  # warm-up: allocator, kernel selection
         sync()
         times: list[float] = []
-        while len(times) < TIMING_BLOCK or (sum(times) < MIN_TIMING_S and len(times) < MAX_TIMED_STEPS):
+        while len(times) < TIMING_BLOCK or (sum(times) < timing and len(times) < MAX_TIMED_STEPS):
             t0 = time.perf_counter()
             step()
             sync()
@@ -327,8 +351,9 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     return result
 
 
-def _sampler(stack: contextlib.ExitStack, req: dict[str, Any], channels: int, classes: int) -> Any:
-    """The trainer's patch sampler over one cached case of ``image_shape`` (memory-mapped ``.npy``, as in training)."""
+def _sampler(stack: contextlib.ExitStack, req: dict[str, Any], channels: int, classes: int, settings: Any) -> Any:
+    """The trainer's patch sampler, set as ``settings`` (a TrainingConfig) set it, over one cached case of
+    ``image_shape`` (memory-mapped ``.npy``, as in training)."""
     import numpy as np
 
     from medseg.training.cache import CachedCase, foreground_locations
@@ -344,7 +369,14 @@ def _sampler(stack: contextlib.ExitStack, req: dict[str, Any], channels: int, cl
     np.save(folder / "label.npy", label)
     np.savez(folder / "locations.npz", **foreground_locations(label, rng))
     case = CachedCase("probe", folder, np.eye(4), shape)  # type: ignore[arg-type]
-    stream = PatchStream([case], tuple(req["patch"]), int(req["batch"]), foreground_ratio=0.33, seed=0)
+    stream = PatchStream(
+        [case],
+        tuple(req["patch"]),
+        int(req["batch"]),
+        foreground_ratio=settings.foreground_ratio,
+        class_balanced=settings.class_balanced,
+        seed=0,
+    )
     draw = np.random.default_rng(1)
     return lambda: stream.batch(draw)
 

@@ -90,9 +90,9 @@ def plan_dataset(
     dataset = open_dataset(data, labels)
     fp = fingerprint_dataset(dataset, cache=out / "fingerprint.json")
     if probe:
-        from medseg.planning.probes import ProbeDevice, time_preprocessing
+        from medseg.planning.probes import ProbeDevice, time_preprocessing, timing_seconds
 
-        with ProbeDevice(options.device) as device:
+        with ProbeDevice(options.device, timing_s=timing_seconds(options.time_budget_s)) as device:
             result = plan(fp, options, device, lambda items: time_preprocessing(dataset, fp, items))
     else:
         result = plan(fp, options, None, None)

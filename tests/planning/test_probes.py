@@ -129,3 +129,23 @@ def test_the_probe_times_the_trainers_own_step_with_the_planned_recipe(monkeypat
     assert _measure(req, "cpu", 1)["ok"]
     assert built[0] == ("adamw", {"lr": 1e-3, "weight_decay": 3e-5}) and set(steps) == {3.0}
     assert Trainer._step.__code__.co_names.count("training_step") == 1  # the Trainer's step is that function
+
+
+def test_a_short_budget_times_each_probe_for_less(monkeypatch) -> None:
+    """A one-minute plan does not spend 2 s per probe: the timed steps follow the budget, never under 0.5 s."""
+    import medseg.training.step as step
+    from medseg.planning.probes import MIN_TIMING_S, _measure, timing_seconds
+
+    assert timing_seconds(None) == timing_seconds(3600.0) == MIN_TIMING_S
+    assert timing_seconds(60.0) == 0.6 and timing_seconds(5.0) == 0.5
+    clock = iter(float(t) for t in range(10_000))  # every perf_counter call: one more second
+    monkeypatch.setattr("medseg.planning.probes.time.perf_counter", lambda: next(clock))
+    calls: list[int] = []
+    real = step.training_step
+    monkeypatch.setattr(step, "training_step", lambda *a: calls.append(1) or real(*a))
+    req = {"network": _request((8, 8, 8), base=4).network, "patch": [8, 8, 8], "batch": 1, "augment": False}
+    assert _measure({**req, "timing_s": 10.0}, "cpu", 1)["ok"]
+    long = len(calls)
+    calls.clear()
+    assert _measure({**req, "timing_s": 0.5}, "cpu", 1)["ok"]
+    assert long == 1 + 10 and len(calls) == 1 + 3  # warm-up + steps until the timing is spent (one block at least)
