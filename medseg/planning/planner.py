@@ -321,7 +321,9 @@ def _size(
         mem_rule = "largest patch in nnU-Net's shrink order under nnU-Net's feature-map estimate (not measured)"
         seconds = math.nan
     else:
-        sized = fit_memory(ctx.sizer, sequence, ctx.budget_bytes)
+        budget_s = ctx.options.time_budget_s
+        slowest = PROBE_MAX_S if budget_s is None else min(PROBE_MAX_S, budget_s / (0.5 * MIN_ITERATIONS))
+        sized = fit_memory(ctx.sizer, sequence, ctx.budget_bytes, slowest)
         net, notes = sized.network, list(sized.notes)
         cap = rules.dataset_batch_cap(n_voxels, net.topology.patch)
         batch, batch_text = fit_batch(ctx.sizer, sized, ctx.budget_bytes, cap)

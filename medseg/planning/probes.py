@@ -12,7 +12,10 @@ autocast on CUDA, as the trainer does) and reports:
   (interpreter, torch, medseg) is measured in the same process before the network is built;
 - seconds per training iteration (the fastest block of 3 consecutive timed steps, at the same
   thread count as the planning process), seconds per eval window (the faster of two), and one
-  epoch's bookkeeping (checkpoint save, log and curve) when asked;
+  epoch's bookkeeping (checkpoint save, log and curve) when asked. A candidate whose first step
+  takes longer than ``PROBE_MAX_S`` is not timed further: that step (an upper bound) is its time
+  and a third of it per window its eval time, since no budget of minutes plans such a network
+  and three more steps of a 3D nnU-Net patch on a CPU took minutes;
 - the load average the probe saw (the machine may be shared: the planner reports it).
 
 A probe that runs out of memory (CUDA OOM, or a CPU probe killed by the kernel) or takes
@@ -36,7 +39,7 @@ from typing import Any
 
 from medseg.errors import ConfigError
 from medseg.planning.decisions import fmt_bytes
-from medseg.planning.sizing import Measurement, ProbeRequest
+from medseg.planning.sizing import PROBE_MAX_S, Measurement, ProbeRequest
 
 #: Timed training steps stop after this many seconds (at least one block, at most 20 steps): on a
 #: shared machine single steps vary several-fold, so the time is taken over seconds, not one step.
@@ -330,20 +333,26 @@ def _measure(req: dict[str, Any], device_name: str, threads: int) -> dict[str, A
     timing = float(req.get("timing_s", MIN_TIMING_S))
     result: dict[str, Any] = {"ok": True, "baseline_bytes": baseline, "load": os.getloadavg()[0]}
     with reuse_freed_memory():
+        t0 = time.perf_counter()
         step()  # warm-up: allocator, kernel selection
         sync()
+        first = time.perf_counter() - t0
         times: list[float] = []
-        while len(times) < TIMING_BLOCK or (sum(times) < timing and len(times) < MAX_TIMED_STEPS):
+        while first <= PROBE_MAX_S and (
+            len(times) < TIMING_BLOCK or (sum(times) < timing and len(times) < MAX_TIMED_STEPS)
+        ):
             t0 = time.perf_counter()
             step()
             sync()
             times.append(time.perf_counter() - t0)
-        result["seconds_per_iteration"] = best_block_mean(times)
+        result["seconds_per_iteration"] = best_block_mean(times) if times else first
         result["peak_bytes"] = float(torch.cuda.max_memory_allocated(device)) if cuda else _status("VmHWM")
-        if req.get("window_batch"):
+        if req.get("window_batch") and times:
             result["seconds_per_window"] = _window_seconds(
                 net, int(req["window_batch"]), x.shape[1], patch, autocast, sync
             )
+        elif req.get("window_batch"):  # a forward pass is about a third of a training step, per window
+            result["seconds_per_window"] = first / (3 * batch)
     if req.get("overhead"):
         result["epoch_overhead_s"] = _overhead_seconds(net, optimizer, opts)
     result["load"] = max(result["load"], os.getloadavg()[0])

@@ -303,3 +303,32 @@ def test_every_decision_has_a_rule_and_numbers_or_says_none(cube: Path) -> None:
         assert key in keys
     assert all(d.rule for d in p.decisions)
     assert not any(isinstance(d.value, float) and math.isnan(d.value) for d in p.decisions)
+
+
+def test_a_slow_device_is_calibrated_on_small_candidates_and_a_budget_skips_slow_ones(cube: Path) -> None:
+    """On a slow CPU the probes stay cheap: the eighth of nnU-Net's largest patch (GBs and minutes a step there)
+    is not run when the sixty-fourth already took over PROBE_MAX_S / 8 a step, and under a time budget no
+    candidate predicted to give fewer than half the iterations a network needs is measured."""
+    from medseg.planning.sizing import PROBE_MAX_S, Sizer
+
+    fp = fingerprint_dataset(cube)
+    target = np.asarray(fp.data["spacing"]["median"], float)
+    sequence = [network_for(t) for t in rules.shrink_sequence(list(target), [56.0, 56.0, 62.0]) if t.n_stages >= 2]
+    largest = np.prod(sequence[0].topology.patch)
+
+    def probed(device: FakeDevice) -> list[float]:
+        sizer = Sizer(device, 1, 3, (56, 56, 62))
+        sizer.calibrate(sequence)
+        return [np.prod(r.patch) / largest for r in device.requests]
+
+    fast, slow = FakeDevice(seconds_per_mac=1e-13), FakeDevice(seconds_per_mac=1e-8)
+    assert len(probed(fast)) == 2 and 1 / 64 < max(probed(fast)) <= 1 / 8  # the 1/64 and the 1/8 candidates
+    shares = probed(slow)
+    assert len(shares) == 2 and max(shares) <= 1 / 64  # the 1/64 candidate and the smallest
+    assert slow.measure(slow.requests[0]).seconds_per_iteration > PROBE_MAX_S / 8
+
+    budgeted = FakeDevice(seconds_per_mac=2e-11)
+    p = plan(fp, PlanOptions(time_budget_s=600.0, config="3d"), budgeted, lambda s: 1.0)
+    assert p.configurations["3d"].measured is not None
+    timed = [m.seconds_per_iteration for _, _, m in p.probes]
+    assert max(timed[2:]) <= 600.0 / (0.5 * MIN_ITERATIONS)  # after the two calibration probes

@@ -149,3 +149,20 @@ def test_a_short_budget_times_each_probe_for_less(monkeypatch) -> None:
     calls.clear()
     assert _measure({**req, "timing_s": 0.5}, "cpu", 1)["ok"]
     assert long == 1 + 10 and len(calls) == 1 + 3  # warm-up + steps until the timing is spent (one block at least)
+
+
+def test_a_step_slower_than_a_probe_may_take_is_timed_once(monkeypatch) -> None:
+    """A 3D nnU-Net patch on a CPU takes minutes a step: the probe stops after the first (its memory is measured)."""
+    import medseg.training.step as step
+    from medseg.planning.probes import _measure
+    from medseg.planning.sizing import PROBE_MAX_S
+
+    ticks = iter([0.0, PROBE_MAX_S + 10.0, *range(100, 10_000)])  # the warm-up step "takes" 30 s
+    monkeypatch.setattr("medseg.planning.probes.time.perf_counter", lambda: next(ticks))
+    calls: list[int] = []
+    real = step.training_step
+    monkeypatch.setattr(step, "training_step", lambda *a: calls.append(1) or real(*a))
+    req = {"network": _request((8, 8, 8), base=4).network, "patch": [8, 8, 8], "batch": 2, "augment": False}
+    reply = _measure({**req, "window_batch": 2}, "cpu", 1)
+    assert reply["ok"] and len(calls) == 1 and reply["seconds_per_iteration"] == PROBE_MAX_S + 10.0
+    assert reply["seconds_per_window"] == (PROBE_MAX_S + 10.0) / 6 and reply["peak_bytes"] > 0
