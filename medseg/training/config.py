@@ -42,7 +42,8 @@ class TrainingConfig:
             an operation without a deterministic kernel raises).
         num_workers: data-loading processes (0: in the training process).
         foreground_ratio: fraction of each batch centred on foreground.
-        class_balanced: pick the foreground class uniformly before the voxel.
+        class_balanced: pick the foreground class uniformly among those the case has, then its voxel (nnU-Net's
+            data loader; ``medseg plan`` writes true); false: a foreground voxel, so classes in proportion to size.
         augment: augmentation options (None: no augmentation).
         early_stopping: stop after this many validations without improvement (None: never).
         max_time_s: training time in seconds (None: train ``max_epochs`` epochs). When set, the run
