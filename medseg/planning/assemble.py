@@ -111,7 +111,7 @@ def _sampling(fp: Fingerprint) -> Decision:
     )
 
 
-def _training(conf: Configuration, options: PlanOptions, sampling: Decision) -> tuple[dict[str, Any], list[Decision]]:
+def _training(conf: Configuration, options: PlanOptions) -> tuple[dict[str, Any], list[Decision]]:
     s = conf.schedule
     training: dict[str, Any] = {
         "patch_size": conf.patch,
@@ -151,7 +151,6 @@ def _training(conf: Configuration, options: PlanOptions, sampling: Decision) -> 
             "supervision, a third of each batch centred on foreground",
             "",
         ),
-        sampling,
         Decision("training.device", options.device, "--device (probed there)", "", "medseg"),
     ]
     if s.max_time_s is not None:
@@ -219,8 +218,8 @@ def assemble(
         )
     )
     decisions.extend(conf.decisions)
-    training, train_decisions = _training(conf, options, _sampling(fp))
-    decisions.extend(train_decisions)
+    training, train_decisions = _training(conf, options)
+    decisions.extend([*train_decisions, _sampling(fp)])
     mirror = list(range(dims))
     inference = {
         "patch_size": conf.patch,

@@ -321,9 +321,7 @@ def _size(
         mem_rule = "largest patch in nnU-Net's shrink order under nnU-Net's feature-map estimate (not measured)"
         seconds = math.nan
     else:
-        budget_s = ctx.options.time_budget_s
-        slowest = PROBE_MAX_S if budget_s is None else min(PROBE_MAX_S, budget_s / (0.5 * MIN_ITERATIONS))
-        sized = fit_memory(ctx.sizer, sequence, ctx.budget_bytes, slowest)
+        sized = fit_memory(ctx.sizer, sequence, ctx.budget_bytes, _slowest_step(ctx))
         net, notes = sized.network, list(sized.notes)
         cap = rules.dataset_batch_cap(n_voxels, net.topology.patch)
         batch, batch_text = fit_batch(ctx.sizer, sized, ctx.budget_bytes, cap)
@@ -405,6 +403,15 @@ def _initial(spacing: list[float], median: list[float], plan_axes: list[int], or
     return _to_pipeline([int(v) for v in rules.initial_patch(spacing, median)], plan_axes, order)
 
 
+def _slowest_step(ctx: _Context) -> float:
+    """Seconds a training step may be predicted to take and still be probed: ``PROBE_MAX_S``, and under a time
+    budget no more than gives half of ``MIN_ITERATIONS`` after pre-processing (slower ones cannot be planned)."""
+    budget = ctx.options.time_budget_s
+    if budget is None:
+        return PROBE_MAX_S
+    return min(PROBE_MAX_S, max(budget - ctx.setup_s, 0.0) / (0.5 * MIN_ITERATIONS))
+
+
 def _fit_time(
     ctx: _Context, sequence: list[Network], fitted: Network, batch: int, cap: int, median: list[float], name: str
 ) -> tuple[Network, int, Schedule, Measurement | None, str, str]:
@@ -426,7 +433,7 @@ def _fit_time(
     for i, (net, why) in enumerate(rungs):
         _, predicted_s = ctx.sizer.predict(net, batch)
         guess = max(budget - ctx.setup_s, 0.0) / max(predicted_s, 1e-9)
-        if i < len(rungs) - 1 and (predicted_s > PROBE_MAX_S or guess < 0.5 * MIN_ITERATIONS):
+        if i < len(rungs) - 1 and predicted_s > _slowest_step(ctx):
             tried.append(f"{why}: ≥ {fmt(predicted_s)} s/it at the best rate seen → ≤ {guess:.0f} iterations, not run")
             continue
         m = ctx.sizer.measure(net, batch, window_batch=VALIDATION_BATCH, overhead=True)
